@@ -1,0 +1,190 @@
+"""The ``trainer_settings`` object of a plans configuration: one place that defines, documents and validates keys.
+
+A configuration in ``nnUNetPlans.json`` may carry::
+
+    "3d_fullres_adan": {"inherits_from": "3d_fullres",
+                        "trainer_settings": {"optimizer": "adan", "initial_lr": 0.001, "num_epochs": 500}}
+
+Every trainer of this package resolves that object with :func:`resolve_trainer_settings` before any folder is
+created or any data is read, so a misspelled key, a wrong type or an out-of-range value stops the run with a
+:class:`~nnunet_mvext.errors.MVExtError` that names the key and lists what is allowed. Later features add their keys
+to :data:`SETTINGS` here; nothing else defines keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from nnunet_mvext.errors import MVExtError
+
+# Per-optimizer defaults for the keys whose best value depends on the optimizer (reasons in README.md).
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # nnU-Net's own SGD settings: Nesterov momentum 0.99, lr 1e-2, coupled L2 weight decay 3e-5.
+    "sgd": {"initial_lr": 1e-2, "weight_decay": 3e-5, "warmup_fraction": 0.0},
+    # Adan paper (Xie et al., 2022) defaults: lr 1e-3, decoupled weight decay 0.02, a short linear warmup
+    # (5 % of the epochs) because the adaptive denominators are noisy during the first updates.
+    "adan": {"initial_lr": 1e-3, "weight_decay": 2e-2, "warmup_fraction": 0.05},
+}
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One key: its default, the JSON types it accepts, a range check and the text shown in errors and docs."""
+
+    name: str
+    default: Any
+    types: tuple
+    allowed: str
+    doc: str
+    check: Optional[Callable[[Any], bool]] = None
+    choices: Optional[tuple] = None
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _betas(v) -> bool:
+    return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
+
+
+SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
+    SettingSpec("num_epochs", 1000, (int,), "an integer >= 1", "Number of epochs.", _positive),
+    SettingSpec("num_iterations_per_epoch", 250, (int,), "an integer >= 1", "Training iterations per epoch.",
+                _positive),
+    SettingSpec("num_val_iterations_per_epoch", 50, (int,), "an integer >= 1",
+                "Validation iterations per epoch (pseudo Dice).", _positive),
+    SettingSpec("initial_lr", None, (float, int), "a number > 0, or null for the optimizer's default",
+                "Peak learning rate. null: 1e-2 for sgd, 1e-3 for adan.", _positive),
+    SettingSpec("weight_decay", None, (float, int), "a number >= 0, or null for the optimizer's default",
+                "Weight decay. null: 3e-5 (coupled L2) for sgd, 0.02 (decoupled, not on norm weights and biases) "
+                "for adan.", _non_negative),
+    SettingSpec("optimizer", "sgd", (str,), "one of 'sgd', 'adan'",
+                "sgd: nnU-Net's SGD (Nesterov, momentum 0.99). adan: timm.optim.Adan, foreach path.",
+                choices=("sgd", "adan")),
+    SettingSpec("adan_betas", [0.98, 0.92, 0.99], (list,), "a list of three numbers in [0, 1)",
+                "Adan's (beta1, beta2, beta3) in timm's convention (the paper's 0.02, 0.08, 0.01).", _betas),
+    SettingSpec("lr_schedule", "poly", (str,), "one of 'poly', 'cosine'",
+                "After warmup: nnU-Net's polynomial decay (exponent 0.9) or cosine decay to 0.",
+                choices=("poly", "cosine")),
+    SettingSpec("warmup_epochs", None, (int,), "an integer >= 0 and < num_epochs, or null for the default",
+                "Linear warmup epochs before the schedule. null: 0 for sgd, 5 % of num_epochs for adan.",
+                _non_negative),
+    SettingSpec("loss", "dice_ce", (str,), "one of 'dice_ce', 'dice'",
+                "dice_ce: nnU-Net's Dice + cross-entropy (BCE for regions). dice: soft Dice only. Both with deep "
+                "supervision, regions and ignore labels.", choices=("dice_ce", "dice")),
+    SettingSpec("oversample_foreground_percent", 0.33, (float, int), "a number in [0, 1]",
+                "Fraction of each batch sampled around foreground (nnU-Net's default 0.33).",
+                lambda v: 0 <= v <= 1),
+    SettingSpec("save_every", 50, (int,), "an integer >= 1", "Write checkpoint_latest.pth every N epochs.",
+                _positive),
+]}
+
+
+class TrainerSettings(Mapping):
+    """The resolved settings of one run: every key of :data:`SETTINGS`, with per-optimizer defaults filled in.
+
+    ``explicit`` holds the keys the plans file set (printed in the training log as such).
+    """
+
+    def __init__(self, values: dict, explicit: frozenset):
+        self._values = dict(values)
+        self.explicit = explicit
+
+    def __getitem__(self, key: str):
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def describe(self) -> str:
+        """One line per key, marking where each value came from."""
+        width = max(len(k) for k in self._values)
+        lines = []
+        for k, v in self._values.items():
+            source = "plans" if k in self.explicit else "default"
+            lines.append(f"  {k:<{width}} = {v!r} ({source})")
+        return "\n".join(lines)
+
+
+def _type_ok(spec: SettingSpec, value: Any) -> bool:
+    if isinstance(value, bool):
+        return bool in spec.types
+    return isinstance(value, spec.types)
+
+
+def _error(where: str, key: str, problem: str, spec: Optional[SettingSpec] = None) -> MVExtError:
+    allowed = f" Allowed: {spec.allowed}." if spec is not None else ""
+    return MVExtError(f"trainer_settings of {where}: key '{key}' {problem}.{allowed}")
+
+
+def validate_raw_settings(raw: Any, where: str) -> dict:
+    """Check names, types and ranges of a ``trainer_settings`` object as written in a plans file or template."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise MVExtError(f"trainer_settings of {where} must be a JSON object, got {type(raw).__name__}. "
+                         f"Allowed keys: {', '.join(SETTINGS)}.")
+    for key, value in raw.items():
+        spec = SETTINGS.get(key)
+        if spec is None:
+            close = difflib.get_close_matches(key, SETTINGS.keys(), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise MVExtError(f"trainer_settings of {where}: unknown key '{key}'.{hint} "
+                             f"Allowed keys: {', '.join(SETTINGS)}.")
+        if value is None and spec.default is None:
+            continue
+        if not _type_ok(spec, value):
+            raise _error(where, key, f"has the wrong type ({type(value).__name__}: {value!r})", spec)
+        if spec.choices is not None and value not in spec.choices:
+            raise _error(where, key, f"has the value {value!r}", spec)
+        if spec.check is not None and not spec.check(value):
+            raise _error(where, key, f"is out of range ({value!r})", spec)
+    return dict(raw)
+
+
+def resolve_trainer_settings(raw: Any, where: str, trainer_defaults: Optional[Mapping] = None) -> TrainerSettings:
+    """Validate ``raw`` and fill in defaults: the key's own, then the trainer's, then the optimizer's.
+
+    ``trainer_defaults`` is how a trainer variant differs (e.g. ``{"optimizer": "adan"}``); values from the plans
+    file always win. Cross-key rules (``warmup_epochs < num_epochs``) are checked on the final values.
+    """
+    explicit = validate_raw_settings(raw, where)
+    values = {k: spec.default for k, spec in SETTINGS.items()}
+    values.update(trainer_defaults or {})
+    values.update({k: v for k, v in explicit.items() if v is not None})
+
+    optimizer_defaults = OPTIMIZER_DEFAULTS[values["optimizer"]]
+    for key in ("initial_lr", "weight_decay"):
+        if values[key] is None:
+            values[key] = optimizer_defaults[key]
+    if values["warmup_epochs"] is None:
+        values["warmup_epochs"] = int(round(optimizer_defaults["warmup_fraction"] * values["num_epochs"]))
+    if values["warmup_epochs"] >= values["num_epochs"]:
+        raise _error(where, "warmup_epochs", f"is {values['warmup_epochs']} but num_epochs is "
+                                             f"{values['num_epochs']}", SETTINGS["warmup_epochs"])
+    return TrainerSettings(values, frozenset(k for k, v in explicit.items() if v is not None))
+
+
+def settings_table_markdown() -> str:
+    """The README table of keys, defaults and meanings (kept in sync by a test)."""
+    rows = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for spec in SETTINGS.values():
+        default = "null" if spec.default is None else repr(spec.default).replace("'", '"')
+        rows.append(f"| `{spec.name}` | `{default}` | {spec.allowed} | {spec.doc} |")
+    return "\n".join(rows)

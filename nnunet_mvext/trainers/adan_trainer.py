@@ -1,0 +1,9 @@
+"""``nnUNetTrainerMVAdan``: Adan (timm, foreach) with warmup; see :mod:`nnunet_mvext.optimizers`."""
+
+from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+
+
+class nnUNetTrainerMVAdan(nnUNetTrainerMV):
+    """``optimizer: adan`` by default: lr 1e-3, decoupled weight decay 0.02 (not on norms/biases), 5 % warmup."""
+
+    settings_defaults = {"optimizer": "adan"}

@@ -1,0 +1,9 @@
+"""``nnUNetTrainerMVDiceLoss``: soft Dice without cross-entropy; see :mod:`nnunet_mvext.segmentation_losses`."""
+
+from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+
+
+class nnUNetTrainerMVDiceLoss(nnUNetTrainerMV):
+    """``loss: dice`` by default, with deep supervision, regions and ignore labels as in nnU-Net."""
+
+    settings_defaults = {"loss": "dice"}
