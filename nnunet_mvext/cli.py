@@ -1,0 +1,145 @@
+"""The ``nnunet-mvext`` command: what nnU-Net has no command for.
+
+``demo``, ``trainers``, ``env``, ``add-config``, ``make-dataset``. Training, prediction and evaluation stay
+nnU-Net's own commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from nnunet_mvext.errors import MVExtError
+
+logger = logging.getLogger("nnunet_mvext")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_mvext.demo import format_result, run_demo
+
+    result = run_demo(args.workdir, device=args.device, dataset_id=args.dataset_id, force=args.force)
+    sys.stdout.write(format_result(result) + "\n")
+    return 0
+
+
+def trainer_resolution(name: str, declared_class: type) -> str:
+    """How nnU-Net's own lookup resolves ``name``: 'yes', or why it does not resolve to ``declared_class``."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            found = recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        return "no: not found (nnUNet_extTrainer lacks this package's lookup folder; see 'nnunet-mvext env')"
+    if found is declared_class:
+        return "yes"
+    return f"no: SHADOWED by {found.__module__}.{found.__qualname__}"
+
+
+def _cmd_trainers(args: argparse.Namespace) -> int:
+    from nnunet_mvext.entry_point_bridge import ENTRY_POINT_GROUP, declared_trainers
+
+    rows = []
+    for trainer in declared_trainers():
+        try:
+            cls = trainer.load()
+            resolves = trainer_resolution(trainer.name, cls)
+        except Exception as e:  # noqa: BLE001 - a broken third-party entry point is reported, not fatal
+            resolves = f"no: cannot import {trainer.target}: {type(e).__name__}: {e}"
+        rows.append((trainer.name, trainer.distribution, trainer.target, resolves))
+    if not rows:
+        sys.stdout.write(f"No trainers declared in the '{ENTRY_POINT_GROUP}' entry-point group.\n")
+        return 1
+    headers = ("trainer", "distribution", "target", "nnU-Net resolves it")
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(3)]
+    for row in [headers, *rows]:
+        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[3] + "\n")
+    for row in rows:
+        if "SHADOWED" in row[3]:
+            logger.warning("WARNING: '%s' from %s is shadowed by an nnU-Net built-in trainer of the same name; "
+                           "nnUNetv2_train -tr %s will not use it.", row[0], row[1], row[0])
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from nnunet_mvext.entry_point_bridge import env_shell_lines
+
+    sys.stdout.write(env_shell_lines())
+    return 0
+
+
+def _cmd_add_config(args: argparse.Namespace) -> int:
+    from nnunet_mvext.plans_config import add_configuration
+
+    plans_file, name = add_configuration(args.dataset, args.template, name=args.name, plans_identifier=args.plans,
+                                         force=args.force)
+    logger.info("Wrote configuration '%s' into %s. Train it with: nnUNetv2_train %s %s FOLD -tr TRAINER%s", name,
+                plans_file, args.dataset, name, "" if args.plans == "nnUNetPlans" else f" -p {args.plans}")
+    return 0
+
+
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+
+    raw = args.raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        raise MVExtError("Give the raw folder with --raw or set nnUNet_raw.")
+    ds = generate_multiphase_dataset(raw, dataset_id=args.dataset_id, num_train=args.num_train,
+                                     num_test=args.num_test, shape=args.shape, seed=args.seed)
+    logger.info("Wrote %s (%d training, %d test cases).", ds.folder, len(ds.train_cases), len(ds.test_cases))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-mvext", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate a synthetic dataset and run nnU-Net's pipeline with our trainer")
+    p.add_argument("--workdir", default="nnunet_mvext_demo", help="folder for all demo outputs (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for training and prediction")
+    p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id to use (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo run in --workdir")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("trainers", help="list trainers of the nnunetv2.trainers entry-point group")
+    p.set_defaults(func=_cmd_trainers)
+
+    p = sub.add_parser("env", help='print shell lines that set nnUNet_extTrainer: eval "$(nnunet-mvext env)"')
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("add-config", help="write a configuration from a template into a dataset's plans file")
+    p.add_argument("dataset", help="dataset id or name (DatasetXXX_Name)")
+    p.add_argument("template", help="shipped template name or path to a JSON template")
+    p.add_argument("--name", default=None, help="configuration name (default: the template's name)")
+    p.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
+    p.set_defaults(func=_cmd_add_config)
+
+    p = sub.add_parser("make-dataset", help="write the synthetic multi-phase dataset into nnUNet_raw")
+    p.add_argument("--raw", default=None, help="raw folder (default: $nnUNet_raw)")
+    p.add_argument("--dataset-id", type=int, default=501)
+    p.add_argument("--num-train", type=int, default=16)
+    p.add_argument("--num-test", type=int, default=6)
+    p.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_make_dataset)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except MVExtError as e:
+        logger.error("nnunet-mvext %s: error: %s", args.command, e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""``nnunet-mvext demo``: the whole nnU-Net pipeline with this package's trainer on a generated dataset.
+
+Steps, each through nnU-Net's own console scripts in a subprocess (their full output goes to ``WORKDIR/logs``):
+generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset`) →
+``nnUNetv2_plan_and_preprocess`` → ``add-config`` of a tiny configuration with Adan settings →
+``nnUNetv2_train … -tr nnUNetTrainerMVAdan`` → ``nnUNetv2_predict`` on the held-out cases →
+``nnUNetv2_evaluate_folder``. Finishes in a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from nnunet_mvext.errors import MVExtError
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".nnunet_mvext_demo"
+DEMO_CONFIGURATION = "3d_demo"
+DEMO_TRAINER = "nnUNetTrainerMVAdan"
+# 15 epochs x 20 iterations of batch 2 at 32^3 with 8/16/32 features: about a minute on 2 CPU cores.
+DEMO_TRAINER_SETTINGS = {"num_epochs": 15, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2,
+                         "optimizer": "adan", "initial_lr": 3e-3, "warmup_epochs": 1, "save_every": 5}
+PROGRESS_PATTERN = re.compile(r"(Epoch \d+$|Pseudo dice|Mean Validation Dice|Epoch time|Predicting case|"
+                              r"Done with|Preprocessing dataset|Configuration:|Training done)")
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced: per-label Dice on held-out cases, stage times and where every output lies."""
+
+    dice_per_label: dict
+    mean_dice: float
+    stage_seconds: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+
+def nnunet_environment(workdir: str, device: str) -> dict:
+    """Child environment: nnU-Net's three folders inside ``workdir``; CPU-friendly worker counts on CPU."""
+    env = dict(os.environ)
+    env.update({"nnUNet_raw": os.path.join(workdir, "nnUNet_raw"),
+                "nnUNet_preprocessed": os.path.join(workdir, "nnUNet_preprocessed"),
+                "nnUNet_results": os.path.join(workdir, "nnUNet_results")})
+    cpus = os.cpu_count() or 2
+    env.setdefault("nnUNet_def_n_proc", str(min(cpus, 4)))
+    if device == "cpu":
+        env.setdefault("nnUNet_n_proc_DA", "1")
+        env.setdefault("nnUNet_compile", "false")
+    return env
+
+
+def run_console_script(args: Sequence[str], env: dict, log_file: str) -> float:
+    """Run one nnU-Net console script; full output to ``log_file``, progress lines to the log. Returns seconds."""
+    start = time.time()
+    logger.info("$ %s", " ".join(args))
+    with open(log_file, "w") as log, subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            text = line.strip()
+            if PROGRESS_PATTERN.search(text):
+                logger.info("    %s", text)
+        proc.wait()
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = "".join(f.readlines()[-25:])
+        raise MVExtError(f"{args[0]} failed with exit code {proc.returncode}; full output in {log_file}. "
+                         f"Last lines:\n{tail}")
+    return time.time() - start
+
+
+def prepare_workdir(workdir: str, force: bool) -> None:
+    """Create ``workdir``; an earlier demo there is replaced only with ``force``; other content is never deleted."""
+    if os.path.isdir(workdir) and os.listdir(workdir):
+        if not os.path.isfile(os.path.join(workdir, MARKER)):
+            raise MVExtError(f"Work directory {workdir} is not empty and was not created by the demo; refusing to "
+                             f"write into it. Choose another --workdir.")
+        if not force:
+            raise MVExtError(f"Work directory {workdir} holds an earlier demo run; pass --force to replace it or "
+                             f"choose another --workdir.")
+        shutil.rmtree(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, MARKER), "w") as f:
+        f.write("created by nnunet-mvext demo; --force may delete this folder\n")
+
+
+def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bool = False,
+             trainer_settings: Optional[dict] = None) -> DemoResult:
+    """Run the demo pipeline in ``workdir`` and return its :class:`DemoResult`."""
+    if device not in ("cpu", "cuda"):
+        raise MVExtError(f"--device must be 'cpu' or 'cuda', got '{device}'.")
+    workdir = os.path.abspath(workdir)
+    prepare_workdir(workdir, force)
+    env = nnunet_environment(workdir, device)
+    logs = os.path.join(workdir, "logs")
+    os.makedirs(logs)
+    bin_dir = os.path.dirname(sys.executable)
+
+    def script(name: str) -> str:
+        candidate = os.path.join(bin_dir, name)
+        return candidate if os.path.isfile(candidate) else name
+
+    times = {}
+    start = time.time()
+    logger.info("[1/6] generating the synthetic multi-phase dataset")
+    from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+
+    dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id)
+    times["generate"] = time.time() - start
+
+    logger.info("[2/6] nnU-Net planning and preprocessing (3d_fullres)")
+    times["plan_and_preprocess"] = run_console_script(
+        [script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres", "-np",
+         env["nnUNet_def_n_proc"], "--verify_dataset_integrity"], env, os.path.join(logs, "plan_and_preprocess.log"))
+
+    logger.info("[3/6] adding configuration '%s' (tiny network, Adan) to the plans", DEMO_CONFIGURATION)
+    settings = {**DEMO_TRAINER_SETTINGS, **(trainer_settings or {})}
+    t = time.time()
+    add_config_env_backup = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    try:
+        os.environ.update({k: env[k] for k in add_config_env_backup})
+        from nnunet_mvext.plans_config import add_configuration
+
+        plans_file, _ = add_configuration(str(dataset_id), "3d_tiny_cpu", name=DEMO_CONFIGURATION,
+                                          extra_trainer_settings=settings)
+    finally:
+        for k, v in add_config_env_backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    times["add_config"] = time.time() - t
+
+    logger.info("[4/6] training with nnUNetv2_train -tr %s (%d epochs x %d iterations)", DEMO_TRAINER,
+                settings["num_epochs"], settings["num_iterations_per_epoch"])
+    times["train"] = run_console_script(
+        [script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", DEMO_TRAINER, "-device", device],
+        env, os.path.join(logs, "train.log"))
+
+    predictions = os.path.join(workdir, "predictions")
+    logger.info("[5/6] predicting %d held-out cases with nnUNetv2_predict", len(dataset.test_cases))
+    times["predict"] = run_console_script(
+        [script("nnUNetv2_predict"), "-i", dataset.images_ts, "-o", predictions, "-d", str(dataset_id), "-c",
+         DEMO_CONFIGURATION, "-f", "0", "-tr", DEMO_TRAINER, "-device", device, "-npp", "1", "-nps", "1"],
+        env, os.path.join(logs, "predict.log"))
+
+    logger.info("[6/6] evaluating with nnUNetv2_evaluate_folder")
+    summary = os.path.join(predictions, "summary.json")
+    times["evaluate"] = run_console_script(
+        [script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
+         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
+         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, "evaluate.log"))
+    times["total"] = time.time() - start
+
+    with open(summary) as f:
+        metrics = json.load(f)
+    with open(os.path.join(dataset.folder, "dataset.json")) as f:
+        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
+    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
+    results_folder = os.path.join(env["nnUNet_results"], dataset.dataset_name,
+                                  f"{DEMO_TRAINER}__nnUNetPlans__{DEMO_CONFIGURATION}")
+    outputs = {"raw dataset": dataset.folder, "plans file": plans_file,
+               "trained model": results_folder, "training log": os.path.join(results_folder, "fold_0"),
+               "predictions": predictions, "evaluation": summary, "command logs": logs}
+    return DemoResult(dice, metrics["foreground_mean"]["Dice"], times, outputs)
+
+
+def format_result(result: DemoResult) -> str:
+    """The table the demo prints."""
+    lines = ["", "Held-out Dice (nnUNetv2_evaluate_folder):", f"  {'label':<10} {'Dice':>6}"]
+    lines += [f"  {name:<10} {value:>6.3f}" for name, value in result.dice_per_label.items()]
+    lines.append(f"  {'mean':<10} {result.mean_dice:>6.3f}")
+    lines.append("")
+    lines.append("Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_seconds.items()))
+    lines.append("")
+    lines.append("Outputs:")
+    lines += [f"  {k:<14} {v}" for k, v in result.outputs.items()]
+    return "\n".join(lines)
