@@ -1,0 +1,110 @@
+"""End to end through nnU-Net's own console scripts, as a user runs them, on CPU with a tiny configuration."""
+
+import glob
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import DATASET_ID, run
+
+pytestmark = pytest.mark.e2e
+CONFIG = "3d_tiny_cpu"
+
+
+def _logs(folder):
+    texts = []
+    for path in sorted(glob.glob(os.path.join(folder, "fold_0", "training_log_*.txt"))):
+        with open(path) as f:
+            texts.append(f.read())
+    return texts
+
+
+def _epochs(log_text):
+    return [int(line.rsplit("Epoch ", 1)[1]) for line in log_text.splitlines()
+            if line.split(": ", 1)[-1].startswith("Epoch ") and line.rsplit("Epoch ", 1)[1].strip().isdigit()]
+
+
+@pytest.fixture(scope="module")
+def adan_model(workspace):
+    assert "nnUNet_extTrainer" not in workspace.env
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu"], workspace.env)
+    return workspace.model_folder("nnUNetTrainerMVAdan", CONFIG)
+
+
+def test_train_honours_trainer_settings_and_logs_them(adan_model):
+    (log,) = _logs(adan_model)
+    assert _epochs(log) == [0, 1]
+    assert "trainer_settings in force" in log
+    assert "optimizer                     = 'adan' (default)" in log
+    assert "num_epochs                    = 2 (plans)" in log
+    ckpt = torch.load(os.path.join(adan_model, "fold_0", "checkpoint_final.pth"), weights_only=False,
+                      map_location="cpu")
+    assert ckpt["trainer_name"] == "nnUNetTrainerMVAdan"
+    groups = ckpt["optimizer_state"]["param_groups"]
+    assert {g["step"] for g in groups} == {2 * 4} and all(g["foreach"] for g in groups)
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.02]
+
+
+def test_continue_training_with_c(workspace, adan_model):
+    workspace.set_trainer_settings(CONFIG, num_epochs=3)
+    try:
+        run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu", "--c"],
+            workspace.env)
+    finally:
+        workspace.set_trainer_settings(CONFIG, num_epochs=2)
+    first, resumed = _logs(adan_model)
+    assert _epochs(resumed) == [2]
+    ckpt = torch.load(os.path.join(adan_model, "fold_0", "checkpoint_final.pth"), weights_only=False,
+                      map_location="cpu")
+    assert {g["step"] for g in ckpt["optimizer_state"]["param_groups"]} == {3 * 4}
+
+
+def test_predict_and_evaluate(workspace, adan_model, tmp_path):
+    images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
+    labels = os.path.join(workspace.raw, workspace.dataset_name, "labelsTs")
+    out = tmp_path / "pred"
+    run(["nnUNetv2_predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr",
+         "nnUNetTrainerMVAdan", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], workspace.env)
+    cases = sorted({os.path.basename(p)[:-12] for p in glob.glob(os.path.join(images, "*_0000.nii.gz"))})
+    assert sorted(p[:-7] for p in os.listdir(out) if p.endswith(".nii.gz")) == cases
+
+    run(["nnUNetv2_evaluate_folder", labels, out, "-djfile", out / "dataset.json", "-pfile", out / "plans.json",
+         "-np", "1"], workspace.env)
+    summary = json.load(open(out / "summary.json"))
+    assert set(summary["mean"]) == {"1", "2"}
+    assert 0 <= summary["foreground_mean"]["Dice"] <= 1
+
+
+def test_dice_loss_trainer_in_a_shell_without_ext_trainer(workspace):
+    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_dice"], workspace.env)
+    workspace.set_trainer_settings("3d_tiny_dice", num_epochs=1)
+    env = dict(workspace.env)
+    env.pop("nnUNet_extTrainer", None)
+    run(["nnUNetv2_train", DATASET_ID, "3d_tiny_dice", "0", "-tr", "nnUNetTrainerMVDiceLoss", "-device", "cpu"], env)
+    folder = workspace.model_folder("nnUNetTrainerMVDiceLoss", "3d_tiny_dice")
+    (log,) = _logs(folder)
+    assert "loss                          = 'dice' (default)" in log and _epochs(log) == [0]
+    assert os.path.isfile(os.path.join(folder, "fold_0", "checkpoint_final.pth"))
+    assert os.path.isfile(os.path.join(folder, "fold_0", "validation", "summary.json"))
+
+
+def test_misspelled_key_stops_before_anything_is_written(workspace):
+    with open(workspace.plans_file) as f:
+        plans = json.load(f)
+    plans["configurations"]["3d_typo"] = {"inherits_from": CONFIG, "trainer_settings": {"num_epocs": 3}}
+    with open(workspace.plans_file, "w") as f:
+        json.dump(plans, f, indent=2)
+    proc = run(["nnUNetv2_train", DATASET_ID, "3d_typo", "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu"],
+               workspace.env, check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'num_epocs'" in proc.stderr and "Did you mean 'num_epochs'" in proc.stderr
+    assert not os.path.exists(workspace.model_folder("nnUNetTrainerMVAdan", "3d_typo"))
+
+
+def test_trainers_command_lists_ours(workspace):
+    proc = run(["nnunet-mvext", "trainers"], workspace.env)
+    for name in ("nnUNetTrainerMVAdan", "nnUNetTrainerMVDiceLoss"):
+        row = [r for r in proc.stdout.splitlines() if r.startswith(name + " ")]
+        assert row and "nnunet-mvext" in row[0] and row[0].rstrip().endswith("yes"), proc.stdout
