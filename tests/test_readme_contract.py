@@ -1,0 +1,46 @@
+"""The README's promises that CI and users rely on."""
+
+import os
+import re
+
+from nnunet_mvext.trainer_settings import settings_table_markdown
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read(*parts):
+    with open(os.path.join(ROOT, *parts)) as f:
+        return f.read()
+
+
+def _first_screen_commands():
+    first_screen = "\n".join(_read("README.md").splitlines()[:40])
+    return re.findall(r"```bash\n(.+?)\n```", first_screen)
+
+
+def test_first_screen_has_the_demo_and_test_commands():
+    demo, tests = _first_screen_commands()[:2]
+    assert demo.startswith("pip install") and demo.endswith("nnunet-mvext demo")
+    assert tests.startswith("pip install") and "pytest" in tests
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    tests = _first_screen_commands()[1]
+    ci_lines = [line.strip() for line in _read(".ci", "run").splitlines()]
+    assert tests in ci_lines
+
+
+def test_readme_settings_table_is_current():
+    readme = _read("README.md")
+    table = readme.split("<!-- trainer-settings-table:start -->\n", 1)[1].split("\n<!-- trainer-settings-table:end", 1)[0]
+    assert table.strip() == settings_table_markdown().strip()
+
+
+def test_every_trainer_entry_point_is_in_the_readme_table():
+    pyproject = _read("pyproject.toml")
+    section = pyproject.split('[project.entry-points."nnunetv2.trainers"]', 1)[1].split("\n[", 1)[0]
+    names = re.findall(r"^(\w+) = ", section, flags=re.M)
+    assert names
+    readme = _read("README.md")
+    for name in names:
+        assert f"| `{name}` |" in readme, name
