@@ -1,6 +1,6 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
-``demo``, ``trainers``, ``env``, ``add-config``, ``make-dataset``. Training, prediction and evaluation stay
+``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``make-dataset``. Training, prediction and evaluation stay
 nnU-Net's own commands.
 """
 
@@ -83,6 +83,17 @@ def _cmd_add_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from nnunet_mvext.mbtfe_planner import plan_dataset
+
+    plans_file = plan_dataset(args.dataset, preset=args.preset, gpu_memory_target=args.gpu_memory_target,
+                              plans_name=args.plans_name, configurations=args.c, num_processes=args.np,
+                              preprocess=not args.no_preprocess, force=args.force)
+    logger.info("Wrote %s. Train with: nnUNetv2_train %s 3d_fullres FOLD -p %s -tr nnUNetTrainerMBTFE", plans_file,
+                args.dataset, os.path.basename(plans_file)[:-5])
+    return 0
+
+
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
@@ -119,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing configuration of that name")
     p.set_defaults(func=_cmd_add_config)
+
+    p = sub.add_parser("plan", help="nnU-Net planning with a planner that knows this package's networks")
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("--preset", default="mbtfe", help="network preset (default: %(default)s)")
+    p.add_argument("-gpu_memory_target", type=float, default=None, help="GB, as nnUNetv2_plan_experiment (default 8)")
+    p.add_argument("--plans-name", default=None, help="plans identifier (default: nnUNetPlansMBTFE)")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess (default: 3d_fullres)")
+    p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing")
+    p.add_argument("--no-preprocess", action="store_true", help="plan only")
+    p.add_argument("--force", action="store_true", help="plan again into an existing plans file")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("make-dataset", help="write the synthetic multi-phase dataset into nnUNet_raw")
     p.add_argument("--raw", default=None, help="raw folder (default: $nnUNet_raw)")

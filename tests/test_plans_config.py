@@ -20,8 +20,12 @@ def _plans(strides):
                 "arch_kwargs": {"n_stages": n, "features_per_stage": [32 * 2 ** i for i in range(n)],
                                 "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * n,
                                 "strides": strides, "n_conv_per_stage": [2] * n,
-                                "n_conv_per_stage_decoder": [2] * (n - 1)},
-                "_kw_requires_import": ["conv_op"]}}}}
+                                "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+                                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                                "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                                "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                                "nonlin_kwargs": {"inplace": True}},
+                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
 
 
 @pytest.fixture
@@ -99,3 +103,17 @@ def test_missing_plans_file_is_named(plans_file):
 def test_unknown_template_lists_shipped_ones(plans_file):
     with pytest.raises(MVExtError, match="3d_tiny_cpu"):
         add_configuration("777", "no_such_template")
+
+
+def test_mbtfe_template_names_our_network_and_builds_through_nnunet(plans_file):
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
+
+    _, name = add_configuration("777", "3d_fullres_mbtfe")
+    cm = PlansManager(json.loads(plans_file.read_text())).get_configuration(name)
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, 3, 3, deep_supervision=True)
+    assert isinstance(net, MBTFEUNet) and net.mbtfe_stages == [2, 3] and len(net.eab.channels) == 3
+    assert net.eab.pools[0].kernel_size == [1, 2, 2]

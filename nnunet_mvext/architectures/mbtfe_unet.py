@@ -8,11 +8,12 @@ plans file sets in ``arch_kwargs``:
 knob                        default            meaning
 ==========================  =================  ===========================================================
 ``mbtfe_stages``            ``None``           encoder stages followed by MBTFE; ``None``: stage 2 to n-2
+                                               (stage 1 for a 3-stage plan)
 ``mbtfe_branch_design``     ``"cascade"``      ``"cascade"`` (3 shared convs) or ``"parallel"`` (the seed, 6)
 ``mbtfe_weighting``         ``"branch"``       per-sample weights per branch (B, 4), or ``"channel"`` (B, 4, C)
 ``mbtfe_reduction``         ``4``              hidden width of the weighting MLP: C // reduction (>= 8)
 ``mbtfe_residual``          ``True``           ``x + y`` instead of the seed's ``y``
-``eab_stages``              ``3``              EAB joins the first N stages; 0 switches EAB off
+``eab_stages``              ``None``           EAB joins the first N stages (None: min(3, n)); 0: off
 ``eab_coarse``              ``True``           stage 0's attention and gate at stage 1's resolution
 ``eab_fold_up_projection``  ``True``           transposed conv feeds the gate directly (no extra 1x1)
 ``eab_attention_kernel``    ``7``              spatial attention kernel (1 along axes the plan does not convolve)
@@ -70,7 +71,7 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
                  nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: dict = None, deep_supervision: bool = False,
                  nonlin_first: bool = False, mbtfe_stages: Union[None, str, Sequence[int]] = None,
                  mbtfe_branch_design: str = "cascade", mbtfe_weighting: str = "branch", mbtfe_reduction: int = 4,
-                 mbtfe_residual: bool = True, eab_stages: int = 3, eab_coarse: bool = True,
+                 mbtfe_residual: bool = True, eab_stages: Optional[int] = None, eab_coarse: bool = True,
                  eab_fold_up_projection: bool = True, eab_attention_kernel: int = 7, channels_last: bool = False,
                  activation_checkpointing: bool = False):
         super().__init__()
@@ -91,7 +92,7 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
         kernels = [maybe_convert_scalar_to_list(conv_op, k) for k in _as_list(kernel_sizes, n_stages)]
 
         if mbtfe_stages is None:
-            mbtfe_stages = list(range(2, n_stages - 1))
+            mbtfe_stages = list(range(min(2, n_stages - 2), n_stages - 1)) if n_stages > 2 else [0]
         elif mbtfe_stages == "all":
             mbtfe_stages = list(range(n_stages))
         if not isinstance(mbtfe_stages, (list, tuple)) or not all(
@@ -103,6 +104,8 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
                                                        norm_op_kwargs, nonlin, nonlin_kwargs, mbtfe_branch_design,
                                                        mbtfe_weighting, mbtfe_reduction, residual=mbtfe_residual)
                                     for i in self.mbtfe_stages})
+        if eab_stages is None:
+            eab_stages = min(3, n_stages)
         if not isinstance(eab_stages, int) or isinstance(eab_stages, bool) or not (
                 eab_stages == 0 or 2 <= eab_stages <= n_stages):
             raise MVExtError(f"arch_kwargs 'eab_stages' is {eab_stages!r}; allowed: 0 (off) or an integer from 2 to "

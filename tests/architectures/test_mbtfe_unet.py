@@ -101,3 +101,9 @@ def test_branch_weights_are_a_per_sample_softmax():
     w2 = block.branch_weights(block.branch_outputs(x2))
     torch.testing.assert_close(w2[0], w[0])
     torch.testing.assert_close(w2[2], w[2])
+
+
+def test_small_plans_still_get_both_blocks():
+    for n in (2, 3):
+        net = MBTFEUNet(**plan_kwargs(n))
+        assert len(net.mbtfe) == 1 and net.eab is not None and len(net.eab.channels) == n

@@ -1,0 +1,137 @@
+"""``nnunet-mvext plan``: nnU-Net's experiment planning for networks nnU-Net's ``-pl`` cannot discover.
+
+:class:`MBTFEPlanner` is nnU-Net's ``ExperimentPlanner`` with ``UNet_class = MBTFEUNet``: nnU-Net's own patch-size
+search then calls ``MBTFEUNet.compute_conv_feature_map_size`` (which counts the MBTFE and EAB activations) against its
+usual VRAM reference, so the chosen patch size fits the same GPU memory target as for the plain U-Net.
+
+Preprocessed data is reused: when the default plans (``nnUNetPlans.json``) already have a configuration of the same
+name with identical spacing, normalisation, resampling, preprocessor and axis transposition, the new configuration
+gets that ``data_identifier`` and is not preprocessed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+
+from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
+from nnunet_mvext.errors import MVExtError
+
+logger = logging.getLogger(__name__)
+
+PRESETS = {"mbtfe": ("nnUNetPlansMBTFE", MBTFEUNet)}
+PREPROCESSING_KEYS = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
+                      "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs",
+                      "preprocessor_name")
+
+
+class MBTFEPlanner(ExperimentPlanner):
+    """nnU-Net's planner with MBTFEUNet as the network (memory estimate includes MBTFE and EAB)."""
+
+    reuse_from_plans = "nnUNetPlans"
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetPlansMBTFE",
+                 overwrite_target_spacing=None, suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+        self.UNet_class = MBTFEUNet
+
+    def save_plans(self, plans: dict) -> None:
+        recursive_fix_for_json_export(plans)
+        reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
+        super().save_plans(plans)
+
+
+def reuse_data_identifiers(plans: dict, dataset_name: str, reference_plans: str) -> list[str]:
+    """Point configurations at ``reference_plans``' preprocessed data where preprocessing is identical."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    reference_file = os.path.join(str(nnUNet_preprocessed), dataset_name, reference_plans + ".json")
+    if not os.path.isfile(reference_file):
+        return []
+    reference = load_json(reference_file)
+    if reference.get("transpose_forward") != plans.get("transpose_forward"):
+        return []
+    reused = []
+    for name, config in plans["configurations"].items():
+        ref = reference["configurations"].get(name)
+        if ref is None or "data_identifier" not in ref or "data_identifier" not in config:
+            continue
+        if all(_normalized(config.get(k)) == _normalized(ref.get(k)) for k in PREPROCESSING_KEYS):
+            config["data_identifier"] = ref["data_identifier"]
+            reused.append(name)
+    return reused
+
+
+def _normalized(value):
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalized(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 8)
+    return value
+
+
+def _preprocessed_case_count(folder: str) -> int:
+    if not os.path.isdir(folder):
+        return 0
+    return len([f for f in os.listdir(folder) if f.endswith((".b2nd", ".npz")) and not f.endswith("_seg.b2nd")])
+
+
+def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optional[float] = None,
+                 plans_name: Optional[str] = None, configurations: Sequence[str] = ("3d_fullres",),
+                 num_processes: int = 4, preprocess: bool = True, force: bool = False) -> str:
+    """Plan (and preprocess where needed) ``dataset`` with the preset's planner; returns the plans file."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints, plan_experiment_dataset, preprocess_dataset)
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    if preset not in PRESETS:
+        raise MVExtError(f"--preset '{preset}' is not known. Allowed: {', '.join(PRESETS)}.")
+    default_name, _ = PRESETS[preset]
+    plans_name = plans_name or default_name
+    for var in (nnUNet_raw, nnUNet_preprocessed):
+        var.require()
+    try:
+        dataset_name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
+    dataset_id = int(dataset_name[7:10])
+    plans_file = os.path.join(str(nnUNet_preprocessed), dataset_name, plans_name + ".json")
+    if os.path.isfile(plans_file) and not force:
+        raise MVExtError(f"Plans file {plans_file} already exists; refusing to overwrite it. Use --force to plan "
+                         f"again (configurations you added to it are kept) or --plans-name for a new file.")
+    fingerprint = os.path.join(str(nnUNet_preprocessed), dataset_name, "dataset_fingerprint.json")
+    if not os.path.isfile(fingerprint):
+        logger.info("No fingerprint for %s yet: running nnU-Net's fingerprint extraction.", dataset_name)
+        extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=True)
+
+    plan_experiment_dataset(dataset_id, MBTFEPlanner, gpu_memory_target_in_gb=gpu_memory_target,
+                            overwrite_plans_name=plans_name)
+    plans = load_json(plans_file)
+    num_cases = load_json(os.path.join(str(nnUNet_raw), dataset_name, "dataset.json"))["numTraining"]
+    todo = []
+    for c in configurations:
+        if c not in plans["configurations"]:
+            logger.info("Configuration %s was not planned for this dataset; skipped.", c)
+            continue
+        identifier = plans["configurations"][c]["data_identifier"]
+        folder = os.path.join(str(nnUNet_preprocessed), dataset_name, identifier)
+        if _preprocessed_case_count(folder) >= num_cases:
+            logger.info("%s: reusing preprocessed data in %s", c, folder)
+        else:
+            todo.append(c)
+    if todo and preprocess:
+        preprocess_dataset(dataset_id, plans_name, todo, [num_processes] * len(todo))
+    elif todo:
+        logger.info("Not preprocessed (--no-preprocess): %s", ", ".join(todo))
+    return plans_file

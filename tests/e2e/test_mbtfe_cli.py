@@ -1,0 +1,81 @@
+"""MBTFE through nnU-Net's CLI: train, --val, predict, the plan command and its memory-aware patch size."""
+
+import glob
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import DATASET_ID, run
+
+pytestmark = pytest.mark.e2e
+CONFIG = "3d_tiny_cpu"
+TRAINER = "nnUNetTrainerMBTFE"
+
+
+@pytest.fixture(scope="module")
+def mbtfe_model(workspace):
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu"], workspace.env)
+    return workspace.model_folder(TRAINER, CONFIG)
+
+
+def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace, mbtfe_model):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mvext.trainers.mbtfe_trainer import nnUNetTrainerMBTFE
+
+    ckpt = torch.load(os.path.join(mbtfe_model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                      weights_only=False)
+    keys = ckpt["network_weights"].keys()
+    assert any(k.startswith("mbtfe.") for k in keys) and any(k.startswith("eab.") for k in keys)
+    plans = PlansManager(os.path.join(mbtfe_model, "plans.json"))
+    net = nnUNetTrainerMBTFE.build_network_architecture(plans, plans.get_configuration(CONFIG), 3, 3, True)
+    net.load_state_dict(ckpt["network_weights"], strict=True)
+
+
+def test_val_and_predict(workspace, mbtfe_model, tmp_path):
+    summary = os.path.join(mbtfe_model, "fold_0", "validation", "summary.json")
+    os.remove(summary)
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu", "--val"], workspace.env)
+    assert os.path.isfile(summary)
+
+    images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
+    run(["nnUNetv2_predict", "-i", images, "-o", tmp_path, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr", TRAINER,
+         "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], workspace.env)
+    assert len(glob.glob(str(tmp_path / "*.nii.gz"))) == len(glob.glob(os.path.join(images, "*_0000.nii.gz")))
+
+
+def test_plan_command_reuses_preprocessed_data(workspace):
+    run(["nnunet-mvext", "plan", DATASET_ID, "-np", "1"], workspace.env)
+    plans_file = os.path.join(workspace.preprocessed, workspace.dataset_name, "nnUNetPlansMBTFE.json")
+    config = json.load(open(plans_file))["configurations"]["3d_fullres"]
+    assert config["architecture"]["network_class_name"] == "nnunet_mvext.architectures.mbtfe_unet.MBTFEUNet"
+    assert config["data_identifier"] == "nnUNetPlans_3d_fullres"
+    again = run(["nnunet-mvext", "plan", DATASET_ID], workspace.env, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
+    """On a large (faked) dataset nnU-Net's patch-size search must see MBTFE/EAB memory and choose a smaller patch."""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunet_mvext.mbtfe_planner import MBTFEPlanner
+
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, workspace.env[key])
+    big = "Dataset601_BigFake"
+    src_raw = os.path.join(workspace.raw, workspace.dataset_name)
+    shutil.copytree(src_raw, os.path.join(workspace.raw, big), dirs_exist_ok=True)
+    os.makedirs(os.path.join(workspace.preprocessed, big), exist_ok=True)
+    fingerprint = json.load(open(os.path.join(workspace.preprocessed, workspace.dataset_name,
+                                              "dataset_fingerprint.json")))
+    fingerprint["shapes_after_crop"] = [[256, 256, 256]] * len(fingerprint["shapes_after_crop"])
+    json.dump(fingerprint, open(os.path.join(workspace.preprocessed, big, "dataset_fingerprint.json"), "w"))
+
+    plain = ExperimentPlanner(601, plans_name="PlainTest").plan_experiment()["configurations"]["3d_fullres"]
+    ours = MBTFEPlanner(601, plans_name="MBTFETest").plan_experiment()["configurations"]["3d_fullres"]
+    assert ours["architecture"]["network_class_name"].endswith("MBTFEUNet")
+    volume = lambda c: c["patch_size"][0] * c["patch_size"][1] * c["patch_size"][2]  # noqa: E731
+    assert volume(ours) < volume(plain)
