@@ -9,6 +9,7 @@ generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from nnunet_mvext.errors import MVExtError
 
@@ -58,6 +59,28 @@ def nnunet_environment(workdir: str, device: str) -> dict:
     return env
 
 
+@contextlib.contextmanager
+def nnunet_paths(env: dict) -> Iterator[None]:
+    """Temporarily point this process's nnU-Net folders at those of ``env`` (for in-process nnU-Net calls)."""
+    keys = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    backup = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def console_script(name: str) -> str:
+    """The console script ``name`` next to this Python interpreter (the environment nnunet_mvext is installed in)."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.isfile(candidate) else name
+
+
 def run_console_script(args: Sequence[str], env: dict, log_file: str) -> float:
     """Run one nnU-Net console script; full output to ``log_file``, progress lines to the log. Returns seconds."""
     start = time.time()
@@ -76,6 +99,29 @@ def run_console_script(args: Sequence[str], env: dict, log_file: str) -> float:
         raise MVExtError(f"{args[0]} failed with exit code {proc.returncode}; full output in {log_file}. "
                          f"Last lines:\n{tail}")
     return time.time() - start
+
+
+def predict_and_evaluate(dataset, dataset_id: int, configuration: str, trainer: str, device: str,
+                         predictions: str, env: dict, logs: str) -> tuple[dict, float, dict]:
+    """``nnUNetv2_predict`` the held-out cases, ``nnUNetv2_evaluate_folder`` them.
+
+    Returns (Dice per label name, foreground mean Dice, seconds per step).
+    """
+    times = {"predict": run_console_script(
+        [console_script("nnUNetv2_predict"), "-i", dataset.images_ts, "-o", predictions, "-d", str(dataset_id),
+         "-c", configuration, "-f", "0", "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1"],
+        env, os.path.join(logs, f"predict_{trainer}.log"))}
+    summary = os.path.join(predictions, "summary.json")
+    times["evaluate"] = run_console_script(
+        [console_script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
+         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
+         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, f"evaluate_{trainer}.log"))
+    with open(summary) as f:
+        metrics = json.load(f)
+    with open(os.path.join(dataset.folder, "dataset.json")) as f:
+        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
+    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
+    return dice, metrics["foreground_mean"]["Dice"], times
 
 
 def prepare_workdir(workdir: str, force: bool) -> None:
@@ -103,75 +149,50 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     env = nnunet_environment(workdir, device)
     logs = os.path.join(workdir, "logs")
     os.makedirs(logs)
-    bin_dir = os.path.dirname(sys.executable)
-
-    def script(name: str) -> str:
-        candidate = os.path.join(bin_dir, name)
-        return candidate if os.path.isfile(candidate) else name
-
+    script = console_script
     times = {}
     start = time.time()
-    logger.info("[1/6] generating the synthetic multi-phase dataset")
+    logger.info("[1/5] generating the synthetic multi-phase dataset")
     from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
     dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id)
     times["generate"] = time.time() - start
 
-    logger.info("[2/6] nnU-Net planning and preprocessing (3d_fullres)")
+    logger.info("[2/5] nnU-Net planning and preprocessing (3d_fullres)")
     times["plan_and_preprocess"] = run_console_script(
         [script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres", "-np",
          env["nnUNet_def_n_proc"], "--verify_dataset_integrity"], env, os.path.join(logs, "plan_and_preprocess.log"))
 
-    logger.info("[3/6] adding configuration '%s' (tiny network, Adan) to the plans", DEMO_CONFIGURATION)
+    logger.info("[3/5] adding configuration '%s' (tiny network, Adan) to the plans", DEMO_CONFIGURATION)
     settings = {**DEMO_TRAINER_SETTINGS, **(trainer_settings or {})}
     t = time.time()
-    add_config_env_backup = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    try:
-        os.environ.update({k: env[k] for k in add_config_env_backup})
+    with nnunet_paths(env):
         from nnunet_mvext.plans_config import add_configuration
 
         plans_file, _ = add_configuration(str(dataset_id), "3d_tiny_cpu", name=DEMO_CONFIGURATION,
                                           extra_trainer_settings=settings)
-    finally:
-        for k, v in add_config_env_backup.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     times["add_config"] = time.time() - t
 
-    logger.info("[4/6] training with nnUNetv2_train -tr %s (%d epochs x %d iterations)", DEMO_TRAINER,
+    logger.info("[4/5] training with nnUNetv2_train -tr %s (%d epochs x %d iterations)", DEMO_TRAINER,
                 settings["num_epochs"], settings["num_iterations_per_epoch"])
     times["train"] = run_console_script(
         [script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", DEMO_TRAINER, "-device", device],
         env, os.path.join(logs, "train.log"))
 
     predictions = os.path.join(workdir, "predictions")
-    logger.info("[5/6] predicting %d held-out cases with nnUNetv2_predict", len(dataset.test_cases))
-    times["predict"] = run_console_script(
-        [script("nnUNetv2_predict"), "-i", dataset.images_ts, "-o", predictions, "-d", str(dataset_id), "-c",
-         DEMO_CONFIGURATION, "-f", "0", "-tr", DEMO_TRAINER, "-device", device, "-npp", "1", "-nps", "1"],
-        env, os.path.join(logs, "predict.log"))
-
-    logger.info("[6/6] evaluating with nnUNetv2_evaluate_folder")
-    summary = os.path.join(predictions, "summary.json")
-    times["evaluate"] = run_console_script(
-        [script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
-         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
-         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, "evaluate.log"))
+    logger.info("[5/5] predicting %d held-out cases with nnUNetv2_predict, then nnUNetv2_evaluate_folder",
+                len(dataset.test_cases))
+    dice, mean_dice, eval_times = predict_and_evaluate(dataset, dataset_id, DEMO_CONFIGURATION, DEMO_TRAINER, device,
+                                                       predictions, env, logs)
+    times.update(eval_times)
     times["total"] = time.time() - start
-
-    with open(summary) as f:
-        metrics = json.load(f)
-    with open(os.path.join(dataset.folder, "dataset.json")) as f:
-        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
-    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
+    summary = os.path.join(predictions, "summary.json")
     results_folder = os.path.join(env["nnUNet_results"], dataset.dataset_name,
                                   f"{DEMO_TRAINER}__nnUNetPlans__{DEMO_CONFIGURATION}")
     outputs = {"raw dataset": dataset.folder, "plans file": plans_file,
                "trained model": results_folder, "training log": os.path.join(results_folder, "fold_0"),
                "predictions": predictions, "evaluation": summary, "command logs": logs}
-    return DemoResult(dice, metrics["foreground_mean"]["Dice"], times, outputs)
+    return DemoResult(dice, mean_dice, times, outputs)
 
 
 def format_result(result: DemoResult) -> str:

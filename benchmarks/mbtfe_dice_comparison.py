@@ -1,0 +1,98 @@
+"""Quality check: plain nnU-Net (nnUNetTrainerMV) vs nnUNetTrainerMBTFE, same plan, schedule and fold.
+
+Generates the synthetic multi-phase dataset, runs ``nnUNetv2_plan_and_preprocess``, adds one configuration with the
+given ``trainer_settings``, trains both trainers on fold 0 with ``nnUNetv2_train``, predicts the held-out cases with
+``nnUNetv2_predict`` and evaluates them with ``nnUNetv2_evaluate_folder``. Prints Dice per label for both.
+
+GPU run (the one RESULTS.md needs)::
+
+    python benchmarks/mbtfe_dice_comparison.py --workdir /tmp/cmp --device cuda --epochs 100 --iterations 250 \\
+        --num-train 40 --num-test 20 --shape 96 96 96 --append benchmarks/RESULTS.md
+
+``--smoke`` uses the tiny CPU configuration for 2 short epochs: it checks the script, not quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import torch
+
+from nnunet_mvext.demo import nnunet_environment, nnunet_paths, predict_and_evaluate, prepare_workdir, \
+    run_console_script, console_script
+from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+
+logger = logging.getLogger("mbtfe_dice_comparison")
+TRAINERS = ("nnUNetTrainerMV", "nnUNetTrainerMBTFE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=250)
+    parser.add_argument("--num-train", type=int, default=40)
+    parser.add_argument("--num-test", type=int, default=20)
+    parser.add_argument("--shape", type=int, nargs=3, default=(96, 96, 96))
+    parser.add_argument("--smoke", action="store_true", help="tiny configuration, 2 epochs, on the CPU")
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
+    parser.add_argument("--append", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    workdir = os.path.abspath(args.workdir)
+    prepare_workdir(workdir, args.force)
+    env = nnunet_environment(workdir, args.device)
+    logs = os.path.join(workdir, "logs")
+    os.makedirs(logs)
+    dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=502, num_train=args.num_train,
+                                          num_test=args.num_test, shape=args.shape)
+    run_console_script([console_script("nnUNetv2_plan_and_preprocess"), "-d", "502", "-c", "3d_fullres", "-np",
+                        env["nnUNet_def_n_proc"]], env, os.path.join(logs, "plan_and_preprocess.log"))
+    settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations}
+    if args.smoke:
+        template, settings = "3d_tiny_cpu", {"num_epochs": 2, "num_iterations_per_epoch": 5}
+    else:
+        template = os.path.join(tempfile.mkdtemp(), "3d_compare.json")
+        with open(template, "w") as f:
+            json.dump({"description": "plain vs MBTFE comparison", "inherits_from": "3d_fullres"}, f)
+    with nnunet_paths(env):
+        add_configuration("502", template, name="3d_compare", extra_trainer_settings=settings)
+
+    results = {}
+    for trainer in TRAINERS:
+        logger.info("training %s", trainer)
+        seconds = run_console_script([console_script("nnUNetv2_train"), "502", "3d_compare", "0", "-tr", trainer,
+                                      "-device", args.device], env, os.path.join(logs, f"train_{trainer}.log"))
+        dice, mean, _ = predict_and_evaluate(dataset, 502, "3d_compare", trainer, args.device,
+                                             os.path.join(workdir, f"predictions_{trainer}"), env, logs)
+        results[trainer] = (dice, mean, seconds)
+
+    labels = list(results[TRAINERS[0]][0])
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    lines = [f"### Plain vs MBTFE Dice, {datetime.date.today()}, {device_name}, torch {torch.__version__}", "",
+             f"`python benchmarks/mbtfe_dice_comparison.py {' '.join(sys.argv[1:])}`: synthetic dataset "
+             f"{args.num_train} training / {args.num_test} held-out cases of {'x'.join(map(str, args.shape))}, fold 0, "
+             f"{settings['num_epochs']} epochs x {settings['num_iterations_per_epoch']} iterations.", "",
+             "| trainer | " + " | ".join(f"Dice {label}" for label in labels) + " | mean | training s |",
+             "| --- | " + " | ".join("---" for _ in labels) + " | --- | --- |"]
+    for trainer, (dice, mean, seconds) in results.items():
+        lines.append(f"| {trainer} | " + " | ".join(f"{dice[label]:.4f}" for label in labels) +
+                     f" | {mean:.4f} | {seconds:.0f} |")
+    table = "\n".join(lines) + "\n"
+    logger.info("%s", table)
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
