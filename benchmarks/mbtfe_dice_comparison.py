@@ -29,6 +29,9 @@ from nnunet_mvext.demo import nnunet_environment, nnunet_paths, predict_and_eval
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_file import report  # noqa: E402
+
 logger = logging.getLogger("mbtfe_dice_comparison")
 TRAINERS = ("nnUNetTrainerMV", "nnUNetTrainerMBTFE")
 
@@ -87,11 +90,7 @@ def main() -> None:
     for trainer, (dice, mean, seconds) in results.items():
         lines.append(f"| {trainer} | " + " | ".join(f"{dice[label]:.4f}" for label in labels) +
                      f" | {mean:.4f} | {seconds:.0f} |")
-    table = "\n".join(lines) + "\n"
-    logger.info("%s", table)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + table)
+    report(lines, args.append)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_file import report  # noqa: E402
 from seed_reference import seed_reference_unet  # noqa: E402
 
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet  # noqa: E402
@@ -174,11 +175,7 @@ def main() -> None:
     ours_s = sliding_window_seconds(builds["ours (MBTFEUNet defaults)"], patch, volume, device)
     lines += [f"| plain PlainConvUNet | {plain_s:.2f} | 1.00 |",
               f"| ours (MBTFEUNet defaults) | {ours_s:.2f} | {ours_s / plain_s:.2f} |"]
-    table = "\n".join(lines) + "\n"
-    logger.info("%s", table)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + table)
+    report(lines, args.append)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import statistics
+import sys
 import time
 
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from nnunet_mvext.optimizers import build_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_file import report  # noqa: E402
 
 logger = logging.getLogger("optimizer_step_time")
 
@@ -85,11 +90,7 @@ def main() -> None:
                  f"({n_params:.1f} M parameters), median of {args.steps} steps.", "",
              "| optimizer | ms per step |", "| --- | --- |"]
     lines += [f"| {name} | {ms:.2f} |" for name, ms in rows]
-    table = "\n".join(lines) + "\n"
-    logger.info("%s", table)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + table)
+    report(lines, args.append)
 
 
 if __name__ == "__main__":
