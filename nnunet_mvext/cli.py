@@ -1,6 +1,7 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
-``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``make-dataset``. Training, prediction and evaluation stay
+``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``set-classes``, ``predict-cls``, ``evaluate-cls``,
+``make-dataset``. Training, prediction and evaluation stay
 nnU-Net's own commands.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import sys
@@ -94,6 +96,35 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_classes(args: argparse.Namespace) -> int:
+    from nnunet_mvext.case_labels import set_classes
+
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    for path in set_classes(args.dataset, args.labels_csv, names):
+        logger.info("Wrote the classification block into %s", path)
+    return 0
+
+
+def _cmd_predict_cls(args: argparse.Namespace) -> int:
+    from nnunet_mvext.classification_inference import predict_classification
+
+    path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
+                                  use_mirroring=not args.disable_tta, overwrite=args.overwrite)
+    logger.info("Wrote segmentations and %s", path)
+    return 0
+
+
+def _cmd_evaluate_cls(args: argparse.Namespace) -> int:
+    from nnunet_mvext.classification_inference import evaluate_classification
+
+    result = evaluate_classification(args.ref, args.pred, args.o, args.embeddings)
+    sys.stdout.write(json.dumps({k: result[k] for k in ("num_cases", "auc", "accuracy", "balanced_accuracy",
+                                                        "sensitivity", "specificity", "f1", "cohen_kappa")},
+                                indent=2) + "\n")
+    logger.info("Wrote classification_metrics.json, roc.png, confusion_matrix.png to %s", args.o)
+    return 0
+
+
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
@@ -141,6 +172,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true", help="plan only")
     p.add_argument("--force", action="store_true", help="plan again into an existing plans file")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("set-classes", help="write case class labels from a case_id,class CSV into dataset.json")
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("labels_csv", help="CSV with header case_id,class (class = integer index)")
+    p.add_argument("--class-names", default=None, help="comma-separated names, e.g. low_grade,high_grade")
+    p.set_defaults(func=_cmd_set_classes)
+
+    p = sub.add_parser("predict-cls", help="segment and classify cases with a fusion model (nnUNetv2_predict's args)")
+    p.add_argument("-i", required=True, help="input folder (nnU-Net raw layout, CASE_XXXX.nii.gz)")
+    p.add_argument("-o", required=True, help="output folder")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", required=True, help="configuration")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (probabilities averaged)")
+    p.add_argument("-tr", default="nnUNetTrainerFusionABAF", help="trainer (default: %(default)s)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint, e.g. checkpoint_best_auc.pth")
+    p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing classification.csv in -o")
+    p.set_defaults(func=_cmd_predict_cls)
+
+    p = sub.add_parser("evaluate-cls", help="metrics, ROC and confusion-matrix plots for classification.csv")
+    p.add_argument("-ref", required=True, help="labels CSV (case_id,class) or dataset.json with the block")
+    p.add_argument("-pred", required=True, help="classification.csv from predict-cls")
+    p.add_argument("-o", required=True, help="output folder")
+    p.add_argument("--embeddings", default=None, help="classification_embeddings.npz for a t-SNE plot "
+                                                      "(default: the one next to -pred, if any)")
+    p.set_defaults(func=_cmd_evaluate_cls)
 
     p = sub.add_parser("make-dataset", help="write the synthetic multi-phase dataset into nnUNet_raw")
     p.add_argument("--raw", default=None, help="raw folder (default: $nnUNet_raw)")

@@ -50,6 +50,11 @@ def _non_negative(v) -> bool:
     return v >= 0
 
 
+def _phase_groups(v) -> bool:
+    return all(isinstance(g, list) and g and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                    for c in g) for g in v)
+
+
 def _betas(v) -> bool:
     return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
 
@@ -84,6 +89,26 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 lambda v: 0 <= v <= 1),
     SettingSpec("save_every", 50, (int,), "an integer >= 1", "Write checkpoint_latest.pth every N epochs.",
                 _positive),
+    # multi-phase classification (nnUNetTrainerFusion*)
+    SettingSpec("fusion", "abaf", (str,), "one of 'concat', 'dsn', 'abaf'",
+                "Fusion trainers: how the per-phase embeddings are fused for the case class.",
+                choices=("concat", "dsn", "abaf")),
+    SettingSpec("phase_channels", None, (list,), "a list of channel-index lists, or null (one phase per channel)",
+                "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups),
+    SettingSpec("shared_encoder", False, (bool,), "true or false",
+                "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase."),
+    SettingSpec("dsn_lambda", 0.5, (float, int), "a number >= 0",
+                "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy.", _non_negative),
+    SettingSpec("abaf_detach_beta", True, (bool,), "true or false",
+                "Fusion trainers, abaf: phase weights beta enter the auxiliary loss as constants."),
+    SettingSpec("classification_loss_weight", 1.0, (float, int), "a number > 0",
+                "Fusion trainers: weight of the classification loss added to the segmentation loss.", _positive),
+    SettingSpec("lesion_label", None, (int,), "a label value >= 1, or null",
+                "Fusion trainers: label that classification patches are centred on. null: the label named "
+                "'lesion', else the highest label.", _positive),
+    SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
+                "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
+                "cases of the fold.", choices=("none", "balanced")),
 ]}
 
 
