@@ -1,0 +1,103 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_mvext.case_classification import crop_around, lesion_centre
+from nnunet_mvext.case_labels import require_labels, set_classes
+from nnunet_mvext.classification_metrics import classification_metrics
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch):
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    for var, path in (("nnUNet_raw", raw), ("nnUNet_preprocessed", pre), ("nnUNet_results", tmp_path / "res")):
+        monkeypatch.setenv(var, str(path))
+    ds = generate_multiphase_dataset(str(raw), dataset_id=321, num_train=5, num_test=1, shape=(16, 16, 16))
+    os.makedirs(pre / ds.dataset_name)
+    with open(os.path.join(ds.folder, "dataset.json")) as f:
+        meta = json.load(f)
+    del meta["classification"]
+    for folder in (ds.folder, str(pre / ds.dataset_name)):
+        with open(os.path.join(folder, "dataset.json"), "w") as f:
+            json.dump(meta, f)
+    return ds, tmp_path
+
+
+def _csv(tmp_path, rows, header="case_id,class"):
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return str(path)
+
+
+def test_set_classes_writes_raw_and_preprocessed_dataset_json(dataset):
+    ds, tmp = dataset
+    rows = [f"case_{i:03d},{i % 2}" for i in range(5)]
+    written = set_classes("321", _csv(tmp, rows), ["low_grade", "high_grade"])
+    assert len(written) == 2
+    for path in written:
+        block = json.load(open(path))["classification"]
+        assert block["class_names"] == {"0": "low_grade", "1": "high_grade"}
+        assert block["labels"]["case_003"] == 1
+
+
+@pytest.mark.parametrize("rows,names,message", [
+    (["case_000,0", "no_such_case,1"], None, "'no_such_case' has no images"),
+    (["case_000,0", "case_001,high"], None, "case 'case_001' has class 'high', which is not an integer"),
+    (["case_000,0", "case_001,2"], ["a", "b"], "case 'case_001' has class 2, out of range"),
+    (["case_000,0", "case_001,1", "case_000,1"], None, "row 4: duplicate case id 'case_000'"),
+    (["case_000,0", "case_001,0"], None, "At least two classes"),
+])
+def test_set_classes_refuses_naming_the_row(dataset, rows, names, message):
+    ds, tmp = dataset
+    before = open(os.path.join(ds.folder, "dataset.json")).read()
+    with pytest.raises(MVExtError, match=message):
+        set_classes("321", _csv(tmp, rows), names)
+    assert open(os.path.join(ds.folder, "dataset.json")).read() == before
+
+
+def test_wrong_header_is_refused(dataset):
+    ds, tmp = dataset
+    with pytest.raises(MVExtError, match="header 'case_id,class'"):
+        set_classes("321", _csv(tmp, ["case_000,0"], header="id,label"))
+
+
+def test_unlabelled_training_cases_are_named():
+    meta = {"classification": {"class_names": {"0": "a", "1": "b"}, "labels": {"c1": 0, "c2": 1}}}
+    assert require_labels(meta, ["c1", "c2"], "x") == {"c1": 0, "c2": 1}
+    with pytest.raises(MVExtError, match="c3, c4"):
+        require_labels(meta, ["c1", "c3", "c4"], "x")
+    with pytest.raises(MVExtError, match="set-classes"):
+        require_labels({}, ["c1"], "x")
+
+
+def test_binary_metrics():
+    y = [0, 0, 1, 1, 1]
+    p = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    m = classification_metrics(y, p, ["neg", "pos"])
+    assert m["confusion_matrix"] == [[1, 1], [1, 2]]
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(0.5)
+    assert m["accuracy"] == pytest.approx(0.6) and m["auc"] == pytest.approx(5 / 6)
+
+
+def test_multiclass_auc_is_one_vs_rest_macro():
+    y = [0, 1, 2, 2]
+    p = np.eye(3)[[0, 1, 2, 2]] * 0.7 + 0.1
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["auc"] == pytest.approx(1.0) and m["accuracy"] == 1.0 and m["cohen_kappa"] == pytest.approx(1.0)
+
+
+def test_lesion_centre_and_crop():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[1:3, 1:3, 1:3] = True
+    mask[5:9, 5:9, 5:9] = True
+    assert lesion_centre(mask) == (6, 6, 6) or lesion_centre(mask) == (7, 7, 7)
+    assert lesion_centre(np.zeros((4, 4, 4), bool)) is None
+    data = torch.arange(1000, dtype=torch.float32).reshape(1, 10, 10, 10)
+    crop = crop_around(data, (0, 5, 9), (4, 4, 4))
+    assert crop.shape == (1, 4, 4, 4)
+    assert crop[0, 0, 0, 0] == 0 and crop[0, 2, 2, 2] == data[0, 0, 5, 9]
