@@ -62,13 +62,14 @@ def models(smoke: bool) -> dict:
     }
 
 
-def train_step_stats(build, patch: int, steps: int, device: torch.device) -> tuple[float, float, float]:
+def train_step_stats(build, patch: int, steps: int, device: torch.device,
+                     input_channels: int = 1) -> tuple[float, float, float]:
     """(median ms per step, peak GiB, parameters in millions)."""
     torch.manual_seed(0)
     net = build().to(device)
     net.apply(InitWeights)
     lm = LabelManager({"background": 0, "a": 1, "b": 2}, regions_class_order=None)
-    x = torch.randn(2, 1, patch, patch, patch, device=device)
+    x = torch.randn(2, input_channels, patch, patch, patch, device=device)
     with torch.no_grad():
         shapes = [o.shape[2:] for o in net(x)]
     targets = [torch.randint(0, 3, (2, 1, *s), device=device).float() for s in shapes]

@@ -24,7 +24,8 @@ logger = logging.getLogger("nnunet_mvext")
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nnunet_mvext.demo import format_result, run_demo
 
-    result = run_demo(args.workdir, device=args.device, dataset_id=args.dataset_id, force=args.force)
+    result = run_demo(args.workdir, device=args.device, dataset_id=args.dataset_id, force=args.force,
+                      fusion=args.fusion)
     sys.stdout.write(format_result(result) + "\n")
     return 0
 
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for training and prediction")
     p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id to use (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an earlier demo run in --workdir")
+    p.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train and evaluate the three fusion classification trainers (default: on for cuda, "
+                        "off for cpu)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("trainers", help="list trainers of the nnunetv2.trainers entry-point group")

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 MARKER = ".nnunet_mvext_demo"
 DEMO_CONFIGURATION = "3d_demo"
 DEMO_TRAINER = "nnUNetTrainerMVAdan"
+FUSION_TRAINERS = ("nnUNetTrainerFusionConcat", "nnUNetTrainerFusionDSN", "nnUNetTrainerFusionABAF")
 # 15 epochs x 20 iterations of batch 2 at 32^3 with 8/16/32 features: about a minute on 2 CPU cores.
 DEMO_TRAINER_SETTINGS = {"num_epochs": 15, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2,
                          "optimizer": "adan", "initial_lr": 3e-3, "warmup_epochs": 1, "save_every": 5}
@@ -43,6 +44,7 @@ class DemoResult:
     mean_dice: float
     stage_seconds: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
+    fusion: dict = field(default_factory=dict)
 
 
 def nnunet_environment(workdir: str, device: str) -> dict:
@@ -139,9 +141,36 @@ def prepare_workdir(workdir: str, force: bool) -> None:
         f.write("created by nnunet-mvext demo; --force may delete this folder\n")
 
 
+def run_fusion_demo(dataset, dataset_id: int, device: str, workdir: str, env: dict, logs: str) -> dict:
+    """Train the three fusion trainers on the demo configuration; classify and evaluate the held-out cases.
+
+    Returns ``{trainer: classification metrics}`` (from ``nnunet-mvext evaluate-cls``).
+    """
+    results = {}
+    reference = os.path.join(dataset.labels_ts, "classification.csv")
+    for trainer in FUSION_TRAINERS:
+        logger.info("[fusion] nnUNetv2_train -tr %s, then predict-cls and evaluate-cls", trainer)
+        run_console_script([console_script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", trainer,
+                            "-device", device], env, os.path.join(logs, f"train_{trainer}.log"))
+        out = os.path.join(workdir, f"classification_{trainer}")
+        run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
+                            str(dataset_id), "-c", DEMO_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", device],
+                           env, os.path.join(logs, f"predict_cls_{trainer}.log"))
+        run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref", reference, "-pred",
+                            os.path.join(out, "classification.csv"), "-o", os.path.join(out, "evaluation")],
+                           env, os.path.join(logs, f"evaluate_cls_{trainer}.log"))
+        with open(os.path.join(out, "evaluation", "classification_metrics.json")) as f:
+            results[trainer] = json.load(f)
+    return results
+
+
 def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bool = False,
-             trainer_settings: Optional[dict] = None) -> DemoResult:
-    """Run the demo pipeline in ``workdir`` and return its :class:`DemoResult`."""
+             trainer_settings: Optional[dict] = None, fusion: Optional[bool] = None) -> DemoResult:
+    """Run the demo pipeline in ``workdir`` and return its :class:`DemoResult`.
+
+    ``fusion`` (default: on for cuda, off for cpu, where it would take the demo past 5 minutes) also trains the
+    three multi-phase classification trainers and evaluates them on the held-out cases.
+    """
     if device not in ("cpu", "cuda"):
         raise MVExtError(f"--device must be 'cpu' or 'cuda', got '{device}'.")
     workdir = os.path.abspath(workdir)
@@ -185,6 +214,15 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     dice, mean_dice, eval_times = predict_and_evaluate(dataset, dataset_id, DEMO_CONFIGURATION, DEMO_TRAINER, device,
                                                        predictions, env, logs)
     times.update(eval_times)
+    fusion_results = {}
+    with_fusion = fusion if fusion is not None else device == "cuda"
+    if with_fusion:
+        t = time.time()
+        fusion_results = run_fusion_demo(dataset, dataset_id, device, workdir, env, logs)
+        times["fusion"] = time.time() - t
+    else:
+        logger.info("(skipping the three fusion classification trainers; add --fusion to train them: about 5 more "
+                    "minutes on 2 CPU cores)")
     times["total"] = time.time() - start
     summary = os.path.join(predictions, "summary.json")
     results_folder = os.path.join(env["nnUNet_results"], dataset.dataset_name,
@@ -192,7 +230,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     outputs = {"raw dataset": dataset.folder, "plans file": plans_file,
                "trained model": results_folder, "training log": os.path.join(results_folder, "fold_0"),
                "predictions": predictions, "evaluation": summary, "command logs": logs}
-    return DemoResult(dice, mean_dice, times, outputs)
+    return DemoResult(dice, mean_dice, times, outputs, fusion_results)
 
 
 def format_result(result: DemoResult) -> str:
@@ -200,6 +238,12 @@ def format_result(result: DemoResult) -> str:
     lines = ["", "Held-out Dice (nnUNetv2_evaluate_folder):", f"  {'label':<10} {'Dice':>6}"]
     lines += [f"  {name:<10} {value:>6.3f}" for name, value in result.dice_per_label.items()]
     lines.append(f"  {'mean':<10} {result.mean_dice:>6.3f}")
+    if result.fusion:
+        lines += ["", "Held-out case classification (predict-cls + evaluate-cls):",
+                  f"  {'trainer':<26} {'AUC':>6} {'accuracy':>9}"]
+        for trainer, m in result.fusion.items():
+            auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
+            lines.append(f"  {trainer:<26} {auc:>6} {m['accuracy']:>9.3f}")
     lines.append("")
     lines.append("Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_seconds.items()))
     lines.append("")

@@ -7,6 +7,9 @@ Intensities (before noise, relative to the organ's per-phase level ``o_p``): the
 ``a ~ U(0.4, 2.0)`` is drawn per case; class 1 ("washout", e.g. high grade) has delayed contrast ``d = a - 0.6``,
 class 0 ("persistent") ``d = a``; the portal-venous phase sits in between. The class is the *change* ``d - a``,
 so no single phase separates the classes (their per-phase ranges overlap) while any model that compares phases can.
+
+``misregistration_voxels=n`` shifts the portal-venous and delayed phases of every case by a random integer offset in
+``[-n, n]`` per axis (patients move between phases; the segmentation stays drawn on the arterial phase).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def lesion_contrasts(label: int, rng: np.random.Generator) -> tuple[float, float
     return arterial, portal, delayed
 
 
-def make_case(shape: Sequence[int], label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple]:
+def make_case(shape: Sequence[int], label: int, rng: np.random.Generator,
+              misregistration_voxels: int = 0) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Images ``(3, *shape)`` float32, segmentation ``shape`` uint8 and the lesion contrasts of one case."""
     shape = tuple(int(s) for s in shape)
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
@@ -98,6 +102,9 @@ def make_case(shape: Sequence[int], label: int, rng: np.random.Generator) -> tup
         img[organ] = organ_levels[p]
         img[lesion] = organ_levels[p] + contrasts[p]
         img = gaussian_filter(img * bias, sigma=0.7) + rng.normal(0, 0.15, shape)
+        if p > 0 and misregistration_voxels > 0:
+            offset = rng.integers(-misregistration_voxels, misregistration_voxels + 1, size=3)
+            img = np.roll(img, tuple(int(o) for o in offset), axis=(0, 1, 2))
         images[p] = img.astype(np.float32)
     return images, seg, contrasts
 
@@ -110,7 +117,8 @@ def _write(array: np.ndarray, path: str, spacing: Sequence[float]) -> None:
 
 def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_name: str = "MVExtSynthetic",
                                 num_train: int = 16, num_test: int = 6, shape: Sequence[int] = (40, 40, 40),
-                                spacing: Sequence[float] = (1.0, 1.0, 1.0), seed: int = 0) -> SyntheticDataset:
+                                spacing: Sequence[float] = (1.0, 1.0, 1.0), seed: int = 0,
+                                misregistration_voxels: int = 0) -> SyntheticDataset:
     """Write ``Dataset{id:03d}_{name}`` into ``raw_folder`` (nnU-Net raw layout) and return where it lies.
 
     Classes alternate so both are present in every split. Held-out cases go to ``imagesTs``/``labelsTs`` with their
@@ -134,7 +142,7 @@ def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_
         for i in range(count):
             case_id = f"case_{start + i:03d}"
             label = i % 2
-            images, seg, contrasts = make_case(shape, label, rng)
+            images, seg, contrasts = make_case(shape, label, rng, misregistration_voxels)
             for p in range(3):
                 _write(images[p], os.path.join(folder, f"images{split}", f"{case_id}_{p:04d}.nii.gz"), spacing)
             _write(seg, os.path.join(folder, f"labels{split}", f"{case_id}.nii.gz"), spacing)

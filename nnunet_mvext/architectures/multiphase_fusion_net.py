@@ -45,9 +45,10 @@ def validate_phase_channels(phase_channels: Sequence[Sequence[int]], num_input_c
                             shared_encoder: bool) -> list[list[int]]:
     groups = [list(g) for g in phase_channels]
     flat = [c for g in groups for c in g]
-    if len(groups) < 2 or sorted(flat) != list(range(num_input_channels)):
-        raise MVExtError(f"trainer_settings 'phase_channels' {groups} must split the {num_input_channels} input "
-                         f"channels 0..{num_input_channels - 1} into at least two phases, each channel once.")
+    if not groups or len(set(flat)) != len(flat) or not all(0 <= c < num_input_channels for c in flat):
+        raise MVExtError(f"trainer_settings 'phase_channels' {groups} must group channels of 0..{num_input_channels - 1}"
+                         f" into phases, each channel at most once (channels left out are not used; one group "
+                         f"gives a single-phase model).")
     if shared_encoder and len({len(g) for g in groups}) != 1:
         raise MVExtError(f"trainer_settings 'shared_encoder' needs phases of equal size; 'phase_channels' is {groups}.")
     return groups

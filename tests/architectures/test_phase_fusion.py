@@ -110,11 +110,22 @@ def test_shared_encoder_folds_phases_into_the_batch_calling_the_encoder_once():
     assert calls == [torch.Size([6, 1, 8, 16, 16])]
 
 
-@pytest.mark.parametrize("groups", [[[0, 1, 2]], [[0], [1]], [[0], [0, 1, 2]]])
+@pytest.mark.parametrize("groups", [[[0, 0]], [[0], [3]], [[0], [0, 1, 2]]])
 def test_bad_phase_channels_are_refused(groups):
     name, kw = _plan()
     with pytest.raises(MVExtError, match="phase_channels"):
         MultiPhaseFusionNet(name, kw, 3, 3, K, "abaf", phase_channels=groups)
+
+
+def test_single_phase_model_uses_only_its_channel():
+    name, kw = _plan()
+    net = MultiPhaseFusionNet(name, kw, 3, 3, K, "concat", phase_channels=[[2]]).eval()
+    net.classification_output = True
+    x = torch.randn(1, 3, 8, 16, 16)
+    _, a = net(x)
+    x[:, :2] = torch.randn(1, 2, 8, 16, 16)
+    _, b = net(x)
+    torch.testing.assert_close(a["logits"], b["logits"])
 
 
 def test_grouped_phases():

@@ -71,6 +71,11 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
     assert metrics["num_cases"] == len(cases) and "auc" in metrics
     assert (out / "eval" / "roc.png").is_file() and (out / "eval" / "confusion_matrix.png").is_file()
 
+    seg_only = tmp_path / "seg_only"
+    run(["nnUNetv2_predict", "-i", images, "-o", seg_only, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr", TRAINER,
+         "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], workspace.env)
+    assert sorted(p[:-7] for p in os.listdir(seg_only) if p.endswith(".nii.gz")) == cases
+
     partial = tmp_path / "partial.csv"
     partial.write_text("case_id,class\n" + f"{cases[0]},0\nghost_case,1\n")
     proc = run(["nnunet-mvext", "evaluate-cls", "-ref", partial, "-pred", out / "classification.csv", "-o",
