@@ -68,6 +68,9 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     os.makedirs(output_folder, exist_ok=True)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
+    if network.decoder is None:
+        logger.warning("This model was trained with 'segmentation': false: no segmentations are written and every "
+                       "case is classified from the patch at the volume centre (flagged as no_lesion_found).")
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     mirror_axes = predictor.allowed_mirroring_axes if use_mirroring else None
     ids, probs, embeddings, found = [], [], [], []
@@ -76,10 +79,13 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         data, _, properties = preprocessor.run_case(files, None, predictor.plans_manager,
                                                     predictor.configuration_manager, predictor.dataset_json)
         data = torch.from_numpy(data)
-        logits = predictor.predict_logits_from_preprocessed_data(data).cpu()
-        export_prediction_from_logits(logits, properties, predictor.configuration_manager, predictor.plans_manager,
-                                      predictor.dataset_json, os.path.join(output_folder, case_id), False)
-        seg = logits.argmax(0).numpy()
+        seg = None
+        if network.decoder is not None:
+            logits = predictor.predict_logits_from_preprocessed_data(data).cpu()
+            export_prediction_from_logits(logits, properties, predictor.configuration_manager,
+                                          predictor.plans_manager, predictor.dataset_json,
+                                          os.path.join(output_folder, case_id), False)
+            seg = logits.argmax(0).numpy()
         per_fold = []
         for params in predictor.list_of_parameters:
             network.load_state_dict(params)

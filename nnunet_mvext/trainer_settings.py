@@ -106,6 +106,10 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("lesion_label", None, (int,), "a label value >= 1, or null",
                 "Fusion trainers: label that classification patches are centred on. null: the label named "
                 "'lesion', else the highest label.", _positive),
+    SettingSpec("segmentation", True, (bool,), "true or false",
+                "Fusion trainers: train the segmentation decoder jointly (nnUNetv2_predict works, inference centres "
+                "the classification patch on the predicted lesion). false: classification only; inference "
+                "classifies the patch at the volume centre."),
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
                 "cases of the fold.", choices=("none", "balanced")),

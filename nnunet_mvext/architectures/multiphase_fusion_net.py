@@ -15,6 +15,8 @@ trainer loop, ``nnUNetv2_predict`` and its sliding window work unchanged); ``for
 returns ``(segmentation, head_output)`` with the head output of :mod:`phase_fusion_heads`. While the attribute
 ``classification_output`` is True, ``forward`` returns that pair too: the trainer sets it for its training step so
 that the call goes through DDP's ``forward`` (gradient synchronisation), and resets it afterwards.
+``segmentation=False`` builds no skip fusion and no decoder (classification only): the segmentation output is then
+None and a plain ``forward`` raises an error saying so.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def validate_phase_channels(phase_channels: Sequence[Sequence[int]], num_input_c
 class MultiPhaseFusionNet(nn.Module):
     def __init__(self, encoder_class_name: str, arch_kwargs: dict, num_input_channels: int, num_seg_classes: int,
                  num_case_classes: int, fusion: str = "abaf", phase_channels: Optional[Sequence[Sequence[int]]] = None,
-                 shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None):
+                 shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
+                 segmentation: bool = True):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -80,9 +83,11 @@ class MultiPhaseFusionNet(nn.Module):
         template = self.encoders[0]
         conv_op = template.conv_op
         channels = list(template.output_channels)
-        self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
-        self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
-                                   deep_supervision)
+        self.skip_fusion, self.decoder = None, None
+        if segmentation:
+            self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
+            self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
+                                       deep_supervision)
         self.head = build_head(fusion, len(groups), channels[-1], num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
         self.fusion = fusion
@@ -101,12 +106,17 @@ class MultiPhaseFusionNet(nn.Module):
     def forward_with_classification(self, x: torch.Tensor):
         skips = self.phase_skips(x)
         embeddings = skips[-1].mean(dim=tuple(range(3, skips[-1].ndim)))              # (B, P, D)
+        if self.decoder is None:
+            return None, self.head(embeddings)
         fused = [fuse(s.flatten(1, 2)) for fuse, s in zip(self.skip_fusion, skips)]
         return self.decoder(fused), self.head(embeddings)
 
     def forward(self, x: torch.Tensor):
         if self.classification_output:
             return self.forward_with_classification(x)
+        if self.decoder is None:
+            raise MVExtError("This fusion network was trained with trainer_settings 'segmentation': false and has no "
+                             "segmentation output; use nnunet-mvext predict-cls.")
         skips = self.phase_skips(x)
         return self.decoder([fuse(s.flatten(1, 2)) for fuse, s in zip(self.skip_fusion, skips)])
 
@@ -118,6 +128,8 @@ class MultiPhaseFusionNet(nn.Module):
         for c, s in zip(self.encoders[0].output_channels, self.encoders[0].strides):
             size = [i // j for i, j in zip(size, s)]
             fusion += np.prod([c, *size], dtype=np.int64)
+        if self.decoder is None:
+            return np.int64(enc)
         return np.int64(enc + fusion + self.decoder.compute_conv_feature_map_size(input_size))
 
     @staticmethod

@@ -40,7 +40,8 @@ from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
 CASE_KEY = "case_classification"
 AGGREGATION = ("one patch of the training patch size centred on the largest predicted lesion component (volume "
-               "centre if none), softmax averaged over the patch and its mirrored copies")
+               "centre if none, or if trained with segmentation: false), softmax averaged over the patch and its "
+               "mirrored copies")
 
 
 def resolve_lesion_label(setting, labels: dict) -> int:
@@ -107,7 +108,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         info = {"num_classes": len(self.case_class_names), "class_names": self.case_class_names,
                 "fusion": s.fusion, "phase_channels": phases, "shared_encoder": s.shared_encoder,
                 "dsn_lambda": s.dsn_lambda, "abaf_detach_beta": s.abaf_detach_beta,
-                "lesion_label": self.lesion_label}
+                "lesion_label": self.lesion_label, "segmentation": s.segmentation}
         # stored with the plans (plans.json of the model folder) so that the static network builder, and with it
         # nnUNetv2_predict and predict-cls, rebuild the same network
         self.configuration_manager.configuration[CASE_KEY] = info
@@ -132,13 +133,18 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         net = MultiPhaseFusionNet(configuration_manager.network_arch_class_name,
                                   _import_arch_kwargs(configuration_manager), num_input_channels, num_output_channels,
                                   info["num_classes"], info["fusion"], info["phase_channels"],
-                                  info["shared_encoder"], enable_deep_supervision, head_options)
+                                  info["shared_encoder"], enable_deep_supervision, head_options,
+                                  info.get("segmentation", True))
         net.apply(net.initialize)
         return net
 
     def _unwrapped(self) -> MultiPhaseFusionNet:
         mod = self.network.module if self.is_ddp else self.network
         return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        if self._unwrapped().decoder is not None:
+            super().set_deep_supervision_enabled(enabled)
 
     def on_train_start(self):
         tr_keys, val_keys = self.do_split()
@@ -171,9 +177,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         try:
             with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
                 seg, head = self.network(data)
-                seg_loss = self.loss(seg, target)
-                cls_loss = net.head.loss(head, y, self.class_weights)
-                loss = seg_loss + self.trainer_settings.classification_loss_weight * cls_loss
+                loss = self.trainer_settings.classification_loss_weight * net.head.loss(head, y, self.class_weights)
+                if seg is not None:
+                    loss = loss + self.loss(seg, target)
         finally:
             net.classification_output = False
         if self.grad_scaler is not None:
@@ -189,10 +195,18 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:
-        out = super().validation_step(batch)
+        net = self._unwrapped()
         data = batch["data"].to(self.device, non_blocking=True)
+        if net.decoder is not None:
+            out = super().validation_step(batch)
+        else:  # classification only: no pseudo Dice (logged as nan)
+            n = len(self.label_manager.foreground_labels)
+            out = {"tp_hard": np.zeros(n), "fp_hard": np.zeros(n), "fn_hard": np.zeros(n)}
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            _, head = self._unwrapped().forward_with_classification(data)
+            _, head = net.forward_with_classification(data)
+            if net.decoder is None:
+                out["loss"] = net.head.loss(head, self._case_targets(batch["keys"]), self.class_weights)
+                out["loss"] = out["loss"].detach().cpu().numpy()
         out["cls_probs"] = torch.softmax(head["logits"].float(), 1).cpu().numpy()
         out["cls_labels"] = np.array([self.case_labels[k] for k in batch["keys"]])
         return out
@@ -231,7 +245,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         super().on_epoch_end()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        super().perform_actual_validation(save_probabilities)
+        if self._unwrapped().decoder is not None:
+            super().perform_actual_validation(save_probabilities)
         if self.local_rank == 0:
             self.set_deep_supervision_enabled(False)
             try:
@@ -258,8 +273,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         cases, probs, embeddings, found = [], [], [], []
         for k in dataset.identifiers:
             data = torch.from_numpy(np.asarray(dataset.load_case(k)[0][:]))
-            with torch.no_grad():
-                seg = predictor.predict_sliding_window_return_logits(data).argmax(0).cpu().numpy()
+            seg = None
+            if net.decoder is not None:
+                with torch.no_grad():
+                    seg = predictor.predict_sliding_window_return_logits(data).argmax(0).cpu().numpy()
             result = classify_case(net, data, seg, self.lesion_label, self.configuration_manager.patch_size,
                                    self.inference_allowed_mirroring_axes, self.device)
             cases.append(k)

@@ -134,3 +134,17 @@ def test_grouped_phases():
     net.classification_output = True
     _, head = net(torch.randn(1, 4, 8, 16, 16))
     assert head["embedding"].shape == (1, 2 * 16)
+
+
+def test_classification_only_network_has_no_decoder_and_says_so():
+    name, kw = _plan()
+    net = MultiPhaseFusionNet(name, kw, 3, 3, K, "dsn", segmentation=False)
+    assert net.decoder is None and net.skip_fusion is None
+    net.classification_output = True
+    seg, head = net(torch.randn(2, 3, 8, 16, 16))
+    assert seg is None
+    net.head.loss(head, torch.tensor([0, 1])).backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
+    net.classification_output = False
+    with pytest.raises(MVExtError, match="'segmentation': false"):
+        net(torch.randn(1, 3, 8, 16, 16))

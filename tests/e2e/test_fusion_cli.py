@@ -95,3 +95,19 @@ def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model
     finally:
         open(path, "w").write(original)
     assert proc.returncode != 0 and "case_001" in proc.stderr and "no class label" in proc.stderr
+
+
+def test_classification_only_training_and_prediction(workspace, fusion_model, tmp_path):
+    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_clsonly"], workspace.env)
+    workspace.set_trainer_settings("3d_tiny_clsonly", num_epochs=1, segmentation=False)
+    trainer = "nnUNetTrainerFusionConcat"
+    run(["nnUNetv2_train", DATASET_ID, "3d_tiny_clsonly", "0", "-tr", trainer, "-device", "cpu"], workspace.env)
+    folder = os.path.join(workspace.model_folder(trainer, "3d_tiny_clsonly"), "fold_0", "validation")
+    assert "auc" in json.load(open(os.path.join(folder, "classification_summary.json")))
+    images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
+    out = tmp_path / "pred"
+    run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_tiny_clsonly", "-f",
+         "0", "-tr", trainer, "-device", "cpu", "--disable_tta"], workspace.env)
+    rows = list(csv.reader(open(out / "classification.csv")))[1:]
+    assert rows and all(r[-1] == "1" for r in rows)
+    assert not [p for p in os.listdir(out) if p.endswith(".nii.gz")]
