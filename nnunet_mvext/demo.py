@@ -169,7 +169,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
              trainer_settings: Optional[dict] = None, fusion: Optional[bool] = None) -> DemoResult:
     """Run the demo pipeline in ``workdir`` and return its :class:`DemoResult`.
 
-    ``fusion`` (default: on for cuda, off for cpu, where it would take the demo past 5 minutes) also trains the
+    ``fusion`` (default: on for cuda, off for cpu, where it adds about 16 minutes on 2 cores) also trains the
     three multi-phase classification trainers and evaluates them on the held-out cases.
     """
     if device not in ("cpu", "cuda"):
@@ -223,7 +223,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
         fusion_results = run_fusion_demo(dataset, dataset_id, device, workdir, env, logs)
         times["fusion"] = time.time() - t
     else:
-        logger.info("(skipping the three fusion classification trainers; add --fusion to train them: about 5 more "
+        logger.info("(skipping the three fusion classification trainers; add --fusion to train them: about 16 more "
                     "minutes on 2 CPU cores)")
     times["total"] = time.time() - start
     summary = os.path.join(predictions, "summary.json")
