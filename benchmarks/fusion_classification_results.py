@@ -21,7 +21,6 @@ GPU run for RESULTS.md::
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -33,12 +32,11 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import report  # noqa: E402
+from results_file import pipeline_arguments, pipeline_workspace, report  # noqa: E402
 
 from nnunet_mvext.case_classification import crop_around, lesion_centre  # noqa: E402
 from nnunet_mvext.classification_metrics import classification_metrics  # noqa: E402
-from nnunet_mvext.demo import (console_script, nnunet_environment, nnunet_paths, prepare_workdir,  # noqa: E402
-                               run_console_script)
+from nnunet_mvext.demo import console_script, nnunet_paths, run_console_script  # noqa: E402
 from nnunet_mvext.plans_config import add_configuration  # noqa: E402
 from nnunet_mvext.synthetic_dataset import PHASES, generate_multiphase_dataset  # noqa: E402
 
@@ -132,27 +130,11 @@ def step_time_rows(device: torch.device, patch: int, steps: int, smoke: bool) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=250)
-    parser.add_argument("--num-train", type=int, default=60)
-    parser.add_argument("--num-test", type=int, default=40)
-    parser.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64))
+    parser = pipeline_arguments(__doc__.splitlines()[0], 60, 40, (64, 64, 64))
     parser.add_argument("--misregistration", type=int, default=3)
     parser.add_argument("--resnet-epochs", type=int, default=60)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--append", default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    workdir = os.path.abspath(args.workdir)
-    prepare_workdir(workdir, args.force)
-    env = nnunet_environment(workdir, args.device)
-    logs = os.path.join(workdir, "logs")
-    os.makedirs(logs)
+    workdir, env, logs = pipeline_workspace(args)
     if args.smoke:
         settings, template = {"num_epochs": 2, "num_iterations_per_epoch": 4}, "3d_tiny_cpu"
         variants, fusions, phases, resnet_epochs = {"aligned": 0}, ["abaf"], [0], 1

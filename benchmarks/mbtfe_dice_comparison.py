@@ -14,7 +14,6 @@ GPU run (the one RESULTS.md needs)::
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -24,38 +23,21 @@ import tempfile
 
 import torch
 
-from nnunet_mvext.demo import nnunet_environment, nnunet_paths, predict_and_evaluate, prepare_workdir, \
-    run_console_script, console_script
+from nnunet_mvext.demo import console_script, nnunet_paths, predict_and_evaluate, run_console_script
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import report  # noqa: E402
+from results_file import pipeline_arguments, pipeline_workspace, report  # noqa: E402
 
 logger = logging.getLogger("mbtfe_dice_comparison")
 TRAINERS = ("nnUNetTrainerMV", "nnUNetTrainerMBTFE")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=250)
-    parser.add_argument("--num-train", type=int, default=40)
-    parser.add_argument("--num-test", type=int, default=20)
-    parser.add_argument("--shape", type=int, nargs=3, default=(96, 96, 96))
-    parser.add_argument("--smoke", action="store_true", help="tiny configuration, 2 epochs, on the CPU")
-    parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
-    parser.add_argument("--append", default=None)
+    parser = pipeline_arguments(__doc__.splitlines()[0], 40, 20, (96, 96, 96))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    workdir = os.path.abspath(args.workdir)
-    prepare_workdir(workdir, args.force)
-    env = nnunet_environment(workdir, args.device)
-    logs = os.path.join(workdir, "logs")
-    os.makedirs(logs)
+    workdir, env, logs = pipeline_workspace(args)
     dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=502, num_train=args.num_train,
                                           num_test=args.num_test, shape=args.shape)
     run_console_script([console_script("nnUNetv2_plan_and_preprocess"), "-d", "502", "-c", "3d_fullres", "-np",

@@ -13,3 +13,36 @@ def report(lines: Sequence[str], append: Optional[str]) -> None:
     if append:
         with open(append, "a") as f:
             f.write("\n" + table)
+
+
+def pipeline_arguments(description: str, num_train: int, num_test: int, shape: tuple):
+    """The options shared by the scripts that run nnU-Net's whole pipeline on the synthetic dataset."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=250)
+    parser.add_argument("--num-train", type=int, default=num_train)
+    parser.add_argument("--num-test", type=int, default=num_test)
+    parser.add_argument("--shape", type=int, nargs=3, default=shape)
+    parser.add_argument("--smoke", action="store_true", help="tiny configuration, a few iterations, on the CPU")
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
+    parser.add_argument("--append", default=None, help="append the table to this markdown file")
+    return parser
+
+
+def pipeline_workspace(args) -> tuple:
+    """``(workdir, env, logs)``: a fresh demo-style work directory with nnU-Net's folders and a log folder."""
+    import os
+
+    from nnunet_mvext.demo import nnunet_environment, prepare_workdir
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    workdir = os.path.abspath(args.workdir)
+    prepare_workdir(workdir, args.force)
+    env = nnunet_environment(workdir, args.device)
+    logs = os.path.join(workdir, "logs")
+    os.makedirs(logs)
+    return workdir, env, logs

@@ -8,7 +8,6 @@ specificity = macro one-vs-rest specificity, F1 macro.
 from __future__ import annotations
 
 import csv
-import os
 from typing import Optional, Sequence
 
 import numpy as np
