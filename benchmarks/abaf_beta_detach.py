@@ -24,7 +24,7 @@ from fusion_classification_results import lesion_crops  # noqa: E402
 from results_file import report  # noqa: E402
 
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet  # noqa: E402
-from nnunet_mvext.classification_metrics import classification_metrics  # noqa: E402
+from nnunet_mvext.classification.metrics import classification_metrics  # noqa: E402
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
 
 logger = logging.getLogger("abaf_beta_detach")

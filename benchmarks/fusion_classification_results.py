@@ -34,9 +34,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_file import pipeline_arguments, pipeline_workspace, report  # noqa: E402
 
-from nnunet_mvext.case_classification import crop_around, lesion_centre  # noqa: E402
-from nnunet_mvext.classification_metrics import classification_metrics  # noqa: E402
-from nnunet_mvext.demo import console_script, nnunet_paths, run_console_script  # noqa: E402
+from nnunet_mvext.classification.case_prediction import crop_around, lesion_centre  # noqa: E402
+from nnunet_mvext.classification.metrics import classification_metrics  # noqa: E402
+from nnunet_mvext.pipeline import claim_output, console_script, nnunet_paths, run_console_script  # noqa: E402
 from nnunet_mvext.plans_config import add_configuration  # noqa: E402
 from nnunet_mvext.synthetic_dataset import PHASES, generate_multiphase_dataset  # noqa: E402
 
@@ -50,7 +50,7 @@ def nnunet_model(dataset, dataset_id: int, trainer: str, config: str, device: st
     tag = f"{dataset_id}_{trainer}_{config}"
     run_console_script([console_script("nnUNetv2_train"), str(dataset_id), config, "0", "-tr", trainer, "-device",
                         device], env, os.path.join(logs, f"train_{tag}.log"))
-    out = os.path.join(workdir, f"pred_{tag}")
+    out = claim_output(workdir, f"pred_{tag}")
     run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
                         str(dataset_id), "-c", config, "-f", "0", "-tr", trainer, "-device", device], env,
                        os.path.join(logs, f"predict_{tag}.log"))
@@ -140,7 +140,7 @@ def main() -> None:
         variants, fusions, phases, resnet_epochs = {"aligned": 0}, ["abaf"], [0], 1
     else:
         settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations}
-        template = os.path.join(workdir, "3d_cls.json")
+        template = claim_output(workdir, "3d_cls.json")
         with open(template, "w") as f:
             json.dump({"description": "fusion comparison", "inherits_from": "3d_fullres"}, f)
         variants = {"aligned": 0, f"misregistered ({args.misregistration} voxels)": args.misregistration}

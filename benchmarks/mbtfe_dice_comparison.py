@@ -23,7 +23,8 @@ import tempfile
 
 import torch
 
-from nnunet_mvext.demo import console_script, nnunet_paths, predict_and_evaluate, run_console_script
+from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_paths, predict_and_evaluate,  # noqa: E402
+                                   run_console_script)
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
@@ -58,7 +59,7 @@ def main() -> None:
         seconds = run_console_script([console_script("nnUNetv2_train"), "502", "3d_compare", "0", "-tr", trainer,
                                       "-device", args.device], env, os.path.join(logs, f"train_{trainer}.log"))
         dice, mean, _ = predict_and_evaluate(dataset, 502, "3d_compare", trainer, args.device,
-                                             os.path.join(workdir, f"predictions_{trainer}"), env, logs)
+                                             claim_output(workdir, f"predictions_{trainer}"), env, logs)
         results[trainer] = (dice, mean, seconds)
 
     labels = list(results[TRAINERS[0]][0])

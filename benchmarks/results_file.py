@@ -37,12 +37,14 @@ def pipeline_workspace(args) -> tuple:
     """``(workdir, env, logs)``: a fresh demo-style work directory with nnU-Net's folders and a log folder."""
     import os
 
-    from nnunet_mvext.demo import nnunet_environment, prepare_workdir
+    from nnunet_mvext.pipeline import claim_output, nnunet_environment, prepare_workdir
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workdir = os.path.abspath(args.workdir)
-    prepare_workdir(workdir, args.force)
+    prepare_workdir(workdir, args.force, owner="a benchmark script")
     env = nnunet_environment(workdir, args.device)
-    logs = os.path.join(workdir, "logs")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        claim_output(workdir, name)
+    logs = claim_output(workdir, "logs")
     os.makedirs(logs)
     return workdir, env, logs

@@ -98,7 +98,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_set_classes(args: argparse.Namespace) -> int:
-    from nnunet_mvext.case_labels import set_classes
+    from nnunet_mvext.classification.case_labels import set_classes
 
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     for path in set_classes(args.dataset, args.labels_csv, names):
@@ -107,7 +107,7 @@ def _cmd_set_classes(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_cls(args: argparse.Namespace) -> int:
-    from nnunet_mvext.classification_inference import predict_classification
+    from nnunet_mvext.classification.inference import predict_classification
 
     path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
                                   use_mirroring=not args.disable_tta, overwrite=args.overwrite)
@@ -116,7 +116,7 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_cls(args: argparse.Namespace) -> int:
-    from nnunet_mvext.classification_inference import evaluate_classification
+    from nnunet_mvext.classification.evaluation import evaluate_classification
 
     result = evaluate_classification(args.ref, args.pred, args.o, args.embeddings)
     sys.stdout.write(json.dumps({k: result[k] for k in ("num_cases", "auc", "accuracy", "balanced_accuracy",

@@ -9,32 +9,25 @@ generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,
+                                   predict_and_evaluate, prepare_workdir, run_console_script)
 
 logger = logging.getLogger(__name__)
 
-MARKER = ".nnunet_mvext_demo"
 DEMO_CONFIGURATION = "3d_demo"
 DEMO_TRAINER = "nnUNetTrainerMVAdan"
 FUSION_TRAINERS = ("nnUNetTrainerFusionConcat", "nnUNetTrainerFusionDSN", "nnUNetTrainerFusionABAF")
 # 15 epochs x 20 iterations of batch 2 at 32^3 with 8/16/32 features: about a minute on 2 CPU cores.
 DEMO_TRAINER_SETTINGS = {"num_epochs": 15, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2,
                          "optimizer": "adan", "initial_lr": 3e-3, "warmup_epochs": 1, "save_every": 5}
-PROGRESS_PATTERN = re.compile(r"(Epoch \d+$|Pseudo dice|Mean Validation Dice|Epoch time|Predicting case|"
-                              r"Done with|Preprocessing dataset|Configuration:|Training done)")
-
 
 @dataclass
 class DemoResult:
@@ -45,101 +38,6 @@ class DemoResult:
     stage_seconds: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
     fusion: dict = field(default_factory=dict)
-
-
-def nnunet_environment(workdir: str, device: str) -> dict:
-    """Child environment: nnU-Net's three folders inside ``workdir``; CPU-friendly worker counts on CPU."""
-    env = dict(os.environ)
-    env.update({"nnUNet_raw": os.path.join(workdir, "nnUNet_raw"),
-                "nnUNet_preprocessed": os.path.join(workdir, "nnUNet_preprocessed"),
-                "nnUNet_results": os.path.join(workdir, "nnUNet_results")})
-    cpus = os.cpu_count() or 2
-    env.setdefault("nnUNet_def_n_proc", str(min(cpus, 4)))
-    if device == "cpu":
-        env.setdefault("nnUNet_n_proc_DA", "1")
-        env.setdefault("nnUNet_compile", "false")
-    return env
-
-
-@contextlib.contextmanager
-def nnunet_paths(env: dict) -> Iterator[None]:
-    """Temporarily point this process's nnU-Net folders at those of ``env`` (for in-process nnU-Net calls)."""
-    keys = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    backup = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: env[k] for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in backup.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def console_script(name: str) -> str:
-    """The console script ``name`` next to this Python interpreter (the environment nnunet_mvext is installed in)."""
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.path.isfile(candidate) else name
-
-
-def run_console_script(args: Sequence[str], env: dict, log_file: str) -> float:
-    """Run one nnU-Net console script; full output to ``log_file``, progress lines to the log. Returns seconds."""
-    start = time.time()
-    logger.info("$ %s", " ".join(args))
-    with open(log_file, "w") as log, subprocess.Popen(list(args), env=env, stdout=subprocess.PIPE,
-                                                      stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            log.write(line)
-            text = line.strip()
-            if PROGRESS_PATTERN.search(text):
-                logger.info("    %s", text)
-        proc.wait()
-    if proc.returncode != 0:
-        with open(log_file) as f:
-            tail = "".join(f.readlines()[-25:])
-        raise MVExtError(f"{args[0]} failed with exit code {proc.returncode}; full output in {log_file}. "
-                         f"Last lines:\n{tail}")
-    return time.time() - start
-
-
-def predict_and_evaluate(dataset, dataset_id: int, configuration: str, trainer: str, device: str,
-                         predictions: str, env: dict, logs: str, mirroring: bool = True) -> tuple[dict, float, dict]:
-    """``nnUNetv2_predict`` the held-out cases (``--disable_tta`` unless ``mirroring``), ``nnUNetv2_evaluate_folder``.
-
-    Returns (Dice per label name, foreground mean Dice, seconds per step).
-    """
-    times = {"predict": run_console_script(
-        [console_script("nnUNetv2_predict"), "-i", dataset.images_ts, "-o", predictions, "-d", str(dataset_id),
-         "-c", configuration, "-f", "0", "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1"] +
-        ([] if mirroring else ["--disable_tta"]),
-        env, os.path.join(logs, f"predict_{trainer}.log"))}
-    summary = os.path.join(predictions, "summary.json")
-    times["evaluate"] = run_console_script(
-        [console_script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
-         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
-         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, f"evaluate_{trainer}.log"))
-    with open(summary) as f:
-        metrics = json.load(f)
-    with open(os.path.join(dataset.folder, "dataset.json")) as f:
-        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
-    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
-    return dice, metrics["foreground_mean"]["Dice"], times
-
-
-def prepare_workdir(workdir: str, force: bool) -> None:
-    """Create ``workdir``; an earlier demo there is replaced only with ``force``; other content is never deleted."""
-    if os.path.isdir(workdir) and os.listdir(workdir):
-        if not os.path.isfile(os.path.join(workdir, MARKER)):
-            raise MVExtError(f"Work directory {workdir} is not empty and was not created by the demo; refusing to "
-                             f"write into it. Choose another --workdir.")
-        if not force:
-            raise MVExtError(f"Work directory {workdir} holds an earlier demo run; pass --force to replace it or "
-                             f"choose another --workdir.")
-        shutil.rmtree(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, MARKER), "w") as f:
-        f.write("created by nnunet-mvext demo; --force may delete this folder\n")
 
 
 def run_fusion_demo(dataset, dataset_id: int, device: str, workdir: str, env: dict, logs: str) -> dict:
@@ -153,7 +51,7 @@ def run_fusion_demo(dataset, dataset_id: int, device: str, workdir: str, env: di
         logger.info("[fusion] nnUNetv2_train -tr %s, then predict-cls and evaluate-cls", trainer)
         run_console_script([console_script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", trainer,
                             "-device", device], env, os.path.join(logs, f"train_{trainer}.log"))
-        out = os.path.join(workdir, f"classification_{trainer}")
+        out = claim_output(workdir, f"classification_{trainer}")
         run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
                             str(dataset_id), "-c", DEMO_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", device],
                            env, os.path.join(logs, f"predict_cls_{trainer}.log"))
@@ -177,7 +75,9 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     workdir = os.path.abspath(workdir)
     prepare_workdir(workdir, force)
     env = nnunet_environment(workdir, device)
-    logs = os.path.join(workdir, "logs")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        claim_output(workdir, name)
+    logs = claim_output(workdir, "logs")
     os.makedirs(logs)
     script = console_script
     times = {}
@@ -209,7 +109,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
         [script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", DEMO_TRAINER, "-device", device],
         env, os.path.join(logs, "train.log"))
 
-    predictions = os.path.join(workdir, "predictions")
+    predictions = claim_output(workdir, "predictions")
     mirroring = device == "cuda"  # test-time mirroring costs 8x on the CPU: left out there to keep the demo short
     logger.info("[5/5] predicting %d held-out cases with nnUNetv2_predict%s, then nnUNetv2_evaluate_folder",
                 len(dataset.test_cases), "" if mirroring else " --disable_tta")

@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json, write_json_with_backup
 from nnunet_mvext.trainer_settings import validate_raw_settings
 
 TEMPLATE_KEYS = {"description", "inherits_from", "configuration", "architecture_overrides"}
@@ -185,15 +186,29 @@ def add_configuration(dataset: str, template: str, name: Optional[str] = None, p
     if not os.path.isfile(plans_file):
         raise MVExtError(f"Plans file {plans_file} does not exist. Run nnUNetv2_plan_and_preprocess -d {dataset} "
                          f"first (or pass --plans with an existing plans name).")
-    with open(plans_file) as f:
-        plans = json.load(f)
+    plans = read_json(plans_file, "Plans file")
+    if name == tmpl["inherits_from"]:
+        raise MVExtError(f"Configuration '{name}' would inherit from itself (the template's inherits_from is "
+                         f"'{name}'); that would replace the original '{name}' in {plans_file}. Choose another "
+                         f"--name.")
     if name in plans["configurations"] and not force:
         raise MVExtError(f"Configuration '{name}' already exists in {plans_file}; refusing to overwrite it. "
                          f"Use --force to replace it or --name to choose another name.")
     entry = build_configuration(plans, tmpl, f"template '{template_name}' for {plans_file}")
-    plans["configurations"][name] = entry
-    tmp_file = plans_file + ".tmp"
-    with open(tmp_file, "w") as f:
-        json.dump(plans, f, indent=4, sort_keys=False)
-    os.replace(tmp_file, plans_file)
+    configurations = {**plans["configurations"], name: entry}
+    _check_no_inheritance_cycle(configurations, name, plans_file)
+    plans["configurations"] = configurations
+    write_json_with_backup(plans_file, plans)
     return plans_file, name
+
+
+def _check_no_inheritance_cycle(configurations: dict, changed: str, plans_file: str) -> None:
+    """Every configuration's ``inherits_from`` chain must end; names the first cycle through ``changed``."""
+    for start in configurations:
+        chain, current = [start], configurations[start].get("inherits_from")
+        while current is not None:
+            if current in chain:
+                raise MVExtError(f"Writing configuration '{changed}' into {plans_file} would make the inheritance "
+                                 f"chain {' -> '.join(chain + [current])} circular; choose another --name.")
+            chain.append(current)
+            current = configurations.get(current, {}).get("inherits_from")

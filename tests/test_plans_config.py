@@ -116,3 +116,41 @@ def test_mbtfe_template_names_our_network_and_builds_through_nnunet(plans_file):
                                  cm.network_arch_init_kwargs_req_import, 3, 3, deep_supervision=True)
     assert isinstance(net, MBTFEUNet) and net.mbtfe_stages == [2, 3] and len(net.eab.channels) == 3
     assert net.eab.pools[0].kernel_size == [1, 2, 2]
+
+
+def test_a_configuration_inheriting_from_itself_is_refused_even_with_force(plans_file):
+    before = plans_file.read_text()
+    with pytest.raises(MVExtError, match="'3d_fullres' would inherit from itself"):
+        add_configuration("777", "3d_fullres_adan", name="3d_fullres", force=True)
+    assert plans_file.read_text() == before
+    assert not list(plans_file.parent.glob("*.bak"))
+
+
+def test_a_configuration_that_closes_an_inheritance_cycle_is_refused(plans_file):
+    add_configuration("777", "3d_fullres_adan", name="child")
+    before = plans_file.read_text()
+    plans = json.loads(before)
+    plans["configurations"]["grandchild"] = {"inherits_from": "child"}
+    plans_file.write_text(json.dumps(plans))
+    before = plans_file.read_text()
+    template = {"inherits_from": "grandchild"}
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(template, f)
+    with pytest.raises(MVExtError, match="circular"):
+        add_configuration("777", f.name, name="child", force=True)
+    assert plans_file.read_text() == before
+
+
+def test_rewriting_the_plans_keeps_a_backup_of_the_previous_file(plans_file):
+    original = plans_file.read_text()
+    add_configuration("777", "3d_fullres_adan")
+    (backup,) = plans_file.parent.glob("nnUNetPlans.json.*.bak")
+    assert backup.read_text() == original
+    assert "3d_fullres_adan" in json.loads(plans_file.read_text())["configurations"]
+
+
+def test_a_plans_file_with_a_syntax_error_is_named(plans_file):
+    plans_file.write_text(plans_file.read_text()[:-1] + ",}")
+    with pytest.raises(MVExtError, match=r"nnUNetPlans.json is not valid JSON.*line"):
+        add_configuration("777", "3d_fullres_adan")

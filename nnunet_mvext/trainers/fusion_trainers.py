@@ -14,7 +14,7 @@ Per epoch the validation patches' AUC and its moving average (0.9, as nnU-Net's 
 moving average improves. After training (and with ``--val``), besides nnU-Net's segmentation validation,
 ``validation/classification_summary.json``, ``validation/classification.csv`` and
 ``validation/classification_embeddings.npz`` are written from whole validation cases, classified as
-:mod:`nnunet_mvext.case_classification` describes.
+:mod:`nnunet_mvext.classification.case_prediction` describes.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet, validate_phase_channels
-from nnunet_mvext.case_classification import classify_case
-from nnunet_mvext.case_labels import class_block, require_labels
-from nnunet_mvext.classification_metrics import classification_metrics, plot_auc_curve, write_predictions_csv
+from nnunet_mvext.classification.case_prediction import classify_case
+from nnunet_mvext.classification.case_labels import class_block, require_labels
+from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve, write_predictions_csv
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 

@@ -11,11 +11,11 @@ and, when the dataset was already preprocessed, into the preprocessed copy too.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Iterable, Optional, Sequence
 
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json, write_json_with_backup
 
 BLOCK = "classification"
 
@@ -24,7 +24,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
     """``{case_id: raw class text}`` from a ``case_id,class`` CSV; duplicate ids are refused by row number."""
     if not os.path.isfile(path):
         raise MVExtError(f"Labels file {path} does not exist.")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
         rows = list(csv.reader(f))
     if not rows or [c.strip() for c in rows[0]] != ["case_id", "class"]:
         raise MVExtError(f"{path}: the first row must be the header 'case_id,class', got {rows[0] if rows else []}.")
@@ -38,6 +38,8 @@ def read_labels_csv(path: str) -> dict[str, str]:
         if case_id in labels:
             raise MVExtError(f"{path}, row {number}: duplicate case id '{case_id}'.")
         labels[case_id] = value
+    if not labels:
+        raise MVExtError(f"{path} has a header but no case rows; expected one 'case_id,class' row per case.")
     return labels
 
 
@@ -66,6 +68,15 @@ def training_case_ids(raw_dataset_folder: str, file_ending: str) -> set[str]:
 
 
 def build_block(labels: dict[str, int], class_names: Optional[Sequence[str]]) -> dict:
+    if class_names is not None:
+        seen = set()
+        for name in class_names:
+            if not name:
+                raise MVExtError(f"--class-names {','.join(class_names)}: a class name is empty.")
+            if name in seen:
+                raise MVExtError(f"--class-names {','.join(class_names)}: class name '{name}' is given twice; "
+                                 f"every class needs its own name.")
+            seen.add(name)
     num_classes = len(class_names) if class_names else max(labels.values()) + 1
     if num_classes < 2:
         raise MVExtError(f"At least two classes are needed; the labels use {num_classes}.")
@@ -83,8 +94,7 @@ def set_classes(dataset: str, labels_csv: str, class_names: Optional[Sequence[st
     except RuntimeError as e:
         raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
     raw_folder = os.path.join(nnUNet_raw.require(), dataset_name)
-    with open(os.path.join(raw_folder, "dataset.json")) as f:
-        dataset_json = json.load(f)
+    dataset_json = read_json(os.path.join(raw_folder, "dataset.json"), "dataset.json")
     raw = read_labels_csv(labels_csv)
     known = training_case_ids(raw_folder, dataset_json["file_ending"])
     unknown = [c for c in raw if c not in known]
@@ -100,12 +110,9 @@ def set_classes(dataset: str, labels_csv: str, class_names: Optional[Sequence[st
     for path in targets:
         if not os.path.isfile(path):
             continue
-        with open(path) as f:
-            content = json.load(f)
+        content = read_json(path, "dataset.json")
         content[BLOCK] = block
-        with open(path + ".tmp", "w") as f:
-            json.dump(content, f, indent=4)
-        os.replace(path + ".tmp", path)
+        write_json_with_backup(path, content)
         written.append(path)
     return written
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_mvext.case_classification import crop_around, lesion_centre
-from nnunet_mvext.case_labels import require_labels, set_classes
-from nnunet_mvext.classification_metrics import classification_metrics
+from nnunet_mvext.classification.case_prediction import crop_around, lesion_centre
+from nnunet_mvext.classification.case_labels import require_labels, set_classes
+from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
@@ -101,3 +101,20 @@ def test_lesion_centre_and_crop():
     crop = crop_around(data, (0, 5, 9), (4, 4, 4))
     assert crop.shape == (1, 4, 4, 4)
     assert crop[0, 0, 0, 0] == 0 and crop[0, 2, 2, 2] == data[0, 0, 5, 9]
+
+
+def test_duplicate_class_names_are_refused(dataset, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("case_id,class\ncase_000,0\ncase_001,1\n")
+    with pytest.raises(MVExtError, match="class name 'a' is given twice"):
+        set_classes("321", str(labels), ["a", "a"])
+
+
+def test_header_only_csv_is_named_and_a_bom_is_accepted(dataset, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("case_id,class\n")
+    with pytest.raises(MVExtError, match="empty.csv has a header but no case rows"):
+        set_classes("321", str(empty))
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("case_id,class\ncase_000,0\ncase_001,1\n".encode("utf-8-sig"))
+    assert set_classes("321", str(bom), ["x", "y"])
