@@ -90,29 +90,39 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("save_every", 50, (int,), "an integer >= 1", "Write checkpoint_latest.pth every N epochs.",
                 _positive),
     # multi-phase classification (nnUNetTrainerFusion*)
-    SettingSpec("fusion", "abaf", (str,), "one of 'concat', 'dsn', 'abaf'",
-                "Fusion trainers: how the per-phase embeddings are fused for the case class.",
-                choices=("concat", "dsn", "abaf")),
+    SettingSpec("fusion", "abaf", (str,), "one of 'concat', 'dsn', 'abaf', 'decision'",
+                "Fusion trainers: how the per-phase lesion embeddings are fused for the case class (decision: one "
+                "classifier per phase, log-probabilities combined by learned weights).",
+                choices=("concat", "dsn", "abaf", "decision")),
     SettingSpec("phase_channels", None, (list,), "a list of channel-index lists, or null (one phase per channel)",
                 "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups),
     SettingSpec("shared_encoder", False, (bool,), "true or false",
                 "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase."),
-    SettingSpec("dsn_lambda", 0.5, (float, int), "a number >= 0",
-                "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy.", _non_negative),
-    SettingSpec("abaf_detach_beta", True, (bool,), "true or false",
-                "Fusion trainers, abaf: phase weights beta enter the auxiliary loss as constants."),
+    SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",
+                "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy (1: DSN equals ABAF "
+                "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative),
+    SettingSpec("abaf_detach_beta", False, (bool,), "true or false",
+                "Fusion trainers, abaf: phase weights beta enter the auxiliary loss as constants (false, the paper's "
+                "and the seed's choice: beta is also trained through the auxiliary loss)."),
     SettingSpec("classification_loss_weight", 1.0, (float, int), "a number > 0",
                 "Fusion trainers: weight of the classification loss added to the segmentation loss.", _positive),
-    SettingSpec("lesion_label", None, (int,), "a label value >= 1, or null",
-                "Fusion trainers: label that classification patches are centred on. null: the label named "
-                "'lesion', else the highest label.", _positive),
+    SettingSpec("lesion_label", None, (int,), "a label value >= 1 (not 'ignore'), or null",
+                "Fusion trainers: the label whose region is pooled for the case class. null: the label named "
+                "lesion, tumour or tumor; without one it must be set.", _positive),
+    SettingSpec("fallback_roi_label", None, (int,), "a label value >= 1 (not 'ignore'), or null",
+                "Fusion trainers: label that localises cases without any lesion voxels (e.g. the organ, for "
+                "normal-vs-abnormal tasks), in training and inference alike. null: such cases are left out of the "
+                "classification loss and classified from the global mean at inference (flagged).", _positive),
     SettingSpec("segmentation", True, (bool,), "true or false",
-                "Fusion trainers: train the segmentation decoder jointly (nnUNetv2_predict works, inference centres "
-                "the classification patch on the predicted lesion). false: classification only; inference "
-                "classifies the patch at the volume centre."),
+                "Fusion trainers: train the segmentation decoder jointly (nnUNetv2_predict works; inference pools "
+                "over the predicted lesion). false: classification only; predict-cls then needs --roi masks or "
+                "boxes."),
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
                 "cases of the fold.", choices=("none", "balanced")),
+    SettingSpec("pretrained_checkpoint", None, (str,), "a path to an nnU-Net checkpoint (.pth), or null",
+                "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
+                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded."),
 ]}
 
 
