@@ -1,20 +1,32 @@
-"""``MultiPhaseFusionNet``: one nnU-Net encoder branch per contrast phase, late fusion for the case class, and a
-U-Net decoder on the phase-fused skips for the segmentation.
+"""``MultiPhaseFusionNet``: one nnU-Net encoder branch per contrast phase, lesion-pooled embeddings fused for the
+case class, and a U-Net decoder on the phase-fused skips for the segmentation.
 
 Input ``x`` (B, C, *S) with the phases as nnU-Net channels; ``phase_channels`` groups channels into P phases
 (default: one channel per phase). Each phase p goes through an encoder built from the plan (``PlainConvEncoder``
 for ``PlainConvUNet`` plans, ``ResidualEncoder`` for ``ResidualEncoderUNet`` plans) giving skips ``s_p^i``
-(B, C_i, *S_i) and the embedding ``f_p = mean_S(s_p^{n-1})`` (B, D), D = the bottleneck's channels.
+(B, C_i, *S_i).
 
 - separate weights (default): P encoders;
 - ``shared_encoder=True``: one encoder, phases folded into the batch, (B, P*c, *S) -> (B*P, c, *S): one call.
 
+**Lesion-pooled embedding.** With a region-of-interest mask ``m`` (B, 1, *S) (the lesion: ground truth in training,
+the predicted lesion at inference), each of the last two stages is pooled over the region::
+
+    w^i   = area_downsample(m, S_i)                         (B, 1, *S_i)  fraction of each voxel in the region
+    e_p^i = sum_v w^i_v s_p^i_v / sum_v w^i_v               (B, C_i)
+    f_p   = [e_p^{n-1}; e_p^{n-2}]                          (B, D),  D = C_{n-1} + C_{n-2}
+
+The first release averaged the instance-normalised bottleneck over the whole patch, which measured about 0.39 per
+channel whatever the input: the lesion is a small part of a patch. Two scales keep a lesion that shrinks below one
+bottleneck voxel visible. A sample whose mask is empty (or no mask given) falls back to the global mean of each
+stage; ``has_roi`` (B,) in the head output flags which samples were pooled over their region.
+
 Segmentation: skips fused per stage by a 1x1 conv, ``s^i = W_i [s_1^i; ...; s_P^i]`` (B, C_i, *S_i), then nnU-Net's
 ``UNetDecoder``. ``forward(x)`` returns the segmentation output exactly like ``PlainConvUNet`` (so nnU-Net's
-trainer loop, ``nnUNetv2_predict`` and its sliding window work unchanged); ``forward_with_classification(x)``
+trainer loop, ``nnUNetv2_predict`` and its sliding window work unchanged); ``forward_with_classification(x, roi)``
 returns ``(segmentation, head_output)`` with the head output of :mod:`phase_fusion_heads`. While the attribute
-``classification_output`` is True, ``forward`` returns that pair too: the trainer sets it for its training step so
-that the call goes through DDP's ``forward`` (gradient synchronisation), and resets it afterwards.
+``classification_output`` is True, ``forward(x, roi)`` returns that pair too: the trainer sets it for its training
+step so that the call goes through DDP's ``forward`` (gradient synchronisation), and resets it afterwards.
 ``segmentation=False`` builds no skip fusion and no decoder (classification only): the segmentation output is then
 None and a plain ``forward`` raises an error saying so.
 """
@@ -25,6 +37,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
@@ -37,6 +50,25 @@ from nnunet_mvext.errors import MVExtError
 
 ENCODERS = {"PlainConvUNet": PlainConvEncoder, "ResidualEncoderUNet": ResidualEncoder}
 DECODER_ONLY_KWARGS = ("n_conv_per_stage_decoder", "deep_supervision", "num_classes")
+#: version of the network layout stored with trained models; 1: whole-patch mean embedding (first release)
+NETWORK_VERSION = 2
+POOLED_STAGES = 2
+
+
+def roi_pool(features: torch.Tensor, roi: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``features`` (N, C, *S_i) over the region ``roi`` (N, 1, *S) -> ((N, C), has_roi (N,) bool).
+
+    ``roi`` is area-downsampled to ``S_i`` (a soft mask); samples with an empty region get the global mean.
+    """
+    spatial = tuple(range(2, features.ndim))
+    global_mean = features.mean(dim=spatial)
+    if roi is None:
+        return global_mean, torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
+    w = F.interpolate(roi.to(features.dtype), size=features.shape[2:], mode="area")
+    mass = w.sum(dim=spatial)                                                      # (N, 1)
+    has_roi = mass[:, 0] > 0
+    pooled = (features * w).sum(dim=spatial) / mass.clamp_min(1e-6)
+    return torch.where(has_roi[:, None], pooled, global_mean), has_roi
 
 
 def default_phase_channels(num_input_channels: int) -> list[list[int]]:
@@ -44,15 +76,24 @@ def default_phase_channels(num_input_channels: int) -> list[list[int]]:
 
 
 def validate_phase_channels(phase_channels: Sequence[Sequence[int]], num_input_channels: int,
-                            shared_encoder: bool) -> list[list[int]]:
+                            shared_encoder: bool, where: str = "trainer_settings") -> list[list[int]]:
+    """The channel groups, each channel of ``0..num_input_channels-1`` at most once; errors name the channel."""
     groups = [list(g) for g in phase_channels]
-    flat = [c for g in groups for c in g]
-    if not groups or len(set(flat)) != len(flat) or not all(0 <= c < num_input_channels for c in flat):
-        raise MVExtError(f"trainer_settings 'phase_channels' {groups} must group channels of 0..{num_input_channels - 1}"
-                         f" into phases, each channel at most once (channels left out are not used; one group "
-                         f"gives a single-phase model).")
+    allowed = (f"Allowed: groups of the input channels 0..{num_input_channels - 1}, each channel at most once "
+               f"(channels left out are not used; one group gives a single-phase model).")
+    if not groups:
+        raise MVExtError(f"{where}: 'phase_channels' is empty. {allowed}")
+    seen = set()
+    for g, group in enumerate(groups):
+        for c in group:
+            if not 0 <= c < num_input_channels:
+                raise MVExtError(f"{where}: 'phase_channels' group {g} {group} names channel {c}, but the dataset has "
+                                 f"{num_input_channels} channel(s). {allowed}")
+            if c in seen:
+                raise MVExtError(f"{where}: 'phase_channels' names channel {c} twice ({groups}). {allowed}")
+            seen.add(c)
     if shared_encoder and len({len(g) for g in groups}) != 1:
-        raise MVExtError(f"trainer_settings 'shared_encoder' needs phases of equal size; 'phase_channels' is {groups}.")
+        raise MVExtError(f"{where}: 'shared_encoder' needs phases of equal size; 'phase_channels' is {groups}.")
     return groups
 
 
@@ -88,7 +129,9 @@ class MultiPhaseFusionNet(nn.Module):
             self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
             self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
                                        deep_supervision)
-        self.head = build_head(fusion, len(groups), channels[-1], num_case_classes, **(head_options or {}))
+        self.pooled_stages = min(POOLED_STAGES, len(channels))
+        self.embedding_dim = sum(channels[-self.pooled_stages:])
+        self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
         self.fusion = fusion
         self.classification_output = False
@@ -103,17 +146,30 @@ class MultiPhaseFusionNet(nn.Module):
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
 
-    def forward_with_classification(self, x: torch.Tensor):
-        skips = self.phase_skips(x)
-        embeddings = skips[-1].mean(dim=tuple(range(3, skips[-1].ndim)))              # (B, P, D)
-        if self.decoder is None:
-            return None, self.head(embeddings)
-        fused = [fuse(s.flatten(1, 2)) for fuse, s in zip(self.skip_fusion, skips)]
-        return self.decoder(fused), self.head(embeddings)
+    def phase_embeddings(self, skips: list[torch.Tensor], roi: Optional[torch.Tensor]):
+        """Lesion-pooled embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips."""
+        b, p = skips[-1].shape[:2]
+        roi_folded = None if roi is None else roi.repeat_interleave(p, dim=0)
+        parts, has_roi = [], None
+        for s in skips[-self.pooled_stages:]:
+            pooled, has_roi = roi_pool(s.flatten(0, 1), roi_folded)                 # (B*P, C_i)
+            parts.append(pooled.reshape(b, p, -1))
+        return torch.cat(parts, dim=2), has_roi.reshape(b, p)[:, 0]
 
-    def forward(self, x: torch.Tensor):
+    def forward_with_classification(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
+        """``x`` (B, C, *S), ``roi`` (B, 1, *S) region mask or None -> (segmentation or None, head output)."""
+        skips = self.phase_skips(x)
+        embeddings, has_roi = self.phase_embeddings(skips, roi)
+        head = self.head(embeddings)
+        head["has_roi"] = has_roi
+        if self.decoder is None:
+            return None, head
+        fused = [fuse(s.flatten(1, 2)) for fuse, s in zip(self.skip_fusion, skips)]
+        return self.decoder(fused), head
+
+    def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
         if self.classification_output:
-            return self.forward_with_classification(x)
+            return self.forward_with_classification(x, roi)
         if self.decoder is None:
             raise MVExtError("This fusion network was trained with trainer_settings 'segmentation': false and has no "
                              "segmentation output; use nnunet-mvext predict-cls.")

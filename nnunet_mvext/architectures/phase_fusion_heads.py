@@ -1,32 +1,47 @@
-"""Late-fusion classification heads over per-phase embeddings ``f_p`` (B, D), p = 1..P, K classes.
+"""Fusion heads over per-phase lesion embeddings ``f_p`` (B, D), p = 1..P, K case classes.
 
-- :class:`ConcatHead`: ``logits = MLP([f_1; ...; f_P])``; loss ``CE(logits, y)``.
+- :class:`ConcatHead` (feature-level fusion): ``logits = MLP([f_1; ...; f_P])``; loss ``CE(logits, y)``.
 - :class:`DSNHead` (deep supervision per phase): concat head plus ``aux_p = W_p f_p``;
-  loss ``CE(logits, y) + lambda * mean_p CE(aux_p, y)``.
+  loss ``CE(logits, y) + lambda * mean_p CE(aux_p, y)``. With the default ``lambda = 1`` DSN is ABAF with uniform
+  ``beta = 1/P`` and no gates, so the two are comparable; the seed (000) sums the auxiliary losses with weight 1
+  each, which is ``lambda = P`` here.
 - :class:`ABAFHead` (attention-based adaptive fusion, after Li et al., "Adaptive Multimodal Fusion With Attention
-  Guided Deep Supervision Net for Grading Hepatocellular Carcinoma", IEEE JBHI 2022)::
+  Guided Deep Supervision Net for Grading Hepatocellular Carcinoma", IEEE JBHI 2022, and seed 000)::
 
       alpha_p = sigmoid(W_p [f_1; ...; f_P])      (B, D)   per-sample gates
       g_p     = alpha_p * f_p                       (B, D)
-      s_p     = mean_D(g_p)                         (B, P)   per-sample scores (never summed over the batch)
+      s_p     = u . g_p                             (B, P)   learned scoring vector u (D,), one for all phases
       beta    = softmax_p(s)                        (B, P)   per-sample phase weights, sum_p beta = 1
       logits  = MLP([beta_1 g_1; ...; beta_P g_P])  (B, K)   the prediction uses the attention
       aux_p   = V_p g_p                             (B, K)
       loss    = mean_b [ CE(logits_b, y_b) + sum_p beta_bp * CE(aux_pb, y_b) ]
 
-  Logits go to ``cross_entropy`` unnormalised (the seed applied softmax first, i.e. softmax twice). ``detach_beta``
-  (default True) stops the auxiliary term from training the attention: without it the cheapest way to lower
-  ``sum_p beta_p CE(aux_p)`` is to move beta towards whichever auxiliary classifier is already best, so the weights
-  would follow the auxiliary losses instead of what helps the fused prediction, which still trains beta through
-  ``CE(logits)``. Measured (benchmarks/abaf_beta_detach.py, RESULTS.md): held-out AUC 0.749 detached vs 0.704 not,
-mean of 3 seeds on the CPU; the difference is within the seed spread.
+  The seed scores with the plain sum over D (``u = 1``); the first release used the mean (``u = 1/D``), which kept
+  beta within about 0.42/0.29/0.29 for three phases whatever the input. ``u`` is initialised to the mean and
+  learned, so its scale (an inverse temperature) can grow until beta is near one-hot. Logits go to
+  ``cross_entropy`` unnormalised (the seed applied softmax first, i.e. softmax twice). ``detach_beta`` (default
+  false, as the paper and the seed) makes beta a constant in the auxiliary term, so that only ``CE(logits)`` trains
+  the attention.
+- :class:`DecisionHead` (decision-level fusion, seed 001: one classifier per phase, outputs combined by weights)::
+
+      aux_p   = V_p f_p                                  (B, K)   one classifier per phase, each supervised
+      beta    = softmax_p(w)                             (P,)     learned global phase weights
+      logits  = sum_p beta_p log_softmax(aux_p)          (B, K)   a weighted product of the phases' posteriors
+      loss    = CE(logits, y) + mean_p CE(aux_p, y)
+
+  The weights are global (one per phase), as in the seed; they are reported per case as the ``beta`` columns
+  (identical rows). Per-sample weights were not measured.
 
 Every head returns a dict: ``logits`` (B, K), ``aux_logits`` (B, P, K) or None, ``beta`` (B, P) or None and
-``embedding`` (B, P*D), the fused feature (for t-SNE).
+``embedding`` (B, P*D), the fused feature (for t-SNE). ``loss(out, y, class_weights, sample_weights)`` averages over
+the samples with ``sample_weights`` (B,) (1 for samples whose patch holds the region of interest, 0 otherwise); a
+batch without any such sample gives a zero loss that still reaches every parameter (DDP needs every parameter in
+the graph).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -35,7 +50,7 @@ from torch import nn
 
 from nnunet_mvext.errors import MVExtError
 
-FUSION_MODES = ("concat", "dsn", "abaf")
+FUSION_MODES = ("concat", "dsn", "abaf", "decision")
 
 
 def _mlp(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -48,6 +63,14 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, class_weights: Optional[torch.Ten
     return F.cross_entropy(logits.float(), y, weight=class_weights, reduction="none")
 
 
+def _weighted_mean(per_sample: torch.Tensor, sample_weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of (B,) over the samples with weight > 0; zero (still in the graph) when there is none."""
+    if sample_weights is None:
+        return per_sample.mean()
+    w = sample_weights.to(per_sample.dtype)
+    return (per_sample * w).sum() / w.sum().clamp_min(1.0)
+
+
 class ConcatHead(nn.Module):
     def __init__(self, num_phases: int, dim: int, num_classes: int, dropout: float = 0.2, **_):
         super().__init__()
@@ -58,12 +81,16 @@ class ConcatHead(nn.Module):
         fused = f.flatten(1)
         return {"logits": self.classifier(fused), "aux_logits": None, "beta": None, "embedding": fused}
 
-    def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return _ce(out["logits"], y, class_weights).mean()
+    def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
+        return _ce(out["logits"], y, class_weights)
+
+    def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None,
+             sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return _weighted_mean(self.per_sample_loss(out, y, class_weights), sample_weights)
 
 
 class DSNHead(ConcatHead):
-    def __init__(self, num_phases: int, dim: int, num_classes: int, dropout: float = 0.2, dsn_lambda: float = 0.5,
+    def __init__(self, num_phases: int, dim: int, num_classes: int, dropout: float = 0.2, dsn_lambda: float = 1.0,
                  **_):
         super().__init__(num_phases, dim, num_classes, dropout)
         self.aux = nn.ModuleList([nn.Linear(dim, num_classes) for _ in range(num_phases)])
@@ -74,36 +101,67 @@ class DSNHead(ConcatHead):
         out["aux_logits"] = torch.stack([head(f[:, p]) for p, head in enumerate(self.aux)], dim=1)
         return out
 
-    def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
         aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights) for p in range(len(self.aux))], dim=1)
-        return (_ce(out["logits"], y, class_weights) + self.dsn_lambda * aux.mean(1)).mean()
+        return _ce(out["logits"], y, class_weights) + self.dsn_lambda * aux.mean(1)
 
 
-class ABAFHead(nn.Module):
+class ABAFHead(ConcatHead):
     def __init__(self, num_phases: int, dim: int, num_classes: int, dropout: float = 0.2,
-                 detach_beta: bool = True, **_):
-        super().__init__()
+                 detach_beta: bool = False, **_):
+        super().__init__(num_phases, dim, num_classes, dropout)
         self.gates = nn.ModuleList([nn.Linear(num_phases * dim, dim) for _ in range(num_phases)])
         self.aux = nn.ModuleList([nn.Linear(dim, num_classes) for _ in range(num_phases)])
-        self.classifier = _mlp(num_phases * dim, dim, num_classes, dropout)
+        self.score = nn.Linear(dim, 1, bias=False)
+        nn.init.constant_(self.score.weight, 1.0 / dim)
         self.detach_beta = detach_beta
 
     def forward(self, f: torch.Tensor) -> dict:
         concat = f.flatten(1)                                                         # (B, P*D)
         g = torch.stack([torch.sigmoid(w(concat)) * f[:, p] for p, w in enumerate(self.gates)], dim=1)  # (B,P,D)
-        beta = torch.softmax(g.mean(dim=2), dim=1)                                     # (B, P)
+        beta = torch.softmax(self.score(g).squeeze(2), dim=1)                          # (B, P)
         fused = (beta.unsqueeze(2) * g).flatten(1)                                     # (B, P*D)
         aux = torch.stack([head(g[:, p]) for p, head in enumerate(self.aux)], dim=1)  # (B, P, K)
         return {"logits": self.classifier(fused), "aux_logits": aux, "beta": beta, "embedding": fused}
 
-    def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
         beta = out["beta"].detach() if self.detach_beta else out["beta"]
         aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights) for p in range(beta.shape[1])], dim=1)
-        return (_ce(out["logits"], y, class_weights) + (beta.float() * aux).sum(1)).mean()
+        return _ce(out["logits"], y, class_weights) + (beta.float() * aux).sum(1)
+
+
+class DecisionHead(nn.Module):
+    def __init__(self, num_phases: int, dim: int, num_classes: int, dropout: float = 0.2, **_):
+        super().__init__()
+        self.aux = nn.ModuleList([nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+                                  for _ in range(num_phases)])
+        self.phase_logits = nn.Parameter(torch.zeros(num_phases))
+
+    def forward(self, f: torch.Tensor) -> dict:
+        aux = torch.stack([head(f[:, p]) for p, head in enumerate(self.aux)], dim=1)  # (B, P, K)
+        beta = torch.softmax(self.phase_logits, 0).unsqueeze(0).expand(f.shape[0], -1)  # (B, P)
+        logits = (beta.unsqueeze(2) * torch.log_softmax(aux.float(), dim=2)).sum(1)   # (B, K)
+        return {"logits": logits, "aux_logits": aux, "beta": beta, "embedding": f.flatten(1)}
+
+    def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
+        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights) for p in range(len(self.aux))], dim=1)
+        return _ce(out["logits"], y, class_weights) + aux.mean(1)
+
+    def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None,
+             sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return _weighted_mean(self.per_sample_loss(out, y, class_weights), sample_weights)
+
+
+HEADS = {"concat": ConcatHead, "dsn": DSNHead, "abaf": ABAFHead, "decision": DecisionHead}
 
 
 def build_head(mode: str, num_phases: int, dim: int, num_classes: int, **options) -> nn.Module:
-    heads = {"concat": ConcatHead, "dsn": DSNHead, "abaf": ABAFHead}
-    if mode not in heads:
+    if mode not in HEADS:
         raise MVExtError(f"fusion '{mode}' is not known. Allowed: {', '.join(FUSION_MODES)}.")
-    return heads[mode](num_phases, dim, num_classes, **options)
+    return HEADS[mode](num_phases, dim, num_classes, **options)
+
+
+def entropy_normalised(beta: torch.Tensor) -> torch.Tensor:
+    """``H(beta) / log P`` per sample (B,): 1 for uniform weights, 0 for one-hot (logged to see ABAF adapt)."""
+    p = beta.shape[1]
+    return -(beta * torch.log(beta.clamp_min(1e-12))).sum(1) / math.log(p) if p > 1 else torch.zeros(len(beta))

@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-from nnunet_mvext.architectures.phase_fusion_heads import ABAFHead, ConcatHead, DSNHead
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet, roi_pool
+from nnunet_mvext.architectures.phase_fusion_heads import ABAFHead, ConcatHead, DecisionHead, DSNHead
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.segmentation_losses import deep_supervision_weights
 
 B, P, D, K = 4, 3, 6, 2
 
@@ -34,7 +35,7 @@ def test_abaf_prediction_uses_the_attention():
     out = head(f)
     concat = f.flatten(1)
     g = torch.stack([torch.sigmoid(head.gates[p](concat)) * f[:, p] for p in range(P)], 1)
-    beta = torch.softmax(g.mean(2), 1)
+    beta = torch.softmax((g * head.score.weight[0]).sum(2), 1)
     torch.testing.assert_close(out["embedding"], (beta[:, :, None] * g).flatten(1))
     torch.testing.assert_close(out["logits"], head.classifier((beta[:, :, None] * g).flatten(1)))
 
@@ -48,9 +49,76 @@ def test_abaf_loss_matches_hand_computation(detach):
                   sum(out["beta"][b, p] * F.cross_entropy(out["aux_logits"][b:b + 1, p], y[b:b + 1])
                       for p in range(P)) for b in range(B)) / B
     torch.testing.assert_close(head.loss(out, y), by_hand)
-    head.loss(out, y).backward()
-    gate_grad = head.gates[0].weight.grad.abs().sum()
-    assert gate_grad > 0
+
+
+def _gate_and_score_grads(head, y):
+    head.zero_grad()
+    out = head(_f())
+    (head.loss(out, y) - F.cross_entropy(out["logits"], y)).backward()  # the loss's auxiliary term alone
+    term = [head.gates[0].weight.grad.clone(), head.score.weight.grad]
+    head.zero_grad()
+    out = head(_f())
+    (out["beta"].detach() * torch.stack([F.cross_entropy(out["aux_logits"][:, p], y, reduction="none")
+                                         for p in range(P)], 1)).sum(1).mean().backward()
+    return term, head.gates[0].weight.grad.clone()
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_abaf_detach_beta_controls_the_auxiliary_gradient_through_beta(detach):
+    """Detached: the auxiliary term reaches the gates only through aux_p(g_p) and the scoring vector not at all."""
+    torch.manual_seed(1)
+    head = ABAFHead(P, D, K, detach_beta=detach).eval()
+    y = torch.tensor([0, 1, 1, 0])
+    (gates, score), gates_without_beta = _gate_and_score_grads(head, y)
+    if detach:
+        assert score is None or float(score.abs().sum()) == 0.0
+        torch.testing.assert_close(gates, gates_without_beta)
+    else:
+        assert float(score.abs().sum()) > 0
+        assert not torch.allclose(gates, gates_without_beta)
+
+
+def test_abaf_scoring_can_reach_a_near_one_hot_beta():
+    head = ABAFHead(P, D, K).eval()
+    f = torch.rand(B, P, D)
+    f[:, 1] += 3.0
+    with torch.no_grad():
+        head.score.weight.mul_(200.0)
+    with torch.no_grad():
+        assert float(head(f)["beta"][:, 1].min()) > 0.95
+
+
+def test_decision_head_fuses_log_probabilities_with_global_weights():
+    head = DecisionHead(P, D, K).eval()
+    with torch.no_grad():
+        head.phase_logits.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    f, y = _f(), torch.tensor([0, 1, 1, 0])
+    out = head(f)
+    w = torch.softmax(head.phase_logits, 0)
+    expected = sum(w[p] * torch.log_softmax(head.aux[p](f[:, p]), 1) for p in range(P))
+    torch.testing.assert_close(out["logits"], expected)
+    torch.testing.assert_close(out["beta"], w.expand(B, P))
+    aux = torch.stack([F.cross_entropy(out["aux_logits"][:, p], y) for p in range(P)]).mean()
+    torch.testing.assert_close(head.loss(out, y), F.cross_entropy(out["logits"], y) + aux)
+
+
+def test_sample_weights_leave_samples_without_a_region_out_of_the_loss():
+    head = ConcatHead(P, D, K).eval()
+    f, y = _f(), torch.tensor([0, 1, 1, 1])
+    out = head(f)
+    per = F.cross_entropy(out["logits"], y, reduction="none")
+    torch.testing.assert_close(head.loss(out, y, None, torch.tensor([1.0, 0.0, 1.0, 0.0])), (per[0] + per[2]) / 2)
+    zero = head.loss(out, y, None, torch.zeros(4))
+    assert float(zero) == 0.0 and zero.requires_grad
+
+
+def test_dsn_default_weight_makes_it_abaf_with_uniform_beta():
+    head = DSNHead(P, D, K).eval()
+    assert head.dsn_lambda == 1.0
+    f, y = _f(), torch.tensor([0, 1, 1, 0])
+    out = head(f)
+    uniform = sum(F.cross_entropy(out["aux_logits"][:, p], y) / P for p in range(P))
+    torch.testing.assert_close(head.loss(out, y), F.cross_entropy(out["logits"], y) + uniform)
 
 
 def test_dsn_loss_matches_hand_computation():
@@ -82,16 +150,22 @@ def _plan(encoder="PlainConvUNet"):
     return f"dynamic_network_architectures.architectures.unet.{encoder}", kw
 
 
-@pytest.mark.parametrize("fusion", ["concat", "dsn", "abaf"])
+@pytest.mark.parametrize("fusion", ["concat", "dsn", "abaf", "decision"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("encoder", ["PlainConvUNet", "ResidualEncoderUNet"])
-def test_every_parameter_gets_a_gradient(fusion, shared, encoder):
+def test_every_parameter_gets_a_gradient_under_nnunets_deep_supervision_weights(fusion, shared, encoder):
+    """The DDP weights of nnU-Net (lowest output 1e-6), a lesion mask, one sample without a lesion."""
     name, kw = _plan(encoder)
     net = MultiPhaseFusionNet(name, kw, 3, 3, K, fusion, shared_encoder=shared, deep_supervision=True)
     x = torch.randn(2, 3, 8, 16, 16)
+    roi = torch.zeros(2, 1, 8, 16, 16)
+    roi[0, :, 2:6, 4:10, 4:10] = 1
     net.classification_output = True
-    seg, head = net(x)
-    (sum(s.float().mean() for s in seg) + net.head.loss(head, torch.tensor([0, 1]))).backward()
+    seg, head = net(x, roi)
+    assert head["has_roi"].tolist() == [True, False]
+    weights = deep_supervision_weights(len(seg), is_ddp=True)
+    seg_loss = sum(w * s.float().mean() for w, s in zip(weights, seg))
+    (seg_loss + net.head.loss(head, torch.tensor([0, 1]), None, head["has_roi"].float())).backward()
     assert [n for n, p in net.named_parameters() if p.grad is None] == []
     net.classification_output = False
     assert [o.shape[1:] for o in net(x)][0] == (3, 8, 16, 16)
@@ -99,6 +173,29 @@ def test_every_parameter_gets_a_gradient(fusion, shared, encoder):
         assert len(net.encoders) == 1
     else:
         assert len(net.encoders) == 3
+
+
+def test_roi_pooling_averages_over_the_region_only_and_falls_back_to_the_global_mean():
+    features = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
+    roi = torch.zeros(2, 1, 8, 8, 8)
+    roi[0, :, :2, :2, :2] = 1          # exactly feature voxel (0, 0, 0) of sample 0
+    pooled, has_roi = roi_pool(features, roi)
+    assert has_roi.tolist() == [True, False]
+    assert float(pooled[0, 0]) == float(features[0, 0, 0, 0, 0])
+    assert float(pooled[1, 0]) == float(features[1].mean())
+
+
+def test_the_embedding_depends_on_the_lesion_not_on_the_rest_of_the_patch():
+    name, kw = _plan()
+    net = MultiPhaseFusionNet(name, kw, 3, 3, K, "concat").eval()
+    x = torch.randn(1, 3, 16, 32, 32)
+    roi = torch.zeros(1, 1, 16, 32, 32)
+    roi[..., 4:12, 8:24, 8:24] = 1
+    _, a = net.forward_with_classification(x, roi)
+    _, b = net.forward_with_classification(x, 1 - roi)
+    assert not torch.allclose(a["embedding"], b["embedding"])
+    # the embedding has the last two stages' channels per phase
+    assert a["embedding"].shape == (1, 3 * (16 + 8))
 
 
 def test_shared_encoder_folds_phases_into_the_batch_calling_the_encoder_once():
@@ -133,7 +230,7 @@ def test_grouped_phases():
     net = MultiPhaseFusionNet(name, kw, 4, 3, K, "concat", phase_channels=[[0, 1], [2, 3]])
     net.classification_output = True
     _, head = net(torch.randn(1, 4, 8, 16, 16))
-    assert head["embedding"].shape == (1, 2 * 16)
+    assert head["embedding"].shape == (1, 2 * (16 + 8))
 
 
 def test_classification_only_network_has_no_decoder_and_says_so():
