@@ -1,7 +1,7 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
 ``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``set-classes``, ``predict-cls``, ``evaluate-cls``,
-``make-dataset``. Training, prediction and evaluation stay
+``make-dataset``, ``boxes-to-labels``. Training, prediction and evaluation stay
 nnU-Net's own commands.
 """
 
@@ -30,18 +30,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ext_trainer_folders() -> list[str]:
+    """The folders on ``nnUNet_extTrainer`` that nnU-Net searches, in its order."""
+    from nnunet_mvext._startup_hook import EXT_TRAINER_ENV
+
+    return [p for p in os.environ.get(EXT_TRAINER_ENV, "").split(os.pathsep) if p.strip() and os.path.exists(p)]
+
+
+def _shadowing_ext_folder(name: str) -> Optional[str]:
+    """The first ``nnUNet_extTrainer`` folder other than this package's lookup folder in which nnU-Net's search finds
+    a class called ``name``: the folder that wins nnU-Net's lookup over the entry point. None when there is none."""
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from nnunet_mvext._startup_hook import LOOKUP_FOLDER
+
+    for folder in _ext_trainer_folders():
+        if os.path.normcase(os.path.abspath(folder)) == os.path.normcase(LOOKUP_FOLDER):
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            if recursive_find_python_class(folder, name, None, base_folder=folder,
+                                           cleanup_imports_from_base_folder=True) is not None:
+                return folder
+    return None
+
+
 def trainer_resolution(name: str, declared_class: type) -> str:
-    """How nnU-Net's own lookup resolves ``name``: 'yes', or why it does not resolve to ``declared_class``."""
+    """How nnU-Net's own lookup resolves ``name``: 'yes', or why it does not resolve to ``declared_class``.
+
+    A shadowing class is called an nnU-Net built-in only when it lives in nnunetv2; one from a folder on
+    ``nnUNet_extTrainer`` (searched before this package's lookup folder) is named with that folder.
+    """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_mvext._startup_hook import LOOKUP_FOLDER
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             found = recursive_find_trainer_class_by_name(name)
     except RuntimeError:
-        return "no: not found (nnUNet_extTrainer lacks this package's lookup folder; see 'nnunet-mvext env')"
+        listed = {os.path.normcase(os.path.abspath(p)) for p in _ext_trainer_folders()}
+        if os.path.normcase(LOOKUP_FOLDER) not in listed:
+            return "no: not found (nnUNet_extTrainer lacks this package's lookup folder; see 'nnunet-mvext env')"
+        return "no: not found by nnU-Net's lookup, although nnUNet_extTrainer lists this package's lookup folder"
     if found is declared_class:
         return "yes"
-    return f"no: SHADOWED by {found.__module__}.{found.__qualname__}"
+    shadow = f"{found.__module__}.{found.__qualname__}"
+    if found.__module__.split(".")[0] == "nnunetv2":
+        return f"no: SHADOWED by {shadow}, an nnU-Net built-in"
+    folder = _shadowing_ext_folder(name)
+    if folder is not None:
+        return f"no: SHADOWED by {shadow} from the nnUNet_extTrainer folder {folder}"
+    return f"no: SHADOWED by {shadow}"
 
 
 def _cmd_trainers(args: argparse.Namespace) -> int:
@@ -62,10 +101,17 @@ def _cmd_trainers(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(3)]
     for row in [headers, *rows]:
         sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[3] + "\n")
-    for row in rows:
-        if "SHADOWED" in row[3]:
-            logger.warning("WARNING: '%s' from %s is shadowed by an nnU-Net built-in trainer of the same name; "
-                           "nnUNetv2_train -tr %s will not use it.", row[0], row[1], row[0])
+    shadowed = "no: SHADOWED by "
+    for name, distribution, _, resolves in rows:
+        if resolves.startswith(shadowed):
+            advice = ("rename yours" if resolves.endswith(", an nnU-Net built-in")
+                      else "rename one of them or take that folder off nnUNet_extTrainer")
+            logger.warning("WARNING: '%s' from %s is shadowed by %s: nnUNetv2_train -tr %s will not use it; %s.",
+                           name, distribution, resolves[len(shadowed):], name, advice)
+    if not any(row[3] == "yes" for row in rows):
+        logger.error("ERROR: nnU-Net's lookup resolves none of the %d declared trainers (see the last column).",
+                     len(rows))
+        return 1
     return 0
 
 
@@ -132,9 +178,27 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
         raise MVExtError("Give the raw folder with --raw or set nnUNet_raw.")
+    priors = None
+    if args.class_priors:
+        try:
+            priors = [float(v) for v in args.class_priors.split(",")]
+        except ValueError:
+            raise MVExtError(f"--class-priors '{args.class_priors}': give comma-separated numbers, one per class, "
+                             f"e.g. 4,2,1.") from None
     ds = generate_multiphase_dataset(raw, dataset_id=args.dataset_id, num_train=args.num_train,
-                                     num_test=args.num_test, shape=args.shape, seed=args.seed)
+                                     num_test=args.num_test, shape=args.shape, seed=args.seed,
+                                     misregistration_voxels=args.misregistration, num_phases=args.num_phases,
+                                     num_classes=args.num_classes, class_priors=priors, box_labels=args.box_labels)
     logger.info("Wrote %s (%d training, %d test cases).", ds.folder, len(ds.train_cases), len(ds.test_cases))
+    return 0
+
+
+def _cmd_boxes_to_labels(args: argparse.Namespace) -> int:
+    from nnunet_mvext.classification.lesion_boxes import boxes_to_labels
+
+    boxes_to_labels(args.dataset, args.boxes_csv, output_folder=args.o, images_folder=args.images,
+                    reference_channel=args.reference_channel, world=args.world, ras=args.ras, force=args.force,
+                    empty_cases=args.empty_cases)
     return 0
 
 
@@ -212,7 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=6)
     p.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-phases", type=int, default=3, help="phases (channels), >= 2 (default: %(default)s)")
+    p.add_argument("--num-classes", type=int, default=2,
+                   help="classes, 2..7 enhancement patterns; 3 phases and 2 classes is the binary mode "
+                        "(default: %(default)s)")
+    p.add_argument("--class-priors", default=None, help="comma-separated class weights, e.g. 4,2,1 (default: "
+                                                        "alternating in the binary mode, uniform otherwise)")
+    p.add_argument("--box-labels", action="store_true", help="write the lesion label as its filled bounding box")
+    p.add_argument("--misregistration", type=int, default=0,
+                   help="shift every phase after the first by up to N voxels per axis (default: %(default)s)")
     p.set_defaults(func=_cmd_make_dataset)
+
+    p = sub.add_parser("boxes-to-labels", help="write nnU-Net label files (filled boxes) from a CSV of boxes")
+    p.add_argument("dataset", help="dataset id, name or raw dataset folder")
+    p.add_argument("boxes_csv", help="CSV: case_id,label,x_min,y_min,z_min,x_max,y_max,z_max (or "
+                                     "case_id,label,x_center,y_center,z_center,x_size,y_size,z_size)")
+    p.add_argument("-o", default=None, help="output folder (default: the dataset's labelsTr)")
+    p.add_argument("--images", default=None, help="folder of the reference images (default: imagesTr)")
+    p.add_argument("--reference-channel", default="0000",
+                   help="the phase whose image (CASE_XXXX) defines the grid of the boxes (default: %(default)s)")
+    p.add_argument("--world", action="store_true", help="coordinates are physical mm (ITK LPS), not voxel indices")
+    p.add_argument("--ras", action="store_true", help="with --world: coordinates are RAS (3D Slicer)")
+    p.add_argument("--force", action="store_true", help="replace existing label files (a backup of each is kept)")
+    p.add_argument("--empty-cases", action="store_true", help="write all-background labels for cases without a box")
+    p.set_defaults(func=_cmd_boxes_to_labels)
     return parser
 
 
