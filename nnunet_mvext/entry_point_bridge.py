@@ -14,12 +14,14 @@ is found by ``nnUNetv2_train``, ``nnUNetv2_predict`` (through the trainer name s
 ``--c`` and the ``-num_gpus`` spawn children, as soon as :data:`LOOKUP_FOLDER` is on ``nnUNet_extTrainer``.
 
 Getting it there: the wheel installs ``nnunet_mvext_autoregister.pth`` into site-packages; Python's ``site`` module
-executes its single import line at every interpreter start, which calls :func:`activate`. ``activate`` appends
-:data:`LOOKUP_FOLDER` to a value the user already set, never replaces it. Setting
+executes its import line at every interpreter start, which calls :func:`nnunet_mvext._startup_hook.activate`
+(standard library ``os`` only; silent when the package is gone, e.g. a moved editable checkout). ``activate``
+appends :data:`LOOKUP_FOLDER` to a value the user already set, never replaces it. Setting
 ``NNUNET_MVEXT_NO_AUTOREGISTER=1`` switches the automatic part off; ``eval "$(nnunet-mvext env)"`` then sets the
 variable explicitly.
 
-This module must stay cheap to import (standard library only): it runs in every Python process of the environment.
+This module (``importlib.metadata``, ``dataclasses``) is imported only when nnU-Net asks the lookup module for a
+name, or by ``nnunet-mvext trainers``/``env``; never at interpreter start.
 """
 
 from __future__ import annotations
@@ -29,40 +31,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Optional
 
+from nnunet_mvext._startup_hook import EXT_TRAINER_ENV, LOOKUP_FOLDER, ext_trainer_value_with_lookup_folder
+# An editable install made before the hook moved to _startup_hook keeps a copy of the old .pth, which calls
+# entry_point_bridge.activate(); it keeps working (slowly) until the package is reinstalled.
+from nnunet_mvext._startup_hook import activate  # noqa: F401
+
 ENTRY_POINT_GROUP = "nnunetv2.trainers"
-EXT_TRAINER_ENV = "nnUNet_extTrainer"
-DISABLE_ENV = "NNUNET_MVEXT_NO_AUTOREGISTER"
-LOOKUP_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nnunet_lookup")
-
-
-def autoregister_disabled(environ: Optional[dict] = None) -> bool:
-    """True when the user switched the automatic registration off (``NNUNET_MVEXT_NO_AUTOREGISTER`` = 1/true/yes)."""
-    environ = os.environ if environ is None else environ
-    return environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def ext_trainer_value_with_lookup_folder(current: Optional[str]) -> str:
-    """The ``nnUNet_extTrainer`` value that keeps ``current`` (the user's folders come first) and ends with ours."""
-    parts = [p for p in (current or "").split(os.pathsep) if p.strip()]
-    normalized = {os.path.normcase(os.path.abspath(p)) for p in parts}
-    if os.path.normcase(LOOKUP_FOLDER) not in normalized:
-        parts.append(LOOKUP_FOLDER)
-    return os.pathsep.join(parts)
-
-
-def activate(environ: Optional[dict] = None) -> bool:
-    """Put :data:`LOOKUP_FOLDER` on ``nnUNet_extTrainer`` unless switched off. Returns whether it is active.
-
-    Called from the ``.pth`` hook at interpreter start, so it never raises.
-    """
-    environ = os.environ if environ is None else environ
-    try:
-        if autoregister_disabled(environ):
-            return False
-        environ[EXT_TRAINER_ENV] = ext_trainer_value_with_lookup_folder(environ.get(EXT_TRAINER_ENV))
-        return True
-    except Exception:  # noqa: BLE001 - a startup hook must not break the interpreter
-        return False
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+from nnunet_mvext import _startup_hook as hook
 from nnunet_mvext import entry_point_bridge as bridge
 
 OUR_TRAINERS = ("nnUNetTrainerMV", "nnUNetTrainerMVAdan", "nnUNetTrainerMVDiceLoss")
@@ -16,24 +17,111 @@ def _python(code: str, env_update: dict, drop=("nnUNet_extTrainer", "NNUNET_MVEX
 
 
 def test_user_value_is_kept_and_lookup_folder_appended_once():
-    value = bridge.ext_trainer_value_with_lookup_folder(os.pathsep.join(["/a", "/b"]))
-    assert value.split(os.pathsep) == ["/a", "/b", bridge.LOOKUP_FOLDER]
-    assert bridge.ext_trainer_value_with_lookup_folder(value) == value
-    assert bridge.ext_trainer_value_with_lookup_folder(None) == bridge.LOOKUP_FOLDER
+    value = hook.ext_trainer_value_with_lookup_folder(os.pathsep.join(["/a", "/b"]))
+    assert value.split(os.pathsep) == ["/a", "/b", hook.LOOKUP_FOLDER]
+    assert hook.ext_trainer_value_with_lookup_folder(value) == value
+    assert hook.ext_trainer_value_with_lookup_folder(None) == hook.LOOKUP_FOLDER
 
 
 def test_activate_respects_the_switch():
-    env = {bridge.DISABLE_ENV: "1", "nnUNet_extTrainer": "/mine"}
-    assert bridge.activate(env) is False and env["nnUNet_extTrainer"] == "/mine"
+    env = {hook.DISABLE_ENV: "1", "nnUNet_extTrainer": "/mine"}
+    assert hook.activate(env) is False and env["nnUNet_extTrainer"] == "/mine"
     env = {"nnUNet_extTrainer": "/mine"}
-    assert bridge.activate(env) is True
-    assert env["nnUNet_extTrainer"] == os.pathsep.join(["/mine", bridge.LOOKUP_FOLDER])
+    assert hook.activate(env) is True
+    assert env["nnUNet_extTrainer"] == os.pathsep.join(["/mine", hook.LOOKUP_FOLDER])
 
 
 def test_lookup_folder_holds_exactly_one_module():
-    modules = [f for f in os.listdir(bridge.LOOKUP_FOLDER) if f.endswith(".py")]
+    modules = [f for f in os.listdir(hook.LOOKUP_FOLDER) if f.endswith(".py")]
     assert modules == ["nnunet_mvext_entry_point_trainers.py"]
-    assert not os.path.exists(os.path.join(bridge.LOOKUP_FOLDER, "__init__.py"))
+    assert not os.path.exists(os.path.join(hook.LOOKUP_FOLDER, "__init__.py"))
+
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(hook.__file__)))
+REPO_PTH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nnunet_mvext_autoregister.pth")
+HOOK_MODULES = {"nnunet_mvext", "nnunet_mvext._startup_hook"}
+
+
+def test_startup_hook_module_imports_nothing_but_itself():
+    """With -S (no site, no .pth) import the hook by hand: it may load only nnunet_mvext and itself (``site`` has
+    loaded os before it reads a .pth), so nnunet_mvext/__init__.py and the hook must stay import-free."""
+    r = subprocess.run([sys.executable, "-S", "-c", textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {PACKAGE_PARENT!r})
+        before = set(sys.modules)
+        import nnunet_mvext._startup_hook
+        print(sorted(set(sys.modules) - before))
+    """)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert set(eval(r.stdout)) == HOOK_MODULES, r.stdout
+
+
+def test_interpreter_start_runs_only_the_startup_hook():
+    """A plain interpreter start (the installed .pth runs) loads the hook but neither the entry-point discovery nor
+    importlib.metadata/dataclasses, with the switch on or off."""
+    code = """
+        import os, sys
+        print(os.environ.get('nnUNet_extTrainer'))
+        print(sorted(m for m in sys.modules if m.startswith('nnunet_mvext') or m in ('importlib.metadata', 'dataclasses')))
+    """
+    r = _python(code, {})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    ext, modules = r.stdout.splitlines()
+    assert ext == hook.LOOKUP_FOLDER
+    assert set(eval(modules)) == HOOK_MODULES
+    r = _python(code, {hook.DISABLE_ENV: "1"})
+    ext, modules = r.stdout.splitlines()
+    assert ext == "None" and set(eval(modules)) == HOOK_MODULES, r.stdout
+
+
+def test_installed_pth_is_the_repositorys():
+    """The .pth that pip installed (wheel or editable, via hatchling's force-include) is this checkout's line."""
+    from importlib import metadata
+
+    files = [f for f in metadata.distribution("nnunet-mvext").files if f.name == "nnunet_mvext_autoregister.pth"]
+    assert len(files) == 1 and len(files[0].parts) == 1, files  # at the root of site-packages
+    with open(files[0].locate()) as installed, open(REPO_PTH) as repo:
+        assert installed.read() == repo.read(), "reinstall: pip install -e ."
+
+
+def test_stale_pth_is_silent(tmp_path):
+    """A .pth left behind while the package is gone (editable checkout moved or deleted) prints nothing."""
+    site_dir = tmp_path / "site-packages"
+    site_dir.mkdir()
+    with open(REPO_PTH) as f:
+        (site_dir / "nnunet_mvext_autoregister.pth").write_text(f.read())
+    (site_dir / "_editable_impl_nnunet_mvext.pth").write_text(str(tmp_path / "moved_checkout") + "\n")
+    code = "import os, site; site.addsitedir(%r); print(os.environ.get('nnUNet_extTrainer'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_extTrainer", hook.DISABLE_ENV)}
+    r = subprocess.run([sys.executable, "-S", "-c", code % str(site_dir)], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == "None\n", (r.stdout, r.stderr)
+
+    # the same .pth with the package reachable does run: the silence above is not a .pth that never ran
+    (site_dir / "_editable_impl_nnunet_mvext.pth").write_text(PACKAGE_PARENT + "\n")
+    r = subprocess.run([sys.executable, "-S", "-c", code % str(site_dir)], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == hook.LOOKUP_FOLDER + "\n", (r.stdout, r.stderr)
+
+
+def test_leaked_variable_without_the_package_gives_nnunets_own_message():
+    """nnUNet_extTrainer exported into an environment where nnunet_mvext cannot be imported: nnU-Net's lookup ends
+    with its own "Could not find" message, no ModuleNotFoundError from the lookup module."""
+    r = _python("""
+        import sys
+        for name in [m for m in sys.modules if m.startswith('nnunet_mvext')]:
+            del sys.modules[name]
+        sys.modules['nnunet_mvext'] = None  # not importable, as in an environment without the package
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find
+        try:
+            find('nnUNetTrainerMVAdan')
+        except RuntimeError as e:
+            print('NNUNET SAYS', e)
+    """, {hook.DISABLE_ENV: "1", "nnUNet_extTrainer": hook.LOOKUP_FOLDER})
+    assert r.returncode == 0, r.stderr
+    assert "NNUNET SAYS Could not find requested nnunet trainer nnUNetTrainerMVAdan" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "ModuleNotFoundError" not in r.stderr, r.stderr
+    assert f"nnUNet_extTrainer lists {hook.LOOKUP_FOLDER}" in r.stderr and "cannot import nnunet_mvext" in r.stderr
 
 
 def test_every_declared_trainer_of_ours_is_in_the_group():
@@ -55,7 +143,7 @@ def test_fresh_interpreter_is_registered_without_any_export():
             print('FOUND', n, c.__module__)
     """ % (OUR_TRAINERS,), {})
     assert r.returncode == 0, r.stderr
-    assert f"EXT={bridge.LOOKUP_FOLDER}" in r.stdout
+    assert f"EXT={hook.LOOKUP_FOLDER}" in r.stdout
     for name in OUR_TRAINERS:
         assert f"FOUND {name} nnunet_mvext.trainers." in r.stdout
 
@@ -68,16 +156,16 @@ def test_switch_off_then_explicit_env_works(tmp_path):
         except RuntimeError as e:
             print('MISSING', e)
     """
-    r = _python(code, {bridge.DISABLE_ENV: "1"}, drop=("nnUNet_extTrainer",))
+    r = _python(code, {hook.DISABLE_ENV: "1"}, drop=("nnUNet_extTrainer",))
     assert "MISSING Could not find requested nnunet trainer nnUNetTrainerMVAdan" in r.stdout, r.stdout + r.stderr
 
     shell = (f'eval "$("{sys.executable}" -m nnunet_mvext.cli env)" && '
              f'"{sys.executable}" -c "import os; print(os.environ[\'nnUNet_extTrainer\'])"')
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
-    env[bridge.DISABLE_ENV] = "1"
+    env[hook.DISABLE_ENV] = "1"
     out = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == bridge.LOOKUP_FOLDER, out.stderr
-    r = _python(code, {bridge.DISABLE_ENV: "1", "nnUNet_extTrainer": out.stdout.strip()}, drop=())
+    assert out.stdout.strip() == hook.LOOKUP_FOLDER, out.stderr
+    r = _python(code, {hook.DISABLE_ENV: "1", "nnUNet_extTrainer": out.stdout.strip()}, drop=())
     assert "FOUND nnUNetTrainerMVAdan" in r.stdout, r.stdout + r.stderr
 
 
@@ -96,7 +184,7 @@ def test_user_ext_folder_is_kept_and_searched_first(tmp_path):
         print('FOUND', find('MyOwnTrainer').__name__, find('nnUNetTrainerMVAdan').__name__)
     """, {"nnUNet_extTrainer": str(mine)})
     assert r.returncode == 0, r.stderr
-    assert f"EXT={mine}{os.pathsep}{bridge.LOOKUP_FOLDER}" in r.stdout
+    assert f"EXT={mine}{os.pathsep}{hook.LOOKUP_FOLDER}" in r.stdout
     assert "FOUND MyOwnTrainer nnUNetTrainerMVAdan" in r.stdout
 
 
