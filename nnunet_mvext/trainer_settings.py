@@ -40,6 +40,9 @@ class SettingSpec:
     doc: str
     check: Optional[Callable[[Any], bool]] = None
     choices: Optional[tuple] = None
+    #: Which trainers use the key: "all", "fusion" (trainers that declare that scope) or an optimizer name
+    #: ("adan": only when the resolved ``optimizer`` is adan). Elsewhere the key is accepted but logged as ignored.
+    applies_to: str = "all"
 
 
 def _positive(v) -> bool:
@@ -74,7 +77,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "sgd: nnU-Net's SGD (Nesterov, momentum 0.99). adan: timm.optim.Adan, foreach path.",
                 choices=("sgd", "adan")),
     SettingSpec("adan_betas", [0.98, 0.92, 0.99], (list,), "a list of three numbers in [0, 1)",
-                "Adan's (beta1, beta2, beta3) in timm's convention (the paper's 0.02, 0.08, 0.01).", _betas),
+                "Adan's (beta1, beta2, beta3) in timm's convention (the paper's 0.02, 0.08, 0.01).", _betas,
+                applies_to="adan"),
     SettingSpec("lr_schedule", "poly", (str,), "one of 'poly', 'cosine'",
                 "After warmup: nnU-Net's polynomial decay (exponent 0.9) or cosine decay to 0.",
                 choices=("poly", "cosine")),
@@ -93,36 +97,42 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("fusion", "abaf", (str,), "one of 'concat', 'dsn', 'abaf', 'decision'",
                 "Fusion trainers: how the per-phase lesion embeddings are fused for the case class (decision: one "
                 "classifier per phase, log-probabilities combined by learned weights).",
-                choices=("concat", "dsn", "abaf", "decision")),
+                choices=("concat", "dsn", "abaf", "decision"), applies_to="fusion"),
     SettingSpec("phase_channels", None, (list,), "a list of channel-index lists, or null (one phase per channel)",
-                "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups),
+                "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups,
+                applies_to="fusion"),
     SettingSpec("shared_encoder", False, (bool,), "true or false",
-                "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase."),
+                "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase.",
+                applies_to="fusion"),
     SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",
                 "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy (1: DSN equals ABAF "
-                "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative),
+                "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative,
+                applies_to="fusion"),
     SettingSpec("abaf_detach_beta", False, (bool,), "true or false",
                 "Fusion trainers, abaf: phase weights beta enter the auxiliary loss as constants (false, the paper's "
-                "and the seed's choice: beta is also trained through the auxiliary loss)."),
+                "and the seed's choice: beta is also trained through the auxiliary loss).", applies_to="fusion"),
     SettingSpec("classification_loss_weight", 1.0, (float, int), "a number > 0",
-                "Fusion trainers: weight of the classification loss added to the segmentation loss.", _positive),
+                "Fusion trainers: weight of the classification loss added to the segmentation loss.", _positive,
+                applies_to="fusion"),
     SettingSpec("lesion_label", None, (int,), "a label value >= 1 (not 'ignore'), or null",
                 "Fusion trainers: the label whose region is pooled for the case class. null: the label named "
-                "lesion, tumour or tumor; without one it must be set.", _positive),
+                "lesion, tumour or tumor; without one it must be set.", _positive, applies_to="fusion"),
     SettingSpec("fallback_roi_label", None, (int,), "a label value >= 1 (not 'ignore'), or null",
                 "Fusion trainers: label that localises cases without any lesion voxels (e.g. the organ, for "
                 "normal-vs-abnormal tasks), in training and inference alike. null: such cases are left out of the "
-                "classification loss and classified from the global mean at inference (flagged).", _positive),
+                "classification loss and classified from the global mean at inference (flagged).", _positive,
+                applies_to="fusion"),
     SettingSpec("segmentation", True, (bool,), "true or false",
                 "Fusion trainers: train the segmentation decoder jointly (nnUNetv2_predict works; inference pools "
                 "over the predicted lesion). false: classification only; predict-cls then needs --roi masks or "
-                "boxes."),
+                "boxes.", applies_to="fusion"),
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
-                "cases of the fold.", choices=("none", "balanced")),
+                "cases of the fold.", choices=("none", "balanced"), applies_to="fusion"),
     SettingSpec("pretrained_checkpoint", None, (str,), "a path to an nnU-Net checkpoint (.pth), or null",
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
-                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded."),
+                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
+                applies_to="fusion"),
 ]}
 
 
