@@ -7,9 +7,10 @@ factors, BatchNorm with batch size 2, the linear FC pair, the leaked kernel-size
 reference uses the plan's ops like every other model in the benchmark, so it measures the seed's *cost*.
 """
 
-from nnunet_mvext.architectures.mbtfe_unet import SEED_ARCH_KWARGS, MBTFEUNet
+from nnunet_mvext.architectures.mbtfe_knobs import SEED_KNOBS
+from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
 
 
 def seed_reference_unet(**plan_kwargs) -> MBTFEUNet:
     """The seed layout on the given plan (``PlainConvUNet`` keyword arguments)."""
-    return MBTFEUNet(**plan_kwargs, **SEED_ARCH_KWARGS)
+    return MBTFEUNet(**plan_kwargs, **SEED_KNOBS)

@@ -1,28 +1,14 @@
 """``MBTFEUNet``: nnU-Net's plain U-Net with MBTFE blocks in the encoder and EAB on the shallow skips.
 
 Same constructor conventions as ``dynamic_network_architectures``' ``PlainConvUNet`` (so a plans file can name it and
-every plan's channels, stage count, kernels, strides, conv/norm/nonlin types are used as they are), plus knobs that a
-plans file sets in ``arch_kwargs``:
-
-==========================  =================  ===========================================================
-knob                        default            meaning
-==========================  =================  ===========================================================
-``mbtfe_stages``            ``None``           encoder stages followed by MBTFE; ``None``: stage 2 to n-2
-                                               (stage 1 for a 3-stage plan)
-``mbtfe_branch_design``     ``"cascade"``      ``"cascade"`` (3 shared convs) or ``"parallel"`` (the seed, 6)
-``mbtfe_weighting``         ``"branch"``       per-sample weights per branch (B, 4), or ``"channel"`` (B, 4, C)
-``mbtfe_reduction``         ``4``              hidden width of the weighting MLP: C // reduction (>= 8)
-``mbtfe_residual``          ``True``           ``x + y`` instead of the seed's ``y``
-``eab_stages``              ``None``           EAB joins the first N stages (None: min(3, n)); 0: off
-``eab_coarse``              ``True``           stage 0's attention and gate at stage 1's resolution
-``eab_fold_up_projection``  ``True``           transposed conv feeds the gate directly (no extra 1x1)
-``eab_attention_kernel``    ``7``              spatial attention kernel (1 along axes the plan does not convolve)
-``channels_last``           ``False``          run in channels-last memory format (cuDNN NDHWC kernels)
-``activation_checkpointing``  ``False``        recompute MBTFE/EAB activations in backward to save memory
-==========================  =================  ===========================================================
+every plan's channels, stage count, kernels, strides, conv/norm/nonlin types are used as they are), plus the knobs of
+:mod:`nnunet_mvext.architectures.mbtfe_knobs` (``mbtfe_*``, ``eab_*``, ``channels_last``, ``activation_checkpointing``)
+that a plans file sets in ``arch_kwargs``; the constructor checks them with that module's table and keeps the resolved
+values in :attr:`MBTFEUNet.knobs`.
 
 The seed layout (``mbtfe_stages`` = every stage, ``"parallel"``, ``mbtfe_residual=False``, ``eab_coarse=False``,
-``eab_fold_up_projection=False``) stays reachable for ablations; see :data:`SEED_ARCH_KWARGS`.
+``eab_fold_up_projection=False``, ``eab_residual=False``) stays reachable for ablations; see
+:data:`~nnunet_mvext.architectures.mbtfe_knobs.SEED_KNOBS`.
 Why the defaults: the full-resolution stages dominate the cost (per voxel, stage i costs ~2**-i of stage 0 for
 nnU-Net's doubling channels and halving resolution), so MBTFE starts at stage 2 and EAB keeps full-resolution work to
 one pooling, one single-channel interpolation and one multiplication. The bottleneck gets no MBTFE: nnU-Net plans it
@@ -46,15 +32,8 @@ from torch.utils.checkpoint import checkpoint
 
 from nnunet_mvext.architectures.edge_aggregation_block import EdgeAggregationBlock
 from nnunet_mvext.architectures.mbtfe_block import MBTFEBlock
+from nnunet_mvext.architectures.mbtfe_knobs import resolve_knobs
 from nnunet_mvext.errors import MVExtError
-
-MBTFE_ARCH_KWARGS = ("mbtfe_stages", "mbtfe_branch_design", "mbtfe_weighting", "mbtfe_reduction", "mbtfe_residual",
-                     "eab_stages", "eab_coarse", "eab_fold_up_projection", "eab_attention_kernel", "channels_last",
-                     "activation_checkpointing")
-
-#: The seed's layout for ablations and the benchmark's reference (``"all"`` = every stage).
-SEED_ARCH_KWARGS = {"mbtfe_stages": "all", "mbtfe_branch_design": "parallel", "mbtfe_residual": False,
-                    "eab_stages": 3, "eab_coarse": False, "eab_fold_up_projection": False}
 
 
 def _as_list(value, n: int) -> list:
@@ -72,9 +51,16 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
                  nonlin_first: bool = False, mbtfe_stages: Union[None, str, Sequence[int]] = None,
                  mbtfe_branch_design: str = "cascade", mbtfe_weighting: str = "branch", mbtfe_reduction: int = 4,
                  mbtfe_residual: bool = True, eab_stages: Optional[int] = None, eab_coarse: bool = True,
-                 eab_fold_up_projection: bool = True, eab_attention_kernel: int = 7, channels_last: bool = False,
-                 activation_checkpointing: bool = False):
+                 eab_fold_up_projection: bool = True, eab_attention_kernel: int = 7, eab_residual: bool = True,
+                 channels_last: bool = False, activation_checkpointing: bool = False):
         super().__init__()
+        #: every knob with its explicit value (``mbtfe_stages`` a list, ``eab_stages`` an integer)
+        self.knobs = knobs = resolve_knobs(dict(
+            mbtfe_stages=mbtfe_stages, mbtfe_branch_design=mbtfe_branch_design, mbtfe_weighting=mbtfe_weighting,
+            mbtfe_reduction=mbtfe_reduction, mbtfe_residual=mbtfe_residual, eab_stages=eab_stages,
+            eab_coarse=eab_coarse, eab_fold_up_projection=eab_fold_up_projection,
+            eab_attention_kernel=eab_attention_kernel, eab_residual=eab_residual, channels_last=channels_last,
+            activation_checkpointing=activation_checkpointing), n_stages)
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stages.0"
         self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
@@ -91,31 +77,18 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
         channels = list(self.encoder.output_channels)
         kernels = [maybe_convert_scalar_to_list(conv_op, k) for k in _as_list(kernel_sizes, n_stages)]
 
-        if mbtfe_stages is None:
-            mbtfe_stages = list(range(min(2, n_stages - 2), n_stages - 1)) if n_stages > 2 else [0]
-        elif mbtfe_stages == "all":
-            mbtfe_stages = list(range(n_stages))
-        if not isinstance(mbtfe_stages, (list, tuple)) or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_stages for i in mbtfe_stages):
-            raise MVExtError(f"arch_kwargs 'mbtfe_stages' is {mbtfe_stages!r}; allowed: null (stages 2 to n-2), \"all\" or "
-                             f"a list of stage indices from 0 to {n_stages - 1}.")
-        self.mbtfe_stages = sorted(set(mbtfe_stages))
+        self.mbtfe_stages = knobs["mbtfe_stages"]
         self.mbtfe = nn.ModuleDict({str(i): MBTFEBlock(conv_op, channels[i], kernels[i], conv_bias, norm_op,
                                                        norm_op_kwargs, nonlin, nonlin_kwargs, mbtfe_branch_design,
                                                        mbtfe_weighting, mbtfe_reduction, residual=mbtfe_residual)
                                     for i in self.mbtfe_stages})
-        if eab_stages is None:
-            eab_stages = min(3, n_stages)
-        if not isinstance(eab_stages, int) or isinstance(eab_stages, bool) or not (
-                eab_stages == 0 or 2 <= eab_stages <= n_stages):
-            raise MVExtError(f"arch_kwargs 'eab_stages' is {eab_stages!r}; allowed: 0 (off) or an integer from 2 to "
-                             f"n_stages = {n_stages}.")
+        eab_stages = knobs["eab_stages"]
         self.eab = None
         if eab_stages:
             self.eab = EdgeAggregationBlock(conv_op, channels[:eab_stages], self.encoder.strides[:eab_stages],
                                             kernels[:eab_stages], norm_op, norm_op_kwargs, nonlin, nonlin_kwargs,
                                             coarse=eab_coarse, fold_up_projection=eab_fold_up_projection,
-                                            attention_kernel=eab_attention_kernel)
+                                            attention_kernel=eab_attention_kernel, residual=eab_residual)
         self.channels_last = channels_last
         self.activation_checkpointing = activation_checkpointing
         self._memory_format = {1: torch.contiguous_format, 2: torch.channels_last,
@@ -150,7 +123,9 @@ class MBTFEUNet(AbstractDynamicNetworkArchitectures):
         return sizes
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Encoder + decoder (as ``PlainConvUNet``) + every MBTFE block + EAB, so nnU-Net's planner sees them."""
+        """What nnU-Net's planner counts, one map per conv output: encoder + decoder (exactly as ``PlainConvUNet``)
+        + every MBTFE block + EAB. ``tests/architectures/test_mbtfe_memory_estimate.py`` checks it against forward
+        hooks on every conv."""
         assert len(input_size) == convert_conv_op_to_dim(self.encoder.conv_op), "give the spatial size only"
         total = self.encoder.compute_conv_feature_map_size(input_size) + \
             self.decoder.compute_conv_feature_map_size(input_size)

@@ -2,7 +2,8 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-from nnunet_mvext.architectures.mbtfe_unet import SEED_ARCH_KWARGS, MBTFEUNet
+from nnunet_mvext.architectures.mbtfe_knobs import SEED_KNOBS
+from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
 from nnunet_mvext.errors import MVExtError
 
 
@@ -31,7 +32,7 @@ CASES = {
 def test_outputs_match_plain_unet_and_every_parameter_gets_a_gradient(case, layout):
     kwargs, shape = CASES[case]
     torch.manual_seed(0)
-    ours = MBTFEUNet(**kwargs, **(SEED_ARCH_KWARGS if layout == "seed" else {}))
+    ours = MBTFEUNet(**kwargs, **(SEED_KNOBS if layout == "seed" else {}))
     plain = PlainConvUNet(**kwargs)
     x = torch.randn(shape)
     out, ref = ours(x), plain(x)
@@ -58,7 +59,7 @@ def test_feature_map_estimate_grows_with_the_blocks():
     with_mbtfe = MBTFEUNet(**kwargs, eab_stages=0).compute_conv_feature_map_size(size)
     with_eab = MBTFEUNet(**kwargs, mbtfe_stages=[]).compute_conv_feature_map_size(size)
     default = MBTFEUNet(**kwargs).compute_conv_feature_map_size(size)
-    seed = MBTFEUNet(**kwargs, **SEED_ARCH_KWARGS).compute_conv_feature_map_size(size)
+    seed = MBTFEUNet(**kwargs, **SEED_KNOBS).compute_conv_feature_map_size(size)
     assert bare == plain
     assert plain < with_mbtfe < default and plain < with_eab < default < seed
 
