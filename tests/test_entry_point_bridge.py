@@ -228,8 +228,45 @@ def test_trainers_command_warns_when_a_builtin_shadows_a_name(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "nnunet_mvext.cli", "trainers"], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(site)}, timeout=300)
     row = [r for r in listing.stdout.splitlines() if r.startswith("nnUNetTrainerAdan ")][0]
-    assert "SHADOWED by nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdan" in row
+    assert row.endswith("no: SHADOWED by nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdan."
+                        "nnUNetTrainerAdan, an nnU-Net built-in"), row
     assert "WARNING: 'nnUNetTrainerAdan' from shadow-plugin is shadowed" in listing.stderr
+    assert "rename yours" in listing.stderr and listing.returncode == 0
     for name in OUR_TRAINERS:
         ours = [r for r in listing.stdout.splitlines() if r.startswith(name + " ")]
         assert ours and ours[0].rstrip().endswith("yes"), listing.stdout
+
+
+def test_trainers_command_names_the_users_folder_that_shadows_ours(tmp_path):
+    """A class of the same name in the user's own nnUNet_extTrainer folder (searched before ours) wins nnU-Net's
+    lookup: the row and the warning name that folder and do not blame an nnU-Net built-in."""
+    mine = tmp_path / "my_trainers"
+    mine.mkdir()
+    (mine / "my_adan.py").write_text(textwrap.dedent("""
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+        class nnUNetTrainerMVAdan(nnUNetTrainer):
+            pass
+    """))
+    env = {k: v for k, v in os.environ.items() if k != hook.DISABLE_ENV}
+    env["nnUNet_extTrainer"] = str(mine)
+    listing = subprocess.run([sys.executable, "-m", "nnunet_mvext.cli", "trainers"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    row = [r for r in listing.stdout.splitlines() if r.startswith("nnUNetTrainerMVAdan ")][0]
+    assert row.endswith(f"no: SHADOWED by my_adan.nnUNetTrainerMVAdan from the nnUNet_extTrainer folder {mine}"), row
+    warning = [w for w in listing.stderr.splitlines() if w.startswith("WARNING: 'nnUNetTrainerMVAdan'")]
+    assert warning and str(mine) in warning[0] and "built-in" not in warning[0], listing.stderr
+    assert "take that folder off nnUNet_extTrainer" in warning[0]
+
+
+def test_trainers_command_fails_when_nothing_resolves():
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    env[hook.DISABLE_ENV] = "1"
+    listing = subprocess.run([sys.executable, "-m", "nnunet_mvext.cli", "trainers"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert listing.returncode == 1, listing.stdout + listing.stderr
+    for name in OUR_TRAINERS:
+        row = [r for r in listing.stdout.splitlines() if r.startswith(name + " ")][0]
+        assert row.endswith("no: not found (nnUNet_extTrainer lacks this package's lookup folder; "
+                            "see 'nnunet-mvext env')"), row
+    assert "ERROR: nnU-Net's lookup resolves none of the" in listing.stderr
