@@ -1,8 +1,10 @@
 """``nnunet-mvext plan``: nnU-Net's experiment planning for networks nnU-Net's ``-pl`` cannot discover.
 
 :class:`MBTFEPlanner` is nnU-Net's ``ExperimentPlanner`` with ``UNet_class = MBTFEUNet``: nnU-Net's own patch-size
-search then calls ``MBTFEUNet.compute_conv_feature_map_size`` (which counts the MBTFE and EAB activations) against its
-usual VRAM reference, so the chosen patch size fits the same GPU memory target as for the plain U-Net.
+search then calls ``MBTFEUNet.compute_conv_feature_map_size`` (which counts the MBTFE and EAB conv outputs as nnU-Net
+counts its own) against its usual VRAM reference, so the chosen patch size fits the same GPU memory target as for the
+plain U-Net. Each MBTFEUNet configuration is saved with its knobs resolved (the values it was planned with) and the
+estimate at the chosen patch (``mbtfe_planned_feature_map_size``), which the trainers compare against.
 
 Preprocessed data is reused: when the default plans (``nnUNetPlans.json``) already have a configuration of the same
 name with identical spacing, normalisation, resampling, preprocessor and axis transposition, the new configuration
@@ -18,8 +20,10 @@ from typing import Optional, Sequence
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
+from nnunet_mvext.architectures.mbtfe_knobs import resolve_knobs
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLANNED_ESTIMATE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +46,24 @@ class MBTFEPlanner(ExperimentPlanner):
         self.UNet_class = MBTFEUNet
 
     def save_plans(self, plans: dict) -> None:
+        self.record_planned_estimates(plans)
         recursive_fix_for_json_export(plans)
         reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
         super().save_plans(plans)
+
+    def record_planned_estimates(self, plans: dict) -> None:
+        """Resolved knobs and the estimate at the planned patch, for every configuration that names MBTFEUNet."""
+        num_input = len(self.dataset_json["channel_names"].keys() if "channel_names" in self.dataset_json
+                        else self.dataset_json["modality"].keys())
+        num_output = len(self.dataset_json["labels"].keys())
+        for config in plans["configurations"].values():
+            architecture = config.get("architecture")
+            if architecture is None or architecture["network_class_name"] != MBTFE_CLASS:
+                continue
+            kwargs = architecture["arch_kwargs"]
+            kwargs.update(resolve_knobs(kwargs, kwargs["n_stages"]))
+            config[PLANNED_ESTIMATE_KEY] = int(self.static_estimate_VRAM_usage(
+                config["patch_size"], num_input, num_output, MBTFE_CLASS, kwargs, architecture["_kw_requires_import"]))
 
 
 def reuse_data_identifiers(plans: dict, dataset_name: str, reference_plans: str) -> list[str]:

@@ -30,6 +30,10 @@ def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace
                       weights_only=False)
     keys = ckpt["network_weights"].keys()
     assert any(k.startswith("mbtfe.") for k in keys) and any(k.startswith("eab.") for k in keys)
+    arch = ckpt["init_args"]["plans"]["configurations"][CONFIG]["architecture"]
+    assert arch["network_class_name"].endswith("MBTFEUNet") and arch["arch_kwargs"]["eab_attention_kernel"] == 7
+    log = open(glob.glob(os.path.join(mbtfe_model, "fold_0", "training_log_*.txt"))[0]).read()
+    assert "MBTFEUNet knobs (resolved" in log and "were planned for the plain U-Net" in log
     plans = PlansManager(os.path.join(mbtfe_model, "plans.json"))
     net = nnUNetTrainerMBTFE.build_network_architecture(plans, plans.get_configuration(CONFIG), 3, 3, True)
     net.load_state_dict(ckpt["network_weights"], strict=True)
@@ -53,6 +57,7 @@ def test_plan_command_reuses_preprocessed_data(workspace):
     config = json.load(open(plans_file))["configurations"]["3d_fullres"]
     assert config["architecture"]["network_class_name"] == "nnunet_mvext.architectures.mbtfe_unet.MBTFEUNet"
     assert config["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert config["mbtfe_planned_feature_map_size"] > 0 and config["architecture"]["arch_kwargs"]["eab_stages"] == 3
     again = run(["nnunet-mvext", "plan", DATASET_ID], workspace.env, check=False)
     assert again.returncode == 2 and "already exists" in again.stderr
 
