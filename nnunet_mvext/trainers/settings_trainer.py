@@ -12,6 +12,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mvext.lr_schedules import WarmupScheduler
+from nnunet_mvext.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
 from nnunet_mvext.optimizers import build_optimizer
 from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
 from nnunet_mvext.trainer_settings import TrainerSettings, resolve_trainer_settings
@@ -33,6 +34,7 @@ class nnUNetTrainerMV(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         settings = settings_from_plans(plans, configuration, self.settings_defaults)
+        plans = resolve_mbtfe_configuration(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.trainer_settings = settings
         self.num_epochs = settings.num_epochs
@@ -44,6 +46,7 @@ class nnUNetTrainerMV(nnUNetTrainer):
         self.save_every = settings.save_every
         self.print_to_log_file(f"{self.__class__.__name__}: trainer_settings in force for configuration "
                                f"'{configuration}':\n{settings.describe()}", add_timestamp=False)
+        log_mbtfe_configuration(self)
 
     def configure_optimizers(self):
         s = self.trainer_settings
