@@ -1,61 +1,207 @@
-"""``nnunet-mvext evaluate-cls``: a predictions CSV against reference labels.
+"""``nnunet-mvext evaluate-cls``: a predictions CSV against reference labels, with intervals and calibration.
 
-Reference: a ``case_id,class`` CSV or a ``dataset.json`` with the ``classification`` block. Writes
-``classification_metrics.json``, ``roc.png``, ``confusion_matrix.png`` and, given embeddings, ``tsne.png``.
+Reference: a ``case_id,class`` CSV (class = integer index or class name) or a ``dataset.json`` with the
+``classification`` block. Every input is validated before anything is computed or any folder created: an empty
+file, a duplicated case row, a probability that is not a number in [0, 1], class names that differ between the
+files, predicted cases without a reference label and (without ``--chill``) reference cases without a prediction are
+refused, naming the file, row and case.
+
+Writes into the output folder: ``classification_metrics.json`` (the point metrics of
+:func:`~nnunet_mvext.classification.metrics.classification_metrics`, ``intervals``: DeLong for a binary AUC, the
+stratified bootstrap for the rest, calibration, per-class recall and precision, the collapse warning and, for a
+binary task, the Youden threshold), ``report.md``, ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` and,
+given embeddings, ``tsne.png``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.case_labels import class_block, parse_class_indices, read_labels_csv
-from nnunet_mvext.classification.metrics import (classification_metrics, plot_confusion, plot_roc, plot_tsne,
-                                                 read_predictions_csv)
+from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
+from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
+                                                 read_predictions_csv, youden_threshold)
+from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json
+
+logger = logging.getLogger(__name__)
+
+METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                 "sensitivity": "sensitivity", "specificity": "specificity", "f1": "F1",
+                 "cohen_kappa": "Cohen's kappa"}
 
 
-def load_reference(path: str) -> tuple[dict, Optional[list]]:
-    """``({case_id: class}, class_names or None)`` from a labels CSV or a dataset.json with the block."""
+def _list(items: Sequence[str], limit: int = 10) -> str:
+    items = list(items)
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def load_reference(path: str, class_names: Optional[Sequence[str]] = None) -> tuple[dict[str, int], Optional[list]]:
+    """``({case_id: class index}, class names or None)`` from a labels CSV or a dataset.json with the block.
+
+    In the CSV (header ``case_id,class``) a class is an integer index or, given ``class_names``, one of the names.
+    """
     if path.endswith(".json"):
-        with open(path) as f:
-            block = class_block(json.load(f), path)
+        block = class_block(read_json(path, "reference"), path)
         names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
-        return {k: int(v) for k, v in block["labels"].items()}, names
-    return parse_class_indices(read_labels_csv(path), None, path), None
+        labels = {}
+        for case, value in block["labels"].items():
+            if not isinstance(value, int) or not 0 <= value < len(names):
+                raise MVExtError(f"{path}: case '{case}' has class {value!r}; allowed: 0..{len(names) - 1}.")
+            labels[case] = value
+        return labels, names
+    raw = read_labels_csv(path)
+    labels = {}
+    for case, value in raw.items():
+        if class_names is not None and value in class_names:
+            labels[case] = list(class_names).index(value)
+            continue
+        try:
+            labels[case] = int(value)
+        except ValueError:
+            allowed = f"0..{len(class_names) - 1} or {', '.join(class_names)}" if class_names else "an integer >= 0"
+            raise MVExtError(f"{path}: case '{case}' has class '{value}'; allowed: {allowed}.") from None
+        if labels[case] < 0 or (class_names is not None and labels[case] >= len(class_names)):
+            allowed = f"0..{len(class_names) - 1}" if class_names else ">= 0"
+            raise MVExtError(f"{path}: case '{case}' has class {labels[case]}, out of range (allowed: {allowed}"
+                             f"{'; the predictions have ' + str(len(class_names)) + ' classes' if class_names else ''}).")
+    return labels, None
+
+
+def match_cases(truth: dict[str, int], cases: Sequence[str], reference: str, predictions_csv: str,
+                chill: bool) -> list[str]:
+    """The reference cases left out (``chill``); refuses predicted cases without a label and, without ``chill``,
+    reference cases without a prediction, naming them."""
+    unknown = [c for c in cases if c not in truth]
+    if unknown:
+        raise MVExtError(f"{predictions_csv} holds {len(unknown)} case(s) that {reference} has no label for: "
+                         f"{_list(unknown)}. Check the case ids (or the reference file).")
+    predicted = set(cases)
+    missing = sorted(c for c in truth if c not in predicted)
+    if missing and not chill:
+        raise MVExtError(f"{reference} holds {len(missing)} case(s) that {predictions_csv} has no prediction for: "
+                         f"{_list(missing)}. Pass --chill to score only the predicted cases.")
+    return missing
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table_markdown(result: dict) -> str:
+    """``| metric | value | 95 % CI | interval |`` rows for a :func:`metrics_with_intervals` result."""
+    level = int(round(100 * result.get("confidence", 0.95)))
+    lines = [f"| metric | value | {level} % CI | interval |", "|---|---|---|---|"]
+    for name in BOOTSTRAP_METRICS:
+        iv = result.get("intervals", {}).get(name, {})
+        ci = "n/a" if iv.get("low") is None else f"{iv['low']:.3f} – {iv['high']:.3f}"
+        method = iv.get("method", "").split(",")[0] if iv.get("low") is not None else ""
+        value = _fmt(result[name]) if result[name] is not None else f"n/a ({result.get(name + '_note', '')})"
+        lines.append(f"| {METRIC_LABELS[name]} | {value} | {ci} | {method} |")
+    return "\n".join(lines)
+
+
+def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> str:
+    """A short report: metrics with intervals, per-class recall and precision, calibration, warnings, threshold."""
+    lines = [f"# {title}", ""]
+    if result.get("collapse_warning"):
+        lines += [f"**WARNING: {result['collapse_warning']}**", ""]
+    lines += [f"{result['num_cases']} cases, classes {', '.join(result['class_names'])}. "
+              f"Intervals: {result['intervals']['accuracy']['method']}"
+              + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else "."), ""]
+    lines += [metrics_table_markdown(result), ""]
+    lines += ["| class | cases | predicted | recall | precision |", "|---|---|---|---|---|"]
+    for row in result["per_class"]:
+        lines.append(f"| {row['class']} | {row['support']} | {row['predicted']} | {_fmt(row['recall'])} | "
+                     f"{_fmt(row['precision'])} |")
+    cal = result["calibration"]
+    lines += ["", f"Calibration: Brier score {cal['brier']:.4f}, expected calibration error {cal['ece']:.4f} "
+                  f"({cal['n_bins']} equal-width bins of the top-label confidence; `reliability.png`).", ""]
+    if result.get("youden"):
+        y = result["youden"]
+        lines += [f"Youden threshold on p({result['definitions']['positive_class']}): {y['threshold']:.4f} "
+                  f"(sensitivity {y['sensitivity']:.3f}, specificity {y['specificity']:.3f}); chosen on these "
+                  f"cases, so optimistic if applied to them.", ""]
+    notes = [f"- {k[:-5]}: {v}" for k, v in result.items() if k.endswith("_note")]
+    if notes:
+        lines += ["Notes:"] + notes + [""]
+    defs = result["definitions"]
+    lines += ["Definitions: " + "; ".join(f"{k}: {v}" for k, v in defs.items()) + ".", ""]
+    if sources:
+        lines += ["Sources: " + ", ".join(f"`{s}`" for s in sources), ""]
+    return "\n".join(lines)
+
+
+def score(y: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], n_resamples: int,
+          seed: int) -> dict:
+    """:func:`metrics_with_intervals` plus the Youden threshold (binary, both classes present); logs the collapse
+    warning."""
+    result = metrics_with_intervals(y, probabilities, class_names, n_resamples=n_resamples, seed=seed)
+    if len(class_names) == 2 and result["auc"] is not None:
+        result["youden"] = youden_threshold(y, probabilities[:, 1])
+    if result["collapse_warning"]:
+        logger.warning("WARNING: %s", result["collapse_warning"])
+    return result
+
+
+def write_outputs(result: dict, y: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
+                  output_folder: str, json_name: str, title: str, sources: Sequence[str]) -> None:
+    os.makedirs(output_folder, exist_ok=True)
+    with open(os.path.join(output_folder, json_name), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(output_folder, "report.md"), "w") as f:
+        f.write(report_markdown(result, title, sources))
+    plot_roc(y, probabilities, class_names, os.path.join(output_folder, "roc.png"))
+    plot_confusion(result["confusion_matrix"], class_names, os.path.join(output_folder, "confusion_matrix.png"))
+    plot_reliability_diagram(y, probabilities, os.path.join(output_folder, "reliability.png"), title=title)
+
+
+def _embeddings_for(embeddings: Optional[str], predictions_csv: str, cases: Sequence[str]) -> Optional[np.ndarray]:
+    if embeddings is None:
+        candidate = os.path.join(os.path.dirname(os.path.abspath(predictions_csv)), "classification_embeddings.npz")
+        if not os.path.isfile(candidate):
+            return None
+        embeddings = candidate
+    if not os.path.isfile(embeddings):
+        raise MVExtError(f"Embeddings file {embeddings} does not exist.")
+    saved = np.load(embeddings)
+    order = {c: i for i, c in enumerate(saved["case_ids"].tolist())}
+    missing = [c for c in cases if c not in order]
+    if missing:
+        raise MVExtError(f"{embeddings} has no embedding for {len(missing)} case(s): {_list(missing)}.")
+    return saved["embeddings"][[order[c] for c in cases]]
 
 
 def evaluate_classification(reference: str, predictions_csv: str, output_folder: str,
-                            embeddings: Optional[str] = None) -> dict:
-    """Metrics JSON and plots for ``predictions_csv`` against ``reference``; case sets must match."""
-    truth, ref_names = load_reference(reference)
+                            embeddings: Optional[str] = None, chill: bool = False,
+                            n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """Validate, score ``predictions_csv`` against ``reference`` and write the outputs; returns the result dict.
+
+    ``chill``: score only the predicted cases (as ``nnUNetv2_evaluate_folder -chill``); the reference cases left out
+    are listed in ``result["reference_cases_not_predicted"]``.
+    """
     cases, names, probs = read_predictions_csv(predictions_csv)
+    truth, ref_names = load_reference(reference, names)
     if ref_names is not None and ref_names != names:
-        raise MVExtError(f"Class names differ: {reference} has {ref_names}, {predictions_csv} has {names}.")
-    missing_pred = sorted(set(truth) - set(cases))
-    missing_ref = sorted(set(cases) - set(truth))
-    if missing_pred or missing_ref:
-        raise MVExtError("Case sets differ. " + (f"No prediction for: {', '.join(missing_pred)}. " if missing_pred
-                                                  else "") +
-                         (f"No reference label for: {', '.join(missing_ref)}." if missing_ref else ""))
-    if max(truth.values()) >= len(names):
-        raise MVExtError(f"{reference} uses class {max(truth.values())} but {predictions_csv} has only "
-                         f"{len(names)} classes.")
+        raise MVExtError(f"Class names differ: {reference} has {ref_names}, {predictions_csv} has {names} "
+                         f"(its p_<class> columns).")
+    left_out = match_cases(truth, cases, reference, predictions_csv, chill)
+    emb = _embeddings_for(embeddings, predictions_csv, cases) if len(cases) >= 4 else None
     y = [truth[c] for c in cases]
-    os.makedirs(output_folder, exist_ok=True)
-    result = classification_metrics(y, probs, names)
-    with open(os.path.join(output_folder, "classification_metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    plot_roc(y, probs, names, os.path.join(output_folder, "roc.png"))
-    plot_confusion(result["confusion_matrix"], names, os.path.join(output_folder, "confusion_matrix.png"))
-    if embeddings is None:
-        candidate = os.path.join(os.path.dirname(os.path.abspath(predictions_csv)), "classification_embeddings.npz")
-        embeddings = candidate if os.path.isfile(candidate) else None
-    if embeddings is not None and len(cases) >= 4:
-        saved = np.load(embeddings)
-        order = {c: i for i, c in enumerate(saved["case_ids"].tolist())}
-        plot_tsne(saved["embeddings"][[order[c] for c in cases]], y, names, os.path.join(output_folder, "tsne.png"))
+    if left_out:
+        logger.info("--chill: scoring the %d predicted cases; %d reference cases have no prediction.", len(cases),
+                    len(left_out))
+    result = score(y, probs, names, n_resamples, seed)
+    result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
+    if chill:
+        result["reference_cases_not_predicted"] = left_out
+    write_outputs(result, y, probs, names, output_folder, "classification_metrics.json",
+                  f"Classification: {os.path.basename(predictions_csv)}", [reference, predictions_csv])
+    if emb is not None:
+        plot_tsne(emb, y, names, os.path.join(output_folder, "tsne.png"))
     return result

@@ -1,0 +1,201 @@
+"""``nnunet-mvext evaluate-cls --cv``: pooled out-of-fold metrics of a cross-validated classification model.
+
+Each fold's ``fold_X/validation/classification.csv`` (written by the fusion trainers after training) holds the
+predictions of the model that did not train on those cases. Pooling the folds gives one prediction per case from a
+model that never saw it: the out-of-fold result a paper reports, with intervals (DeLong for a binary AUC, the
+stratified bootstrap for the rest), next to the per-fold metrics (mean ± sd over the folds).
+
+Refused before anything is computed, by name: a missing fold (the default folds 0-4; ``-f`` names the folds you
+have), a fold named twice, fold ``all`` (it validates on its own training cases), a case in two folds, class names
+that differ between folds, and a case without a reference label.
+
+Reference labels: the ``classification`` block of the ``dataset.json`` that nnU-Net copied into the model folder
+(what the trainer used), else the ``true_class`` column of the CSVs; when both exist they must agree.
+
+``--store-threshold`` (binary only) writes the Youden threshold chosen on the pooled out-of-fold predictions to
+``<model folder>/classification_threshold.json``::
+
+    {"threshold": t, "positive_class": name, "chosen_on": "pooled out-of-fold predictions of folds [0, 1, 2, 3, 4]",
+     "method": "youden"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
+from nnunet_mvext.classification.metrics import classification_metrics, read_predictions_csv, read_true_classes
+from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json, write_json_with_backup
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FOLDS = ("0", "1", "2", "3", "4")
+THRESHOLD_FILE = "classification_threshold.json"
+
+
+def model_folder(dataset: str, configuration: str, trainer: str, plans: str = "nnUNetPlans") -> str:
+    """``nnUNet_results/<DatasetXXX_Name>/<trainer>__<plans>__<configuration>`` (must exist)."""
+    from nnunetv2.paths import nnUNet_results
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    if not nnUNet_results.is_set():
+        raise MVExtError("nnUNet_results is not set; it is where nnU-Net wrote the trained folds.")
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
+    folder = os.path.join(str(nnUNet_results), name, f"{trainer}__{plans}__{configuration}")
+    if not os.path.isdir(folder):
+        raise MVExtError(f"Model folder {folder} does not exist; check -tr {trainer}, -p {plans}, -c {configuration}.")
+    return folder
+
+
+def fold_csvs(folder: str, folds: Optional[Sequence[str]]) -> dict[str, str]:
+    """``{fold: path of its validation/classification.csv}``; refuses missing, duplicated and 'all' folds."""
+    named = folds is not None
+    folds = [str(f) for f in (folds if named else DEFAULT_FOLDS)]
+    repeated = sorted({f for f in folds if folds.count(f) > 1})
+    if repeated:
+        raise MVExtError(f"-f names fold {', '.join(repeated)} more than once; name each fold once.")
+    if "all" in folds:
+        raise MVExtError("Fold 'all' trains on every case, so its validation cases are training cases; it has no "
+                         "out-of-fold predictions. Pool the cross-validation folds (e.g. -f 0 1 2 3 4).")
+    paths = {f: os.path.join(folder, f"fold_{f}", "validation", "classification.csv") for f in folds}
+    missing = [f for f, p in paths.items() if not os.path.isfile(p)]
+    if missing:
+        hint = ("" if named else f" Train and validate them, or name the folds you have with -f "
+                f"{' '.join(f for f in folds if f not in missing) or 'FOLD ...'}.")
+        raise MVExtError(f"No validation/classification.csv for fold{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)} in {folder} (expected {paths[missing[0]]}).{hint}")
+    return paths
+
+
+def _reference_labels(folder: str, per_fold: dict, class_names: list[str]) -> dict[str, int]:
+    """``{case: class index}`` from the model folder's dataset.json block and/or the ``true_class`` columns."""
+    block_labels = None
+    dataset_json = os.path.join(folder, "dataset.json")
+    if os.path.isfile(dataset_json):
+        block = read_json(dataset_json, "dataset.json").get("classification")
+        if isinstance(block, dict) and isinstance(block.get("labels"), dict):
+            names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
+            if names != class_names:
+                raise MVExtError(f"Class names differ: {dataset_json} has {names}, the fold CSVs have {class_names}.")
+            block_labels = {c: int(v) for c, v in block["labels"].items()}
+    column_labels: dict[str, int] = {}
+    for fold, (path, cases, _) in per_fold.items():
+        true = read_true_classes(path)
+        if true is None:
+            continue
+        for case in cases:
+            if true[case] not in class_names:
+                raise MVExtError(f"{path}: case '{case}' has true_class '{true[case]}'; allowed: "
+                                 f"{', '.join(class_names)}.")
+            column_labels[case] = class_names.index(true[case])
+    if block_labels is None and not column_labels:
+        raise MVExtError(f"No reference labels: {dataset_json} has no 'classification' block and the fold CSVs no "
+                         f"true_class column.")
+    if block_labels is not None:
+        differ = sorted(c for c, v in column_labels.items() if c in block_labels and block_labels[c] != v)
+        if differ:
+            raise MVExtError(f"The true_class column of the fold CSVs and {dataset_json} disagree for "
+                             f"{len(differ)} case(s): {_list(differ)}. Validate the folds again after changing "
+                             f"labels (nnUNetv2_train ... --val).")
+        return block_labels
+    return column_labels
+
+
+def _mean_sd(values: list[Optional[float]]) -> dict:
+    finite = [v for v in values if v is not None]
+    return {"mean": float(np.mean(finite)) if finite else None,
+            "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None, "folds_defined": len(finite)}
+
+
+def per_fold_table_markdown(per_fold: dict, summary: dict) -> str:
+    names = list(BOOTSTRAP_METRICS)
+    lines = ["| fold | cases | " + " | ".join(METRIC_LABELS[n] for n in names) + " |",
+             "|---" * (len(names) + 2) + "|"]
+    fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+    for fold, m in per_fold.items():
+        lines.append(f"| {fold} | {m['num_cases']} | " + " | ".join(fmt(m[n]) for n in names) + " |")
+    lines.append("| mean ± sd | | " + " | ".join(
+        "n/a" if summary[n]["mean"] is None else
+        f"{summary[n]['mean']:.3f} ± {'n/a' if summary[n]['sd'] is None else format(summary[n]['sd'], '.3f')}"
+        for n in names) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, output_folder: str,
+                              plans: str = "nnUNetPlans", folds: Optional[Sequence[str]] = None,
+                              n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                              store_threshold: bool = False) -> dict:
+    """Pool the folds' validation predictions and write ``cv_metrics.json``, ``report.md`` and the plots.
+
+    Returns ``{"pooled": metrics with intervals, "per_fold": {fold: point metrics}, "per_fold_summary":
+    {metric: {"mean", "sd", "folds_defined"}}, "folds", "model_folder", "sources", "threshold_file"}``.
+    """
+    folder = model_folder(dataset, configuration, trainer, plans)
+    paths = fold_csvs(folder, folds)
+    per_fold_data, class_names, seen = {}, None, {}
+    for fold, path in paths.items():
+        cases, names, probs = read_predictions_csv(path)
+        if class_names is None:
+            class_names, first = names, path
+        elif names != class_names:
+            raise MVExtError(f"Class names differ between folds: {first} has {class_names}, {path} has {names}.")
+        overlap = [c for c in cases if c in seen]
+        if overlap:
+            raise MVExtError(f"Case(s) {_list(overlap)} appear in the validation of fold {seen[overlap[0]]} and of "
+                             f"fold {fold}: folds must not overlap (were they trained on different splits?).")
+        seen.update({c: fold for c in cases})
+        per_fold_data[fold] = (path, cases, probs)
+    labels = _reference_labels(folder, per_fold_data, class_names)
+    unlabeled = [c for c in seen if c not in labels]
+    if unlabeled:
+        raise MVExtError(f"{len(unlabeled)} validated case(s) have no reference label: {_list(unlabeled)}.")
+    if store_threshold and len(class_names) != 2:
+        raise MVExtError(f"--store-threshold needs a binary task; this one has {len(class_names)} classes "
+                         f"({', '.join(class_names)}).")
+    all_cases = [c for _, cases, _ in per_fold_data.values() for c in cases]
+    probs = np.concatenate([p for _, _, p in per_fold_data.values()])
+    y = [labels[c] for c in all_cases]
+    pooled = score(y, probs, class_names, n_resamples, seed)
+    if store_threshold and pooled.get("youden") is None:
+        raise MVExtError("--store-threshold: the pooled reference holds a single class; no threshold can be chosen.")
+    per_fold = {}
+    for fold, (path, cases, p) in per_fold_data.items():
+        m = classification_metrics([labels[c] for c in cases], p, class_names)
+        per_fold[fold] = {k: m[k] for k in ("num_cases", *BOOTSTRAP_METRICS, "collapse_warning")}
+        if m["collapse_warning"]:
+            logger.warning("WARNING: fold %s: %s", fold, m["collapse_warning"])
+    summary = {n: _mean_sd([m[n] for m in per_fold.values()]) for n in BOOTSTRAP_METRICS}
+    fold_list = [int(f) if f.isdigit() else f for f in paths]
+    result = {"pooled": pooled, "per_fold": per_fold, "per_fold_summary": summary, "folds": fold_list,
+              "model_folder": folder, "sources": list(paths.values()), "threshold_file": None}
+    if store_threshold:
+        threshold_path = os.path.join(folder, THRESHOLD_FILE)
+        write_json_with_backup(threshold_path, {
+            "threshold": pooled["youden"]["threshold"], "positive_class": class_names[1],
+            "chosen_on": f"pooled out-of-fold predictions of folds {fold_list}", "method": "youden"})
+        result["threshold_file"] = threshold_path
+        logger.info("Wrote the Youden threshold %.4f on p(%s) to %s", pooled["youden"]["threshold"],
+                    class_names[1], threshold_path)
+    title = f"Cross-validation: {os.path.basename(folder)}, folds {', '.join(paths)} (pooled out-of-fold)"
+    write_outputs(pooled, y, probs, class_names, output_folder, "pooled_metrics.json", title, list(paths.values()))
+    with open(os.path.join(output_folder, "cv_metrics.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    report = report_markdown(pooled, title, list(paths.values()))
+    report += "\n## Per fold\n\n" + per_fold_table_markdown(per_fold, summary) + "\n\n" + \
+        "Each fold's metrics are computed on its own validation cases; the headline numbers above pool the " \
+        "out-of-fold predictions of all folds into one set.\n"
+    if result["threshold_file"]:
+        report += f"\nStored the Youden threshold in `{result['threshold_file']}`.\n"
+    with open(os.path.join(output_folder, "report.md"), "w") as f:
+        f.write(report)
+    return result

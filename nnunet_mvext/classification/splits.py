@@ -1,0 +1,129 @@
+"""``nnunet-mvext make-splits``: nnU-Net's ``splits_final.json``, stratified by case class and grouped by patient.
+
+nnU-Net draws its five folds at random (``KFold`` on the case ids): a small fold can miss a class, and two scans of
+one patient can land in training and validation. This writes
+``nnUNet_preprocessed/<Dataset>/splits_final.json`` (``[{"train": [...], "val": [...]}, ...]``, which nnU-Net then
+uses as is) with scikit-learn's ``StratifiedGroupKFold``: every case of a group (patient) in one fold, class
+proportions as even across folds as the groups allow.
+
+Classes come from the raw ``dataset.json`` ``classification`` block (``nnunet-mvext set-classes``); groups from an
+optional CSV with header ``case_id,group`` that must name every training case (without it, each case is its own
+group). An existing file is replaced only with ``--force``, which keeps a timestamped backup and warns, naming them,
+when folds were already trained on the old splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from nnunet_mvext.classification.case_labels import class_names as block_class_names
+from nnunet_mvext.classification.case_labels import require_labels, training_case_ids
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json, write_json_with_backup
+
+logger = logging.getLogger(__name__)
+
+
+def read_groups_csv(path: str, cases: list[str]) -> dict[str, str]:
+    """``{case_id: group}`` from a ``case_id,group`` CSV; refuses duplicates, unknown and missing cases by name."""
+    if not os.path.isfile(path):
+        raise MVExtError(f"Groups file {path} does not exist.")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != ["case_id", "group"]:
+        raise MVExtError(f"{path}: the first row must be the header 'case_id,group', got {rows[0] if rows else []}.")
+    known, groups = set(cases), {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise MVExtError(f"{path}, row {number}: expected 'case_id,group' with both filled, got {row}.")
+        case, group = row[0].strip(), row[1].strip()
+        if case in groups:
+            raise MVExtError(f"{path}, row {number}: duplicate case id '{case}'.")
+        if case not in known:
+            raise MVExtError(f"{path}, row {number}: case '{case}' is not a training case of the dataset.")
+        groups[case] = group
+    missing = [c for c in cases if c not in groups]
+    if missing:
+        raise MVExtError(f"{path} has no group for {len(missing)} training case(s): {', '.join(missing[:20])}"
+                         f"{' ...' if len(missing) > 20 else ''}. Every case needs a group (its patient id).")
+    return groups
+
+
+def stratified_group_splits(cases: list[str], labels: dict[str, int], groups: dict[str, str], n_folds: int,
+                            seed: int) -> list[dict]:
+    """nnU-Net's split list from ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``."""
+    n_groups = len(set(groups.values()))
+    if n_folds < 2 or n_groups < n_folds:
+        raise MVExtError(f"{n_folds} folds need at least {max(n_folds, 2)} groups; the dataset has {n_groups}"
+                         f"{' (patients)' if n_groups != len(cases) else ' cases'}.")
+    y = np.array([labels[c] for c in cases])
+    g = np.array([groups[c] for c in cases])
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splits = []
+    for train, val in splitter.split(np.zeros(len(cases)), y, g):
+        splits.append({"train": sorted(cases[i] for i in train), "val": sorted(cases[i] for i in val)})
+    return splits
+
+
+def trained_fold_folders(dataset_name: str) -> list[str]:
+    """Every ``nnUNet_results/<Dataset>/*/fold_X`` folder (trained on the current splits)."""
+    from nnunetv2.paths import nnUNet_results
+
+    if not nnUNet_results.is_set():
+        return []
+    pattern = os.path.join(str(nnUNet_results), dataset_name, "*", "fold_*")
+    return sorted(p for p in glob.glob(pattern) if os.path.isdir(p) and not p.endswith("fold_all"))
+
+
+def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5, seed: int = 0,
+                force: bool = False) -> str:
+    """Write ``splits_final.json``; returns its path. Warns when a fold lacks a class the data hold."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    for var in (nnUNet_raw, nnUNet_preprocessed):
+        if not var.is_set():
+            raise MVExtError(f"{var.env_var_name} is not set.")
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
+    raw_json_path = os.path.join(str(nnUNet_raw), name, "dataset.json")
+    dataset_json = read_json(raw_json_path, "dataset.json")
+    class_names = block_class_names(dataset_json, raw_json_path)
+    cases = sorted(training_case_ids(os.path.join(str(nnUNet_raw), name), dataset_json["file_ending"]))
+    labels = require_labels(dataset_json, cases, raw_json_path)
+    groups = read_groups_csv(groups_csv, cases) if groups_csv else {c: c for c in cases}
+    target = os.path.join(str(nnUNet_preprocessed), name, "splits_final.json")
+    if os.path.isfile(target) and not force:
+        raise MVExtError(f"{target} exists; nnU-Net trains on it. Pass --force to replace it (a backup is kept).")
+    splits = stratified_group_splits(cases, labels, groups, n_folds, seed)
+    counts = {c: len({groups[k] for k in cases if labels[k] == c}) for c in range(len(class_names))}
+    for i, split in enumerate(splits):
+        lacking = [class_names[c] for c in range(len(class_names)) if counts[c] and
+                   not any(labels[k] == c for k in split["val"])]
+        if lacking:
+            logger.warning("WARNING: fold %d has no validation case of class %s (%s); the data hold too few groups "
+                           "of it for %d folds.", i, ", ".join(lacking),
+                           ", ".join(f"{class_names[c]}: {counts[c]} groups" for c in range(len(class_names))),
+                           n_folds)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    backup = write_json_with_backup(target, splits)
+    if backup:
+        trained = trained_fold_folders(name)
+        logger.warning("Replaced %s; the previous splits are in %s.", target, backup)
+        if trained:
+            logger.warning("WARNING: these folds were trained on the previous splits and no longer match "
+                           "splits_final.json; retrain them before pooling their validation: %s", ", ".join(trained))
+    logger.info("Wrote %d folds to %s (%d cases, %d groups, stratified by %s).", n_folds, target, len(cases),
+                len(set(groups.values())), ", ".join(class_names))
+    return target

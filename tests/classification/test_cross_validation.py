@@ -1,0 +1,113 @@
+"""evaluate-cls --cv: pooling the folds' validation CSVs, refusing missing/duplicated/overlapping folds, the
+per-fold table and the stored Youden threshold."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nnunet_mvext.classification.cross_validation import THRESHOLD_FILE, evaluate_cross_validation
+from nnunet_mvext.classification.metrics import classification_metrics, write_predictions_csv, youden_threshold
+from nnunet_mvext.cli import main
+from nnunet_mvext.errors import MVExtError
+
+DATASET = "Dataset777_Fake"
+MODEL = "nnUNetTrainerFusionABAF__nnUNetPlans__3d_tiny"
+NAMES = ["neg", "pos"]
+
+
+@pytest.fixture()
+def results(tmp_path, monkeypatch):
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    folder = tmp_path / "nnUNet_results" / DATASET / MODEL
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cases = [f"case_{i:03d}" for i in range(50)]
+    y = np.array([i % 2 for i in range(50)])
+    p1 = np.clip(0.5 + 0.2 * (2 * y - 1) + rng.normal(0, 0.2, 50), 0.001, 0.999)
+    probs = np.round(np.c_[1 - p1, p1], 6)
+    labels = {c: int(v) for c, v in zip(cases, y)}
+    (folder / "dataset.json").write_text(json.dumps({"classification": {
+        "class_names": {"0": "neg", "1": "pos"}, "labels": labels}}))
+    for fold in range(5):
+        idx = list(range(fold, 50, 5))
+        val = folder / f"fold_{fold}" / "validation"
+        val.mkdir(parents=True)
+        write_predictions_csv(str(val / "classification.csv"), [cases[i] for i in idx], probs[idx], NAMES,
+                              [True] * len(idx), y[idx])
+    return {"folder": folder, "cases": cases, "y": y, "probs": probs, "out": tmp_path / "cv"}
+
+
+def test_pooled_out_of_fold_metrics_and_per_fold_table(results):
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                  n_resamples=200)
+    order = [i for fold in range(5) for i in range(fold, 50, 5)]
+    pooled = classification_metrics(results["y"][order], results["probs"][order], NAMES)
+    assert r["pooled"]["num_cases"] == 50 and r["pooled"]["auc"] == pytest.approx(pooled["auc"])
+    assert r["pooled"]["intervals"]["auc"]["method"] == "DeLong"
+    fold_aucs = []
+    for fold in range(5):
+        idx = list(range(fold, 50, 5))
+        fold_aucs.append(classification_metrics(results["y"][idx], results["probs"][idx], NAMES)["auc"])
+        assert r["per_fold"][str(fold)]["auc"] == pytest.approx(fold_aucs[-1])
+    assert r["per_fold_summary"]["auc"]["mean"] == pytest.approx(np.mean(fold_aucs))
+    assert r["per_fold_summary"]["auc"]["sd"] == pytest.approx(np.std(fold_aucs, ddof=1))
+    out = results["out"]
+    for name in ("cv_metrics.json", "pooled_metrics.json", "report.md", "roc.png", "reliability.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "## Per fold" in report and "| mean ± sd |" in report and "pooled out-of-fold" in report
+    assert r["threshold_file"] is None and not (results["folder"] / THRESHOLD_FILE).exists()
+
+
+def test_missing_fold_is_refused_unless_folds_are_named(results, capsys):
+    os.remove(results["folder"] / "fold_3" / "validation" / "classification.csv")
+    with pytest.raises(MVExtError, match="fold 3 .* name the folds you have with -f 0 1 2 4"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]))
+    assert not results["out"].exists()
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                  folds=["0", "1", "2", "4"], n_resamples=50)
+    assert r["pooled"]["num_cases"] == 40 and r["folds"] == [0, 1, 2, 4]
+    with pytest.raises(MVExtError, match="No validation/classification.csv for fold 3"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), folds=["0", "3"])
+
+
+@pytest.mark.parametrize("folds, message", [(["0", "1", "1"], "names fold 1 more than once"),
+                                            (["all"], "Fold 'all' trains on every case")])
+def test_duplicated_and_all_folds_are_refused(results, folds, message):
+    with pytest.raises(MVExtError, match=message):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), folds=folds)
+
+
+def test_overlapping_cases_between_folds_are_refused(results):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    write_predictions_csv(str(results["folder"] / "fold_4" / "validation" / "classification.csv"),
+                          [c[4], c[0]], p[[4, 0]], NAMES, [True, True], y[[4, 0]])
+    with pytest.raises(MVExtError, match="case_000 appear in the validation of fold 0 and of fold 4"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]))
+
+
+def test_labels_that_disagree_with_the_true_class_column_are_refused(results):
+    block = json.loads((results["folder"] / "dataset.json").read_text())
+    block["classification"]["labels"]["case_007"] = 1 - block["classification"]["labels"]["case_007"]
+    (results["folder"] / "dataset.json").write_text(json.dumps(block))
+    with pytest.raises(MVExtError, match="disagree for 1 case\\(s\\): case_007"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]))
+
+
+def test_store_threshold_writes_the_exact_format(results, capsys):
+    argv = ["evaluate-cls", "--cv", "-d", "777", "-c", "3d_tiny", "-o", str(results["out"]), "--store-threshold",
+            "--n-bootstrap", "50"]
+    assert main(argv) == 0
+    assert "| mean ± sd |" in capsys.readouterr().out
+    stored = json.loads((results["folder"] / THRESHOLD_FILE).read_text())
+    order = [i for fold in range(5) for i in range(fold, 50, 5)]
+    expected = youden_threshold(results["y"][order], results["probs"][order, 1])["threshold"]
+    assert stored == {"threshold": pytest.approx(expected), "positive_class": "pos",
+                      "chosen_on": "pooled out-of-fold predictions of folds [0, 1, 2, 3, 4]", "method": "youden"}
+    assert main(argv) == 0  # again: the previous file is kept as a backup
+    assert [f for f in os.listdir(results["folder"]) if f.startswith(THRESHOLD_FILE) and f.endswith(".bak")]
+    assert main(["evaluate-cls", "--cv", "-d", "777", "-c", "3d_tiny", "-f", "0", "0", "-o", "x"]) == 2

@@ -1,0 +1,198 @@
+"""evaluate-cls and compare-cls: input validation before any output, --chill, intervals, calibration, collapse."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
+from nnunet_mvext.classification.evaluation import evaluate_classification
+from nnunet_mvext.classification.metrics import write_predictions_csv
+from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
+from nnunet_mvext.cli import main
+from nnunet_mvext.errors import MVExtError
+
+NAMES = ["neg", "pos"]
+
+
+def _cases(n=40, seed=0, noise=0.25):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)]
+    p1 = np.clip(0.5 + 0.25 * (2 * y - 1) + rng.normal(0, noise, n), 0.001, 0.999)
+    return [f"case_{i:03d}" for i in range(n)], y, np.c_[1 - p1, p1]
+
+
+def _write_ref(path, cases, y):
+    path.write_text("case_id,class\n" + "".join(f"{c},{v}\n" for c, v in zip(cases, y)))
+    return str(path)
+
+
+def _write_pred(path, cases, probs, names=NAMES):
+    write_predictions_csv(str(path), cases, probs, names, [True] * len(cases))
+    return str(path)
+
+
+def test_evaluate_writes_intervals_calibration_report_and_plots(tmp_path):
+    cases, y, p = _cases()
+    ref, pred = _write_ref(tmp_path / "ref.csv", cases, y), _write_pred(tmp_path / "pred.csv", cases, p)
+    out = tmp_path / "eval"
+    result = evaluate_classification(ref, pred, str(out), n_resamples=300)
+    stored = json.load(open(out / "classification_metrics.json"))
+    d = delong_auc(y, np.round(p[:, 1], 6))
+    assert stored["auc"] == pytest.approx(d["auc"]) and stored["intervals"]["auc"]["method"] == "DeLong"
+    assert stored["intervals"]["auc"]["low"] == pytest.approx(d["low"])
+    assert stored["intervals"]["f1"]["method"].startswith("stratified bootstrap, percentile, 300 resamples")
+    assert {"brier", "ece", "bins"} <= set(stored["calibration"]) and len(stored["per_class"]) == 2
+    assert 0 < stored["youden"]["threshold"] < 1 and stored["collapse_warning"] is None
+    for name in ("report.md", "roc.png", "confusion_matrix.png", "reliability.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "| AUC |" in report and "DeLong" in report and "Brier" in report
+    assert result["num_cases"] == 40
+
+
+def test_collapse_warning_is_logged_and_stored(tmp_path, caplog):
+    cases, y, _ = _cases(10)
+    p = np.tile([0.7, 0.3], (10, 1))
+    ref, pred = _write_ref(tmp_path / "ref.csv", cases, y), _write_pred(tmp_path / "pred.csv", cases, p)
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_classification(ref, pred, str(tmp_path / "eval"), n_resamples=50)
+    assert "all 10 predictions fall in one class, 'neg'" in result["collapse_warning"]
+    assert "recall 0 for class 'pos'" in caplog.text
+    assert json.load(open(tmp_path / "eval" / "classification_metrics.json"))["collapse_warning"]
+    assert "WARNING: collapsed classifier" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_duplicated_prediction_row_is_refused_not_counted_twice(tmp_path):
+    # the issue's example: 4 reference cases, two rows repeated, AUC 0.75 became 0.917
+    ref = _write_ref(tmp_path / "ref.csv", ["a", "b", "c", "d"], [0, 0, 1, 1])
+    pred = tmp_path / "pred.csv"
+    pred.write_text("case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,0.3,0.7\nc,pos,0.4,0.6\n"
+                    "d,pos,0.2,0.8\nc,pos,0.4,0.6\nd,pos,0.2,0.8\n")
+    out = tmp_path / "eval"
+    with pytest.raises(MVExtError, match="row 6: case 'c' appears again \\(first at row 4\\)"):
+        evaluate_classification(ref, str(pred), str(out))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ref_text, pred_text, message", [
+    ("case_id,class\na,0\nb,1\n", "", "is empty"),
+    ("case_id,class\na,0\nb,1\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,x,0.7\n",
+     "row 3, case 'b': p_neg = 'x' is not a probability"),
+    ("case_id,class\na,0\nb,1\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,0.3,NaN\n",
+     "row 3, case 'b': p_pos = 'NaN'"),
+    ("case_id,class\na,0\nb,1\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nz,pos,0.3,0.7\n",
+     "1 case\\(s\\) that .* has no label for: z"),
+    ("case_id,class\na,0\nb,1\nc,1\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,0.3,0.7\n",
+     "no prediction for: c. Pass --chill"),
+    ("case_id,class\na,0\nb,2\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,0.3,0.7\n",
+     "case 'b' has class 2, out of range"),
+    ("case_id,class\na,neg\nb,maybe\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\nb,pos,0.3,0.7\n",
+     "case 'b' has class 'maybe'; allowed: 0..1 or neg, pos"),
+    ("case_id,class\n", "case_id,predicted_class,p_neg,p_pos\na,neg,0.9,0.1\n", "no case rows"),
+])
+def test_bad_input_is_refused_before_any_output(tmp_path, ref_text, pred_text, message):
+    (tmp_path / "ref.csv").write_text(ref_text)
+    (tmp_path / "pred.csv").write_text(pred_text)
+    out = tmp_path / "eval"
+    with pytest.raises(MVExtError, match=message):
+        evaluate_classification(str(tmp_path / "ref.csv"), str(tmp_path / "pred.csv"), str(out))
+    assert not out.exists()
+
+
+def test_class_names_from_dataset_json_must_match(tmp_path):
+    block = {"classification": {"class_names": {"0": "low", "1": "high"}, "labels": {"a": 0, "b": 1}}}
+    (tmp_path / "dataset.json").write_text(json.dumps(block))
+    pred = _write_pred(tmp_path / "pred.csv", ["a", "b"], np.array([[0.8, 0.2], [0.3, 0.7]]))
+    with pytest.raises(MVExtError, match="Class names differ: .*dataset.json has \\['low', 'high'\\]"):
+        evaluate_classification(str(tmp_path / "dataset.json"), pred, str(tmp_path / "eval"))
+    assert not (tmp_path / "eval").exists()
+
+
+def test_chill_scores_only_the_predicted_cases(tmp_path):
+    cases, y, p = _cases(30)
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    keep = list(range(0, 30, 2))
+    pred = _write_pred(tmp_path / "pred.csv", [cases[i] for i in keep], p[keep])
+    with pytest.raises(MVExtError, match="Pass --chill"):
+        evaluate_classification(ref, pred, str(tmp_path / "strict"))
+    result = evaluate_classification(ref, pred, str(tmp_path / "chill"), chill=True, n_resamples=50)
+    assert result["num_cases"] == 15
+    assert result["reference_cases_not_predicted"] == [cases[i] for i in range(1, 30, 2)]
+    assert result["auc"] == pytest.approx(delong_auc(y[keep], np.round(p[keep, 1], 6))["auc"])
+
+
+def test_single_class_reference_reports_auc_undefined(tmp_path):
+    cases, _, p = _cases(6)
+    ref = _write_ref(tmp_path / "ref.csv", cases, [1] * 6)
+    result = evaluate_classification(ref, _write_pred(tmp_path / "pred.csv", cases, p), str(tmp_path / "e"),
+                                     n_resamples=50)
+    assert result["auc"] is None and result["auc_note"] == "undefined: the reference holds only class 'pos'"
+    assert result["specificity"] is None and result["accuracy"] is not None and "youden" not in result
+    assert "n/a (undefined: the reference holds only class 'pos')" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_cli_evaluate_cls_exit_codes(tmp_path, capsys):
+    cases, y, p = _cases(20)
+    ref, pred = _write_ref(tmp_path / "ref.csv", cases, y), _write_pred(tmp_path / "pred.csv", cases, p)
+    assert main(["evaluate-cls", "-ref", ref, "-pred", pred, "-o", str(tmp_path / "e"), "--n-bootstrap", "50"]) == 0
+    assert "| AUC |" in capsys.readouterr().out
+    assert main(["evaluate-cls", "-pred", pred, "-o", str(tmp_path / "e2")]) == 2
+    assert main(["evaluate-cls", "--cv", "-ref", ref, "-d", "1", "-c", "x", "-o", str(tmp_path / "e3")]) == 2
+
+
+def test_compare_cls_pairs_every_model_with_the_baseline(tmp_path, capsys):
+    cases, y, good = _cases(40, seed=1, noise=0.15)
+    rng = np.random.default_rng(9)
+    weak1 = np.clip(0.5 + rng.normal(0, 0.2, 40), 0.001, 0.999)
+    weak = np.c_[1 - weak1, weak1]
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    a = _write_pred(tmp_path / "A" / "classification.csv", cases, good)
+    order = np.random.default_rng(0).permutation(40)  # row order does not matter
+    b = _write_pred(tmp_path / "B" / "classification.csv", [cases[i] for i in order], weak[order])
+    with pytest.raises(MVExtError, match="is given twice"):
+        compare_classifiers(ref, [a, b, a.replace("A/", "A/../A/")], str(tmp_path / "cmp"))
+    assert main(["compare-cls", "-ref", ref, a, b, "-o", str(tmp_path / "cmp"), "--n-bootstrap", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "Baseline: A/classification.csv" in out and "| AUC | B/classification.csv |" in out
+    result = json.load(open(tmp_path / "cmp" / "comparison.json"))
+    t = delong_paired_test(y, np.round(weak1, 6), np.round(good[:, 1], 6))
+    c = result["comparisons"]["B/classification.csv"]
+    assert c["auc"]["method"] == "DeLong paired" and c["auc"]["p"] == pytest.approx(t["p"])
+    assert c["auc"]["difference"] == pytest.approx(t["difference"]) and t["difference"] < 0
+    assert c["accuracy"]["method"].startswith("paired stratified bootstrap")
+    assert (tmp_path / "cmp" / "comparison.md").read_text().count("| AUC |") >= 2
+
+
+def test_compare_cls_refuses_different_cases_and_classes(tmp_path):
+    cases, y, p = _cases(10)
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    a = _write_pred(tmp_path / "a.csv", cases, p)
+    b = _write_pred(tmp_path / "b.csv", cases[:-1], p[:-1])
+    with pytest.raises(MVExtError, match=f"Only in {a}: {cases[-1]}"):
+        compare_classifiers(ref, [a, b], str(tmp_path / "out"))
+    c = _write_pred(tmp_path / "c.csv", cases, p, names=["neg", "other"])
+    with pytest.raises(MVExtError, match="Class names differ"):
+        compare_classifiers(ref, [a, c], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    assert model_labels(["x/fold_0/v/classification.csv", "y/fold_0/v/classification.csv"]) == \
+        ["x/fold_0/v/classification.csv", "y/fold_0/v/classification.csv"]
+    assert model_labels(["/r/a.csv", "/r/b.csv"]) == ["a.csv", "b.csv"]
+
+
+def test_multiclass_comparison_uses_the_bootstrap_for_auc(tmp_path):
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], 10)
+    cases = [f"c{i}" for i in range(30)]
+    p = rng.dirichlet(np.ones(3), 30)
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    names = ["a", "b", "c"]
+    a = _write_pred(tmp_path / "a.csv", cases, p, names)
+    b = _write_pred(tmp_path / "b.csv", cases, np.roll(p, 1, axis=1), names)
+    result = compare_classifiers(ref, [a, b], str(tmp_path / "out"), n_resamples=100)
+    assert result["comparisons"]["b.csv"]["auc"]["method"].startswith("paired stratified bootstrap")
+    assert os.path.isfile(tmp_path / "out" / "comparison.md")
