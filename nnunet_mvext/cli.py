@@ -1,7 +1,7 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
 ``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``set-classes``, ``predict-cls``, ``evaluate-cls``,
-``make-dataset``, ``boxes-to-labels``. Training, prediction and evaluation stay
+``compare-cls``, ``make-splits``, ``make-dataset``, ``boxes-to-labels``. Training, prediction and evaluation stay
 nnU-Net's own commands.
 """
 
@@ -162,13 +162,49 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_cls(args: argparse.Namespace) -> int:
-    from nnunet_mvext.classification.evaluation import evaluate_classification
+    from nnunet_mvext.classification.evaluation import evaluate_classification, metrics_table_markdown
 
-    result = evaluate_classification(args.ref, args.pred, args.o, args.embeddings)
-    sys.stdout.write(json.dumps({k: result[k] for k in ("num_cases", "auc", "accuracy", "balanced_accuracy",
-                                                        "sensitivity", "specificity", "f1", "cohen_kappa")},
-                                indent=2) + "\n")
-    logger.info("Wrote classification_metrics.json, roc.png, confusion_matrix.png to %s", args.o)
+    if args.cv:
+        from nnunet_mvext.classification.cross_validation import evaluate_cross_validation, per_fold_table_markdown
+
+        given = [f"-{n}" for n in ("ref", "pred") if getattr(args, n) is not None] + \
+            (["--chill"] if args.chill else []) + (["--embeddings"] if args.embeddings else [])
+        missing = [f"-{n}" for n in ("d", "c") if getattr(args, n) is None]
+        if given or missing:
+            raise MVExtError("--cv pools the folds' validation CSVs: give -d, -c, -tr [-p] [-f], not "
+                             + (", ".join(given) if given else "") + (f"; missing: {', '.join(missing)}"
+                                                                      if missing else "") + ".")
+        cv = evaluate_cross_validation(args.d, args.c, args.tr, args.o, plans=args.p, folds=args.f,
+                                       n_resamples=args.n_bootstrap, seed=args.seed,
+                                       store_threshold=args.store_threshold)
+        sys.stdout.write(metrics_table_markdown(cv["pooled"]) + "\n\n" +
+                         per_fold_table_markdown(cv["per_fold"], cv["per_fold_summary"]) + "\n")
+        logger.info("Wrote cv_metrics.json, pooled_metrics.json, report.md and plots to %s", args.o)
+        return 0
+    if args.ref is None or args.pred is None or args.store_threshold or args.f or args.d:
+        raise MVExtError("Without --cv give -ref and -pred (-d, -c, -tr, -f and --store-threshold go with --cv).")
+    result = evaluate_classification(args.ref, args.pred, args.o, args.embeddings, chill=args.chill,
+                                     n_resamples=args.n_bootstrap, seed=args.seed)
+    sys.stdout.write(metrics_table_markdown(result) + "\n")
+    logger.info("Wrote classification_metrics.json, report.md, roc.png, confusion_matrix.png, reliability.png "
+                "to %s", args.o)
+    return 0
+
+
+def _cmd_compare_cls(args: argparse.Namespace) -> int:
+    from nnunet_mvext.classification.comparison import compare_classifiers
+
+    result = compare_classifiers(args.ref, args.predictions, args.o, chill=args.chill, n_resamples=args.n_bootstrap,
+                                 seed=args.seed)
+    sys.stdout.write(f"Baseline: {result['baseline']} ({result['note']})\n\n{result['table_markdown']}\n")
+    logger.info("Wrote comparison.md and comparison.json to %s", args.o)
+    return 0
+
+
+def _cmd_make_splits(args: argparse.Namespace) -> int:
+    from nnunet_mvext.classification.splits import make_splits
+
+    make_splits(args.dataset, groups_csv=args.groups, n_folds=args.folds, seed=args.seed, force=args.force)
     return 0
 
 
@@ -261,13 +297,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing classification.csv in -o")
     p.set_defaults(func=_cmd_predict_cls)
 
-    p = sub.add_parser("evaluate-cls", help="metrics, ROC and confusion-matrix plots for classification.csv")
-    p.add_argument("-ref", required=True, help="labels CSV (case_id,class) or dataset.json with the block")
-    p.add_argument("-pred", required=True, help="classification.csv from predict-cls")
+    p = sub.add_parser("evaluate-cls", help="metrics with 95 %% intervals, calibration and plots for "
+                                            "classification.csv; --cv pools the folds' validation predictions")
+    p.add_argument("-ref", default=None, help="labels CSV (case_id,class) or dataset.json with the block")
+    p.add_argument("-pred", default=None, help="classification.csv from predict-cls")
     p.add_argument("-o", required=True, help="output folder")
     p.add_argument("--embeddings", default=None, help="classification_embeddings.npz for a t-SNE plot "
                                                       "(default: the one next to -pred, if any)")
+    p.add_argument("--chill", action="store_true", help="score only the predicted cases (as nnU-Net's -chill); "
+                                                        "the reference may hold more")
+    p.add_argument("--cv", action="store_true", help="pool nnUNet_results/D/TR__P__C/fold_X/validation/"
+                                                     "classification.csv (out-of-fold) instead of -ref/-pred")
+    p.add_argument("-d", default=None, help="--cv: dataset id or name")
+    p.add_argument("-c", default=None, help="--cv: configuration")
+    p.add_argument("-tr", default="nnUNetTrainerFusionABAF", help="--cv: trainer (default: %(default)s)")
+    p.add_argument("-p", default="nnUNetPlans", help="--cv: plans identifier (default: %(default)s)")
+    p.add_argument("-f", nargs="+", default=None, help="--cv: folds to pool (default: 0 1 2 3 4, all required)")
+    p.add_argument("--store-threshold", action="store_true",
+                   help="--cv, binary: write the Youden threshold of the pooled out-of-fold predictions to "
+                        "<model folder>/classification_threshold.json (predict-cls --threshold stored)")
+    p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     p.set_defaults(func=_cmd_evaluate_cls)
+
+    p = sub.add_parser("compare-cls", help="paired comparison of models on the same cases: DeLong (binary AUC), "
+                                           "paired bootstrap (the rest); every model against the first")
+    p.add_argument("-ref", required=True, help="labels CSV (case_id,class) or dataset.json with the block")
+    p.add_argument("predictions", nargs="+", help="classification.csv files; the first is the baseline")
+    p.add_argument("-o", required=True, help="output folder (comparison.md, comparison.json)")
+    p.add_argument("--chill", action="store_true", help="the reference may hold cases that were not predicted")
+    p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.set_defaults(func=_cmd_compare_cls)
+
+    p = sub.add_parser("make-splits", help="write splits_final.json stratified by case class and grouped by patient")
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("--groups", default=None, help="CSV with header case_id,group (patient id) naming every case")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing splits_final.json (a backup is kept)")
+    p.set_defaults(func=_cmd_make_splits)
 
     p = sub.add_parser("make-dataset", help="write the synthetic multi-phase dataset into nnUNet_raw")
     p.add_argument("--raw", default=None, help="raw folder (default: $nnUNet_raw)")
