@@ -20,7 +20,7 @@ import numpy as np
 
 from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _fmt, _list, load_reference, match_cases,
                                                     metrics_table_markdown)
-from nnunet_mvext.classification.metrics import read_predictions_csv
+from nnunet_mvext.classification.metrics import read_decision_threshold, read_predictions_csv
 from nnunet_mvext.classification.statistics import (BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, delong_paired_test,
                                                     metrics_with_intervals, paired_bootstrap)
 from nnunet_mvext.errors import MVExtError
@@ -72,15 +72,17 @@ def compare_classifiers(reference: str, predictions: Sequence[str], output_folde
     for cases, _, p in loaded:
         order = {c: i for i, c in enumerate(cases)}
         probs.append(p[[order[c] for c in cases0]])
-    models = {label: metrics_with_intervals(y, p, class_names, n_resamples=n_resamples, seed=seed)
-              for label, p in zip(labels, probs)}
+    thresholds = [read_decision_threshold(path, class_names) for path in predictions]
+    models = {label: metrics_with_intervals(y, p, class_names, n_resamples=n_resamples, seed=seed, threshold=t)
+              for label, p, t in zip(labels, probs, thresholds)}
     for label, m in models.items():
         if m["collapse_warning"]:
             logger.warning("WARNING: %s: %s", label, m["collapse_warning"])
     binary_delong = len(class_names) == 2 and min((y == 0).sum(), (y == 1).sum()) >= 2
     comparisons = {}
-    for label, p in zip(labels[1:], probs[1:]):
-        comp = paired_bootstrap(y, p, probs[0], class_names, n_resamples=n_resamples, seed=seed)
+    for label, p, t in zip(labels[1:], probs[1:], thresholds[1:]):
+        comp = paired_bootstrap(y, p, probs[0], class_names, n_resamples=n_resamples, seed=seed, threshold_a=t,
+                                threshold_b=thresholds[0])
         if binary_delong:
             d = delong_paired_test(y, p[:, 1], probs[0][:, 1])
             comp["auc"] = {k: d[k] for k in ("difference", "low", "high", "p", "z", "method")}

@@ -29,7 +29,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
-from nnunet_mvext.classification.metrics import classification_metrics, read_predictions_csv, read_true_classes
+from nnunet_mvext.classification.metrics import (classification_metrics, read_decision_threshold,
+                                                 read_predictions_csv, read_true_classes)
 from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
@@ -142,7 +143,7 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     """
     folder = model_folder(dataset, configuration, trainer, plans)
     paths = fold_csvs(folder, folds)
-    per_fold_data, class_names, seen = {}, None, {}
+    per_fold_data, class_names, seen, thresholds = {}, None, {}, {}
     for fold, path in paths.items():
         cases, names, probs = read_predictions_csv(path)
         if class_names is None:
@@ -155,6 +156,11 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
                              f"fold {fold}: folds must not overlap (were they trained on different splits?).")
         seen.update({c: fold for c in cases})
         per_fold_data[fold] = (path, cases, probs)
+        thresholds[fold] = read_decision_threshold(path, class_names)
+    if len(set(thresholds.values())) > 1:
+        raise MVExtError(f"The folds' predictions use different decision rules ({thresholds}, None = arg-max); "
+                         f"pool predictions made with one rule.")
+    threshold = next(iter(thresholds.values()))
     labels = _reference_labels(folder, per_fold_data, class_names)
     unlabeled = [c for c in seen if c not in labels]
     if unlabeled:
@@ -165,12 +171,12 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     all_cases = [c for _, cases, _ in per_fold_data.values() for c in cases]
     probs = np.concatenate([p for _, _, p in per_fold_data.values()])
     y = [labels[c] for c in all_cases]
-    pooled = score(y, probs, class_names, n_resamples, seed)
+    pooled = score(y, probs, class_names, n_resamples, seed, threshold)
     if store_threshold and pooled.get("youden") is None:
         raise MVExtError("--store-threshold: the pooled reference holds a single class; no threshold can be chosen.")
     per_fold = {}
     for fold, (path, cases, p) in per_fold_data.items():
-        m = classification_metrics([labels[c] for c in cases], p, class_names)
+        m = classification_metrics([labels[c] for c in cases], p, class_names, threshold=threshold)
         per_fold[fold] = {k: m[k] for k in ("num_cases", *BOOTSTRAP_METRICS, "collapse_warning")}
         if m["collapse_warning"]:
             logger.warning("WARNING: fold %s: %s", fold, m["collapse_warning"])

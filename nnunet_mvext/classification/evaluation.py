@@ -24,7 +24,7 @@ import numpy as np
 
 from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
 from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
-                                                 read_predictions_csv, youden_threshold)
+                                                 read_decision_threshold, read_predictions_csv, youden_threshold)
 from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
@@ -114,7 +114,7 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
     lines += [f"{result['num_cases']} cases, classes {', '.join(result['class_names'])}. "
               f"Intervals: {result['intervals']['accuracy']['method']}"
               + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else "."), ""]
-    lines += [metrics_table_markdown(result), ""]
+    lines += [f"Prediction: {result['definitions']['prediction']}.", "", metrics_table_markdown(result), ""]
     lines += ["| class | cases | predicted | recall | precision |", "|---|---|---|---|---|"]
     for row in result["per_class"]:
         lines.append(f"| {row['class']} | {row['support']} | {row['predicted']} | {_fmt(row['recall'])} | "
@@ -138,10 +138,11 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
 
 
 def score(y: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str], n_resamples: int,
-          seed: int) -> dict:
+          seed: int, threshold: Optional[float] = None) -> dict:
     """:func:`metrics_with_intervals` plus the Youden threshold (binary, both classes present); logs the collapse
-    warning."""
-    result = metrics_with_intervals(y, probabilities, class_names, n_resamples=n_resamples, seed=seed)
+    warning. ``threshold``: the binary decision rule the predictions used (None: arg-max)."""
+    result = metrics_with_intervals(y, probabilities, class_names, n_resamples=n_resamples, seed=seed,
+                                    threshold=threshold)
     if len(class_names) == 2 and result["auc"] is not None:
         result["youden"] = youden_threshold(y, probabilities[:, 1])
     if result["collapse_warning"]:
@@ -192,11 +193,12 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
                          f"(its p_<class> columns).")
     left_out = match_cases(truth, cases, reference, predictions_csv, chill)
     emb = _embeddings_for(embeddings, predictions_csv, cases) if len(cases) >= 4 else None
+    threshold = read_decision_threshold(predictions_csv, names)
     y = [truth[c] for c in cases]
     if left_out:
         logger.info("--chill: scoring the %d predicted cases; %d reference cases have no prediction.", len(cases),
                     len(left_out))
-    result = score(y, probs, names, n_resamples, seed)
+    result = score(y, probs, names, n_resamples, seed, threshold)
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
     if chill:
         result["reference_cases_not_predicted"] = left_out

@@ -4,7 +4,8 @@ Definitions. Binary tasks: class 1 is the positive class; sensitivity = recall o
 class 0, F1 of class 1, AUC of p(class 1). More than two classes: AUC = one-vs-rest macro (the unweighted mean over
 classes of the AUC of p(class c) for "c vs the rest"), sensitivity = macro recall (mean over the classes present in
 the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over all classes. Cohen's kappa is
-unweighted. Predictions are the arg-max of the probabilities. A metric whose definition divides by zero on the data
+unweighted. Predictions are the arg-max of the probabilities, or for two classes given a ``threshold``: class 1
+when ``p(class 1) >= threshold`` (:func:`predicted_classes`). A metric whose definition divides by zero on the data
 (AUC with one class in the reference, sensitivity without positive cases) is ``None`` and its ``<metric>_note``
 says why; it is never reported as 0.
 
@@ -151,13 +152,24 @@ def youden_threshold(y_true: Sequence[int], positive_scores: Sequence[float]) ->
             "specificity": float(1 - fpr[best])}
 
 
-def metric_definitions(class_names: Sequence[str]) -> dict:
+def predicted_classes(probabilities: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+    """Arg-max ``(N, K) -> (N,)``; with ``threshold`` (two classes only): 1 where ``p_1 >= threshold``."""
+    p = np.asarray(probabilities, dtype=float)
+    if threshold is None:
+        return p.argmax(-1)
+    if p.shape[-1] != 2:
+        raise MVExtError(f"A decision threshold needs two classes; got {p.shape[-1]}.")
+    return (p[..., 1] >= threshold).astype(int)
+
+
+def metric_definitions(class_names: Sequence[str], threshold: Optional[float] = None) -> dict:
     """What each metric means for this number of classes (stored with every result)."""
     if len(class_names) == 2:
         pos, neg = class_names[1], class_names[0]
         return {"positive_class": pos, "auc": f"AUC of p({pos})", "sensitivity": f"recall of '{pos}'",
                 "specificity": f"recall of '{neg}'", "f1": f"F1 of '{pos}'", "cohen_kappa": "unweighted",
-                "prediction": "arg-max", "brier": f"mean (p({pos}) - y)^2",
+                "prediction": "arg-max" if threshold is None else f"'{pos}' when p({pos}) >= {threshold:.6f}",
+                "brier": f"mean (p({pos}) - y)^2",
                 "ece": "top-label, equal-width bins (Guo et al. 2017)"}
     return {"auc": "one-vs-rest, macro mean over classes", "sensitivity": "macro recall over the classes present",
             "specificity": "macro one-vs-rest specificity", "f1": "macro F1 over all classes",
@@ -166,19 +178,21 @@ def metric_definitions(class_names: Sequence[str]) -> dict:
 
 
 def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                           calibration_bins_count: int = DEFAULT_CALIBRATION_BINS) -> dict:
+                           calibration_bins_count: int = DEFAULT_CALIBRATION_BINS,
+                           threshold: Optional[float] = None) -> dict:
     """Point metrics of arg-max predictions (definitions in the module docstring), per-class recall and precision,
     calibration (:func:`brier_score`, :func:`expected_calibration_error`) and :func:`collapse_warning`.
 
     Keys: ``num_cases, class_names, auc, accuracy, balanced_accuracy, sensitivity, specificity, f1, cohen_kappa,
     confusion_matrix`` (rows true, columns predicted), ``per_class``, ``calibration`` (``brier``, ``ece``,
     ``n_bins``, ``bins``), ``collapse_warning`` (None or the text), ``definitions`` and, for each metric that is
-    None, ``<metric>_note``.
+    None, ``<metric>_note``. ``threshold`` (binary): predictions by ``p_1 >= threshold`` instead of the arg-max
+    (the calibration stays the top-label arg-max confidence).
     """
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(probabilities, dtype=float)
     k = len(class_names)
-    pred = p.argmax(1)
+    pred = predicted_classes(p, threshold)
     labels = list(range(k))
     cm = skm.confusion_matrix(y, pred, labels=labels)
     present = [c for c in labels if (y == c).any()]
@@ -230,7 +244,7 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
                               "n_bins": calibration_bins_count,
                               "bins": calibration_bins(y, p, calibration_bins_count)},
               "collapse_warning": collapse_warning(y, pred, class_names),
-              "definitions": metric_definitions(class_names)}
+              "definitions": metric_definitions(class_names, threshold)}
     result.update(notes)
     return result
 
@@ -312,6 +326,33 @@ def read_predictions_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
         cases.append(case)
         probs.append(values)
     return cases, names, np.array(probs, dtype=float)
+
+
+def read_decision_threshold(path: str, class_names: Sequence[str]) -> Optional[float]:
+    """The binary threshold that made ``predicted_class``, from the optional ``decision_rule`` column: None for
+    ``argmax`` or no column, ``t`` for ``p_<class 1> >= t``; rows that disagree or another rule are refused by row."""
+    header, body = _read_rows(path)
+    if "decision_rule" not in header:
+        return None
+    col = header.index("decision_rule")
+    rules = {}
+    for number, row in body:
+        rules.setdefault(row[col].strip() if len(row) > col else "", number)
+    if len(rules) > 1:
+        found = ", ".join(f"'{r}' (row {n})" for r, n in rules.items())
+        raise MVExtError(f"{path}: the decision_rule column holds several rules: {found}; one file, one rule.")
+    rule = next(iter(rules), "argmax")
+    if rule == "argmax":
+        return None
+    prefix = f"p_{class_names[1]} >= " if len(class_names) == 2 else None
+    try:
+        if prefix is None or not rule.startswith(prefix):
+            raise ValueError
+        return float(rule[len(prefix):])
+    except ValueError:
+        allowed = "'argmax'" + (f" or '{prefix}<number>'" if prefix else " (more than two classes)")
+        raise MVExtError(f"{path}, row {rules[rule]}: decision_rule '{rule}' is not understood; allowed: "
+                         f"{allowed}.") from None
 
 
 def read_true_classes(path: str) -> Optional[dict[str, str]]:

@@ -35,6 +35,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats
 
+from nnunet_mvext.classification.metrics import classification_metrics, predicted_classes
 from nnunet_mvext.errors import MVExtError
 
 BOOTSTRAP_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cohen_kappa")
@@ -159,7 +160,8 @@ def _auc_rows(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
         return np.where((m > 0) & (n > 0), ((ranks * positive).sum(1) - m * (m + 1) / 2) / (m * n), np.nan)
 
 
-def batch_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
+                  threshold: Optional[float] = None) -> dict[str, np.ndarray]:
     """Every metric of :data:`BOOTSTRAP_METRICS` for B samples at once: ``y (B, N), probabilities (B, N, K)`` ->
     ``{name: (B,)}``, NaN where a metric is undefined.
 
@@ -169,10 +171,10 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndar
     kappa ``(p_o - p_e) / (1 - p_e)``, ``p_e = sum r_c q_c / N^2``; AUC by midranks (Mann-Whitney).
     Binary: sensitivity = recall_1, specificity = recall_0, F1 of class 1, AUC of p_1. More classes: sensitivity the
     mean recall over the classes present, specificity the mean of ``tn_c / (N - r_c)``, macro F1, one-vs-rest
-    macro AUC.
+    macro AUC. ``threshold`` (binary): predictions ``p_1 >= threshold`` instead of the arg-max.
     """
     b, n, k = probabilities.shape
-    pred = probabilities.argmax(-1)
+    pred = predicted_classes(probabilities, threshold)
     flat = (np.arange(b)[:, None] * k * k + y * k + pred).ravel()
     cm = np.bincount(flat, minlength=b * k * k).reshape(b, k, k).astype(float)
     tp = np.diagonal(cm, axis1=1, axis2=2)
@@ -199,7 +201,7 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndar
 
 
 def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_resamples: int,
-                       seed: int) -> list[dict[str, np.ndarray]]:
+                       seed: int, thresholds: Sequence[Optional[float]]) -> list[dict[str, np.ndarray]]:
     """Metric values of every model on the same stratified resamples: one ``{name: (n_resamples,)}`` per model."""
     if n_resamples < 1:
         raise MVExtError(f"n_resamples must be at least 1, got {n_resamples}.")
@@ -211,7 +213,7 @@ def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_
         size = min(chunk, n_resamples - done)
         idx = stratified_bootstrap_indices(y, size, rng)
         for model, p in enumerate(probability_sets):
-            for name, values in batch_metrics(y[idx], p[idx]).items():
+            for name, values in batch_metrics(y[idx], p[idx], thresholds[model]).items():
                 out[model][name].append(values)
         done += size
     return [{name: np.concatenate(v) for name, v in model.items()} for model in out]
@@ -226,7 +228,8 @@ def _percentile(values: np.ndarray, confidence: float) -> tuple[Optional[float],
 
 
 def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                        n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95) -> dict:
+                        n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95,
+                        threshold: Optional[float] = None) -> dict:
     """Stratified percentile bootstrap interval of every metric of :data:`BOOTSTRAP_METRICS`.
 
     Each of ``n_resamples`` resamples draws the cases of each class with replacement, keeping the class counts
@@ -240,7 +243,7 @@ def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_
     Efron & Tibshirani, An Introduction to the Bootstrap, 1993, ch. 13.
     """
     y, p = _validate(y_true, probabilities, class_names)
-    samples = _bootstrap_samples(y, [p], n_resamples, seed)[0]
+    samples = _bootstrap_samples(y, [p], n_resamples, seed, [threshold])[0]
     method = f"stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
     for name in BOOTSTRAP_METRICS:
@@ -251,7 +254,8 @@ def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_
 
 def paired_bootstrap(y_true: Sequence[int], probabilities_a: np.ndarray, probabilities_b: np.ndarray,
                      class_names: Sequence[str], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     confidence: float = 0.95) -> dict:
+                     confidence: float = 0.95, threshold_a: Optional[float] = None,
+                     threshold_b: Optional[float] = None) -> dict:
     """Paired stratified bootstrap of ``metric(a) - metric(b)`` for two models on the same cases.
 
     Both models are scored on the same resamples; the interval is the percentile interval of the differences and
@@ -267,8 +271,8 @@ def paired_bootstrap(y_true: Sequence[int], probabilities_a: np.ndarray, probabi
     """
     y, pa = _validate(y_true, probabilities_a, class_names)
     _, pb = _validate(y_true, probabilities_b, class_names)
-    sa, sb = _bootstrap_samples(y, [pa, pb], n_resamples, seed)
-    point_a, point_b = batch_metrics(y[None], pa[None]), batch_metrics(y[None], pb[None])
+    sa, sb = _bootstrap_samples(y, [pa, pb], n_resamples, seed, [threshold_a, threshold_b])
+    point_a, point_b = batch_metrics(y[None], pa[None], threshold_a), batch_metrics(y[None], pb[None], threshold_b)
     method = f"paired stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
     for name in BOOTSTRAP_METRICS:
@@ -286,19 +290,20 @@ def paired_bootstrap(y_true: Sequence[int], probabilities_a: np.ndarray, probabi
 
 
 def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
-                           n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95) -> dict:
+                           n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95,
+                           threshold: Optional[float] = None) -> dict:
     """:func:`~nnunet_mvext.classification.metrics.classification_metrics` plus ``"intervals"``.
 
     ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :data:`BOOTSTRAP_METRICS`:
     DeLong's interval for a binary AUC (the headline; bootstrap when a class has fewer than two cases), the
     stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. A metric that is None
-    (undefined on the data) gets ``low = high = None``. ``result["confidence"]`` holds the level.
+    (undefined on the data) gets ``low = high = None``. ``result["confidence"]`` holds the level. ``threshold``
+    (binary): predictions ``p_1 >= threshold`` instead of the arg-max, for the point metrics and every resample.
     """
-    from nnunet_mvext.classification.metrics import classification_metrics
-
     y, p = _validate(y_true, probabilities, class_names)
-    result = classification_metrics(y, p, class_names)
-    intervals = bootstrap_intervals(y, p, class_names, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    result = classification_metrics(y, p, class_names, threshold=threshold)
+    intervals = bootstrap_intervals(y, p, class_names, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                                    threshold=threshold)
     if len(class_names) == 2 and min((y == 0).sum(), (y == 1).sum()) >= 2:
         d = delong_auc(y, p[:, 1], confidence=confidence)
         intervals["auc"] = {"low": d["low"], "high": d["high"], "method": "DeLong", "se": d["se"]}

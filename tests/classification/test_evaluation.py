@@ -196,3 +196,29 @@ def test_multiclass_comparison_uses_the_bootstrap_for_auc(tmp_path):
     result = compare_classifiers(ref, [a, b], str(tmp_path / "out"), n_resamples=100)
     assert result["comparisons"]["b.csv"]["auc"]["method"].startswith("paired stratified bootstrap")
     assert os.path.isfile(tmp_path / "out" / "comparison.md")
+
+
+def test_a_stored_decision_threshold_in_the_csv_is_applied(tmp_path):
+    cases = ["a", "b", "c", "d"]
+    ref = _write_ref(tmp_path / "ref.csv", cases, [0, 0, 1, 1])
+    rows = [("a", 0.9, 0.1), ("b", 0.6, 0.4), ("c", 0.65, 0.35), ("d", 0.2, 0.8)]
+
+    def write(name, rule_of):
+        path = tmp_path / name
+        path.write_text("case_id,predicted_class,p_neg,p_pos,roi,no_lesion_found,decision_rule\n" + "".join(
+            f"{c},x,{n},{p},lesion,0,{rule_of(c)}\n" for c, n, p in rows))
+        return str(path)
+
+    argmax = evaluate_classification(ref, write("argmax.csv", lambda c: "argmax"), str(tmp_path / "e1"),
+                                     n_resamples=20)
+    assert argmax["sensitivity"] == 0.5 and argmax["definitions"]["prediction"] == "arg-max"
+    thr = evaluate_classification(ref, write("thr.csv", lambda c: "p_pos >= 0.300000"), str(tmp_path / "e2"),
+                                  n_resamples=20)
+    # p_pos >= 0.3: b, c, d positive -> sensitivity 1, specificity 1/2; AUC does not change
+    assert thr["sensitivity"] == 1.0 and thr["specificity"] == 0.5 and thr["auc"] == argmax["auc"]
+    assert thr["definitions"]["prediction"] == "'pos' when p(pos) >= 0.300000"
+    with pytest.raises(MVExtError, match="several rules: 'argmax' \\(row 2\\), 'p_pos >= 0.3' \\(row 3\\)"):
+        evaluate_classification(ref, write("mixed.csv", lambda c: "argmax" if c == "a" else "p_pos >= 0.3"),
+                                str(tmp_path / "e3"))
+    with pytest.raises(MVExtError, match="decision_rule 'p_neg >= 0.3' is not understood"):
+        evaluate_classification(ref, write("bad.csv", lambda c: "p_neg >= 0.3"), str(tmp_path / "e4"))

@@ -154,3 +154,14 @@ def test_metrics_with_intervals_headline_is_delong_and_undefined_metrics_have_no
     assert single["auc"] is None and single["intervals"]["auc"]["low"] is None
     assert single["sensitivity"] is None and single["intervals"]["sensitivity"]["high"] is None
     assert single["intervals"]["specificity"]["low"] is not None
+
+
+def test_threshold_rule_in_bootstrap_equals_classification_metrics():
+    rng = np.random.default_rng(11)
+    y, p = _random_case_set(rng, 60, 2)
+    fast = batch_metrics(y[None], p[None], threshold=0.3)
+    ref = classification_metrics(y, p, ["n", "p"], threshold=0.3)
+    assert ref["confusion_matrix"] == skm.confusion_matrix(y, (p[:, 1] >= 0.3).astype(int)).tolist()
+    for name in BOOTSTRAP_METRICS:
+        assert fast[name][0] == pytest.approx(ref[name]), name
+    assert ref["sensitivity"] != classification_metrics(y, p, ["n", "p"])["sensitivity"]
