@@ -2,7 +2,7 @@
 
 Each fold's ``fold_X/validation/classification.csv`` (written by the fusion trainers after training) holds the
 predictions of the model that did not train on those cases. Pooling the folds gives one prediction per case from a
-model that never saw it: the out-of-fold result a paper reports, with intervals (DeLong for a binary AUC, the
+model that never saw it: the out-of-fold result a paper reports (written as ``oof_classification.csv`` for compare-cls), with intervals (DeLong for a binary AUC, the
 stratified bootstrap for the rest), next to the per-fold metrics (mean ± sd over the folds).
 
 Refused before anything is computed, by name: a missing fold (the default folds 0-4; ``-f`` names the folds you
@@ -21,6 +21,7 @@ Reference labels: the ``classification`` block of the ``dataset.json`` that nnU-
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
-from nnunet_mvext.classification.metrics import (classification_metrics, read_decision_threshold,
+from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_decision_threshold,
                                                  read_predictions_csv, read_true_classes)
 from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
 from nnunet_mvext.errors import MVExtError
@@ -39,6 +40,22 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDS = ("0", "1", "2", "3", "4")
 THRESHOLD_FILE = "classification_threshold.json"
+POOLED_CSV = "oof_classification.csv"
+
+
+def write_pooled_csv(path: str, cases: Sequence[str], folds: Sequence[str], probabilities: np.ndarray,
+                     class_names: Sequence[str], y: Sequence[int], threshold: Optional[float]) -> None:
+    """``case_id, predicted_class, p_<class>..., fold, decision_rule, true_class``: the pooled out-of-fold
+    predictions, readable by evaluate-cls and compare-cls."""
+    predicted = predicted_classes(probabilities, threshold)
+    rule = "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "predicted_class"] + [f"p_{n}" for n in class_names] +
+                        ["fold", "decision_rule", "true_class"])
+        for i, case in enumerate(cases):
+            writer.writerow([case, class_names[int(predicted[i])]] + [f"{v:.6f}" for v in probabilities[i]] +
+                            [folds[i], rule, class_names[int(y[i])]])
 
 
 def model_folder(dataset: str, configuration: str, trainer: str, plans: str = "nnUNetPlans") -> str:
@@ -136,7 +153,8 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
                               plans: str = "nnUNetPlans", folds: Optional[Sequence[str]] = None,
                               n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                               store_threshold: bool = False) -> dict:
-    """Pool the folds' validation predictions and write ``cv_metrics.json``, ``report.md`` and the plots.
+    """Pool the folds' validation predictions and write ``cv_metrics.json``, ``report.md``, the plots and
+    ``oof_classification.csv`` (the pooled predictions, for ``compare-cls``).
 
     Returns ``{"pooled": metrics with intervals, "per_fold": {fold: point metrics}, "per_fold_summary":
     {metric: {"mean", "sd", "folds_defined"}}, "folds", "model_folder", "sources", "threshold_file"}``.
@@ -194,6 +212,9 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
                     class_names[1], threshold_path)
     title = f"Cross-validation: {os.path.basename(folder)}, folds {', '.join(paths)} (pooled out-of-fold)"
     write_outputs(pooled, y, probs, class_names, output_folder, "pooled_metrics.json", title, list(paths.values()))
+    write_pooled_csv(os.path.join(output_folder, POOLED_CSV), all_cases,
+                     [fold for fold, (_, cases, _) in per_fold_data.items() for _ in cases], probs, class_names, y,
+                     threshold)
     with open(os.path.join(output_folder, "cv_metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
     report = report_markdown(pooled, title, list(paths.values()))

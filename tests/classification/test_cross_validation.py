@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nnunet_mvext.classification.cross_validation import THRESHOLD_FILE, evaluate_cross_validation
-from nnunet_mvext.classification.metrics import classification_metrics, write_predictions_csv, youden_threshold
+from nnunet_mvext.classification.metrics import (classification_metrics, read_predictions_csv, write_predictions_csv,
+                                                 youden_threshold)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 
@@ -56,6 +57,9 @@ def test_pooled_out_of_fold_metrics_and_per_fold_table(results):
     assert r["per_fold_summary"]["auc"]["mean"] == pytest.approx(np.mean(fold_aucs))
     assert r["per_fold_summary"]["auc"]["sd"] == pytest.approx(np.std(fold_aucs, ddof=1))
     out = results["out"]
+    cases, names, probs = read_predictions_csv(str(out / "oof_classification.csv"))
+    assert cases == [results["cases"][i] for i in order] and names == NAMES
+    np.testing.assert_allclose(probs, results["probs"][order])
     for name in ("cv_metrics.json", "pooled_metrics.json", "report.md", "roc.png", "reliability.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
