@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from nnunet_mvext.errors import MVExtError
 
@@ -93,6 +93,10 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 lambda v: 0 <= v <= 1),
     SettingSpec("save_every", 50, (int,), "an integer >= 1", "Write checkpoint_latest.pth every N epochs.",
                 _positive),
+    SettingSpec("seed", None, (int,), "an integer >= 0, or null (unseeded, nnU-Net's behaviour)",
+                "Repeatable training on the CPU, also across --c: seeds Python, numpy and torch before the network "
+                "is built and again at every epoch start, where the augmentation workers restart with seeds drawn "
+                "from (seed, epoch, worker) and return batches in a fixed order.", _non_negative),
     # multi-phase classification (nnUNetTrainerFusion*)
     SettingSpec("fusion", "abaf", (str,), "one of 'concat', 'dsn', 'abaf', 'decision'",
                 "Fusion trainers: how the per-phase lesion embeddings are fused for the case class (decision: one "
@@ -136,15 +140,31 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
 ]}
 
 
+#: Scopes a trainer class may declare in ``settings_scopes``. "all" is in use for every trainer, an optimizer name
+#: (a key of OPTIMIZER_DEFAULTS) whenever that optimizer is the resolved ``optimizer``.
+TRAINER_SCOPES = ("fusion",)
+
+
+def _scope_text(scope: str) -> str:
+    if scope == "all":
+        return "all trainers"
+    if scope in OPTIMIZER_DEFAULTS:
+        return f"trainers with optimizer '{scope}'"
+    return f"{scope} trainers"
+
+
 class TrainerSettings(Mapping):
     """The resolved settings of one run: every key of :data:`SETTINGS`, with per-optimizer defaults filled in.
 
-    ``explicit`` holds the keys the plans file set (printed in the training log as such).
+    ``explicit`` holds the keys the plans file set (printed in the training log as such); ``ignored`` the keys this
+    trainer does not use (their :attr:`SettingSpec.applies_to` scope is not in use), which a configuration shared by
+    several trainers may still set.
     """
 
-    def __init__(self, values: dict, explicit: frozenset):
+    def __init__(self, values: dict, explicit: frozenset, ignored: frozenset = frozenset()):
         self._values = dict(values)
         self.explicit = explicit
+        self.ignored = ignored
 
     def __getitem__(self, key: str):
         return self._values[key]
@@ -162,13 +182,41 @@ class TrainerSettings(Mapping):
             raise AttributeError(key) from None
 
     def describe(self) -> str:
-        """One line per key, marking where each value came from."""
+        """The keys in force, one line each marking where the value came from, then the plans keys this trainer
+        ignores (keys it ignores that the plans do not set are not listed)."""
         width = max(len(k) for k in self._values)
-        lines = []
-        for k, v in self._values.items():
-            source = "plans" if k in self.explicit else "default"
-            lines.append(f"  {k:<{width}} = {v!r} ({source})")
+        lines = [f"  {k:<{width}} = {v!r} ({'plans' if k in self.explicit else 'default'})"
+                 for k, v in self._values.items() if k not in self.ignored]
+        unused = [k for k in self._values if k in self.ignored and k in self.explicit]
+        if unused:
+            lines.append("set in the plans but ignored by this trainer:")
+            lines += [f"  {k:<{width}} = {self._values[k]!r} (used by {_scope_text(SETTINGS[k].applies_to)})"
+                      for k in unused]
         return "\n".join(lines)
+
+    def record(self) -> dict:
+        """A plain-data copy for a checkpoint: the resolved values and which keys the plans set."""
+        return {"values": dict(self._values), "explicit": sorted(self.explicit)}
+
+    def differences(self, recorded: Mapping) -> dict[str, str]:
+        """Key -> ``"  key: old -> new (source)"`` for every resolved value that differs from ``recorded`` (a
+        :meth:`record`).
+
+        A key the record lacks (added to :data:`SETTINGS` since) is listed only if the plans set it; a recorded key
+        that is no longer a setting is listed as such.
+        """
+        old = recorded.get("values", {})
+        changes = {}
+        for key, value in self._values.items():
+            source = "plans" if key in self.explicit else "default"
+            if key not in old:
+                if key in self.explicit:
+                    changes[key] = f"  {key}: (not recorded) -> {value!r} ({source})"
+            elif old[key] != value:
+                changes[key] = f"  {key}: {old[key]!r} -> {value!r} ({source})"
+        changes.update({key: f"  {key}: {old[key]!r} -> (no longer a setting)" for key in old
+                        if key not in self._values})
+        return changes
 
 
 def _type_ok(spec: SettingSpec, value: Any) -> bool:
@@ -207,12 +255,18 @@ def validate_raw_settings(raw: Any, where: str) -> dict:
     return dict(raw)
 
 
-def resolve_trainer_settings(raw: Any, where: str, trainer_defaults: Optional[Mapping] = None) -> TrainerSettings:
+def resolve_trainer_settings(raw: Any, where: str, trainer_defaults: Optional[Mapping] = None,
+                             scopes: Iterable[str] = ()) -> TrainerSettings:
     """Validate ``raw`` and fill in defaults: the key's own, then the trainer's, then the optimizer's.
 
     ``trainer_defaults`` is how a trainer variant differs (e.g. ``{"optimizer": "adan"}``); values from the plans
-    file always win. Cross-key rules (``warmup_epochs < num_epochs``) are checked on the final values.
+    file always win (a trainer refuses plans values that contradict its defining keys before calling this).
+    ``scopes`` are the :data:`TRAINER_SCOPES` the trainer uses; keys of other scopes end up in
+    :attr:`TrainerSettings.ignored`. Cross-key rules (``warmup_epochs < num_epochs``) are checked on the final values.
     """
+    scopes = set(scopes)
+    if not scopes <= set(TRAINER_SCOPES):
+        raise ValueError(f"unknown settings scopes {sorted(scopes - set(TRAINER_SCOPES))}; known: {TRAINER_SCOPES}")
     explicit = validate_raw_settings(raw, where)
     values = {k: spec.default for k, spec in SETTINGS.items()}
     values.update(trainer_defaults or {})
@@ -227,13 +281,15 @@ def resolve_trainer_settings(raw: Any, where: str, trainer_defaults: Optional[Ma
     if values["warmup_epochs"] >= values["num_epochs"]:
         raise _error(where, "warmup_epochs", f"is {values['warmup_epochs']} but num_epochs is "
                                              f"{values['num_epochs']}", SETTINGS["warmup_epochs"])
-    return TrainerSettings(values, frozenset(k for k, v in explicit.items() if v is not None))
+    in_use = {"all", values["optimizer"], *scopes}
+    ignored = frozenset(k for k, spec in SETTINGS.items() if spec.applies_to not in in_use)
+    return TrainerSettings(values, frozenset(k for k, v in explicit.items() if v is not None), ignored)
 
 
 def settings_table_markdown() -> str:
-    """The README table of keys, defaults and meanings (kept in sync by a test)."""
-    rows = ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    """The README table of keys, defaults, scopes and meanings (kept in sync by a test)."""
+    rows = ["| key | default | allowed | used by | meaning |", "| --- | --- | --- | --- | --- |"]
     for spec in SETTINGS.values():
         default = "null" if spec.default is None else repr(spec.default).replace("'", '"')
-        rows.append(f"| `{spec.name}` | `{default}` | {spec.allowed} | {spec.doc} |")
+        rows.append(f"| `{spec.name}` | `{default}` | {spec.allowed} | {_scope_text(spec.applies_to)} | {spec.doc} |")
     return "\n".join(rows)

@@ -1,7 +1,9 @@
+import gc
+
 import pytest
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainer_settings import SETTINGS, resolve_trainer_settings, validate_raw_settings
+from nnunet_mvext.trainer_settings import OPTIMIZER_DEFAULTS, SETTINGS, resolve_trainer_settings, validate_raw_settings
 
 WHERE = "configuration 'x' of plans 'p'"
 
@@ -67,3 +69,154 @@ def test_settings_object_must_be_a_mapping():
 
 def test_int_is_accepted_where_a_float_is_expected():
     assert resolve_trainer_settings({"initial_lr": 1}, WHERE).initial_lr == 1
+
+
+# --- scopes: keys a trainer does not use are accepted and logged as ignored -------------------------------------
+
+def _in_force_and_ignored(settings):
+    in_force, _, ignored = settings.describe().partition("set in the plans but ignored by this trainer:")
+    return in_force, ignored
+
+
+def test_keys_of_unused_scopes_are_listed_as_ignored_not_in_force():
+    fusion_keys = [k for k, s in SETTINGS.items() if s.applies_to == "fusion"]
+    raw = {"fusion": "dsn", "dsn_lambda": 3, "adan_betas": [0.9, 0.9, 0.9], "num_epochs": 3}
+    s = resolve_trainer_settings(raw, WHERE)  # sgd, no fusion scope
+    assert s.ignored == {"adan_betas", *fusion_keys}
+    in_force, ignored = _in_force_and_ignored(s)
+    assert "num_epochs" in in_force and "seed" in in_force
+    assert not any(k in in_force for k in ("adan_betas", *fusion_keys))
+    assert "adan_betas" in ignored and "(used by trainers with optimizer 'adan')" in ignored
+    assert "fusion" in ignored and "dsn_lambda" in ignored and "(used by fusion trainers)" in ignored
+    assert "lesion_label" not in ignored, "unused keys the plans do not set are not listed"
+
+
+def test_a_trainer_scope_and_the_optimizer_put_keys_in_force():
+    s = resolve_trainer_settings({"fusion": "dsn", "adan_betas": [0.9, 0.9, 0.9]}, WHERE, {"optimizer": "adan"},
+                                 scopes=("fusion",))
+    assert s.ignored == frozenset()
+    in_force, ignored = _in_force_and_ignored(s)
+    assert ignored == "" and "adan_betas" in in_force and "fusion" in in_force
+
+
+def test_unknown_scope_is_a_programming_error():
+    with pytest.raises(ValueError, match="fusoin"):
+        resolve_trainer_settings(None, WHERE, scopes=("fusoin",))
+
+
+def test_every_fusion_key_is_scoped_to_fusion_trainers():
+    for spec in SETTINGS.values():
+        assert spec.applies_to in ("all", "fusion", *OPTIMIZER_DEFAULTS), spec.name
+        assert (spec.applies_to == "fusion") == spec.doc.startswith("Fusion trainers"), spec.name
+
+
+# --- seed ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,problem", [(-1, "out of range"), (True, "wrong type"), (1.5, "wrong type")])
+def test_seed_must_be_a_non_negative_integer(value, problem):
+    with pytest.raises(MVExtError, match=f"'seed' .*{problem}"):
+        validate_raw_settings({"seed": value}, WHERE)
+    assert resolve_trainer_settings({"seed": 0}, WHERE).seed == 0
+    assert resolve_trainer_settings(None, WHERE).seed is None
+
+
+# --- changes since a checkpoint -------------------------------------------------------------------------------------
+
+def test_differences_name_every_changed_key_with_old_and_new_value():
+    old = resolve_trainer_settings({"num_epochs": 100}, WHERE, {"optimizer": "adan"}).record()
+    new = resolve_trainer_settings({"num_epochs": 200}, WHERE, {"optimizer": "adan"})
+    # Adan's default warmup is 5 % of num_epochs: editing num_epochs moves it
+    assert new.differences(old) == {"num_epochs": "  num_epochs: 100 -> 200 (plans)",
+                                    "warmup_epochs": "  warmup_epochs: 5 -> 10 (default)"}
+    assert new.differences(new.record()) == {}
+    partial = {"values": {k: v for k, v in old["values"].items() if k not in ("seed", "num_epochs")}}
+    partial["values"]["retired_key"] = 1
+    assert set(new.differences(partial)) == {"num_epochs", "warmup_epochs", "retired_key"}, \
+        "a key missing from the record is listed only if the plans set it"
+
+
+# --- defining keys: a plans value that contradicts the trainer's name is refused ----------------------------------
+
+ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet", "arch_kwargs": {},
+        "_kw_requires_import": []}
+
+
+class _NnUNetInitReached(Exception):
+    pass
+
+
+@pytest.fixture
+def no_nnunet_init(monkeypatch):
+    """nnUNetTrainer.__init__ (which creates folders) raises instead: a refusal must come before it."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    def reached(self, *args, **kwargs):
+        raise _NnUNetInitReached
+
+    monkeypatch.setattr(nnUNetTrainer, "__init__", reached)
+
+
+def _build(trainer_class, settings):
+    import torch
+
+    plans = {"plans_name": "p", "dataset_name": "Dataset1_x",
+             "configurations": {"c": {"architecture": ARCH, "trainer_settings": settings}}}
+    trainer_class(plans, "c", 0, {}, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("trainer,key,value,defined", [
+    ("adan_trainer.nnUNetTrainerMVAdan", "optimizer", "sgd", "adan"),
+    ("dice_loss_trainer.nnUNetTrainerMVDiceLoss", "loss", "dice_ce", "dice"),
+])
+def test_contradicting_a_defining_key_is_refused_before_nnunet_creates_anything(no_nnunet_init, trainer, key, value,
+                                                                               defined):
+    import importlib
+
+    module, name = trainer.split(".")
+    trainer_class = getattr(importlib.import_module(f"nnunet_mvext.trainers.{module}"), name)
+    with pytest.raises(MVExtError) as e:
+        _build(trainer_class, {key: value})
+    msg = str(e.value)
+    assert f"key '{key}' is {value!r}" in msg and f"{name} is the trainer for {key} = {defined!r}" in msg
+    assert "configuration 'c' of plans 'p'" in msg and "-tr nnUNetTrainerMV, which takes" in msg
+    with pytest.raises(_NnUNetInitReached):  # repeating the defining value is fine
+        _build(trainer_class, {key: defined})
+
+
+def test_the_refusal_names_the_trainer_defined_by_the_plans_value(no_nnunet_init):
+    from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+
+    class _FusionBase(nnUNetTrainerMV):
+        defining_settings = ("fusion",)
+        settings_scopes = ("fusion",)
+        settings_defaults = {"oversample_foreground_percent": 1.0}
+
+    class _FusionConcatForTest(_FusionBase):
+        settings_defaults = {**_FusionBase.settings_defaults, "fusion": "concat"}
+
+    class _FusionDSNForTest(_FusionBase):
+        settings_defaults = {**_FusionBase.settings_defaults, "fusion": "dsn"}
+
+    try:
+        with pytest.raises(MVExtError, match="train with -tr _FusionDSNForTest, the trainer for fusion = 'dsn'"):
+            _build(_FusionConcatForTest, {"fusion": "dsn"})
+        with pytest.raises(MVExtError, match="train with -tr _FusionBase, which takes 'fusion' from the plans"):
+            _build(_FusionConcatForTest, {"fusion": "decision"})
+        # a non-defining default (oversample_foreground_percent) may be changed by the plans; the abstract base
+        # (no 'fusion' default) defines nothing
+        with pytest.raises(_NnUNetInitReached):
+            _build(_FusionConcatForTest, {"oversample_foreground_percent": 0.5})
+        with pytest.raises(_NnUNetInitReached):
+            _build(_FusionBase, {"fusion": "dsn"})
+    finally:  # other tests' refusals must not suggest these classes
+        del _FusionBase, _FusionConcatForTest, _FusionDSNForTest
+        gc.collect()
+
+
+def test_a_misspelled_defining_key_or_scope_fails_at_class_definition():
+    from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+
+    with pytest.raises(TypeError, match="optimiser"):
+        type("Bad", (nnUNetTrainerMV,), {"defining_settings": ("optimiser",)})
+    with pytest.raises(TypeError, match="fusoin"):
+        type("Bad", (nnUNetTrainerMV,), {"settings_scopes": ("fusoin",)})

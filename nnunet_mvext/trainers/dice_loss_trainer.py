@@ -4,6 +4,8 @@ from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
 
 class nnUNetTrainerMVDiceLoss(nnUNetTrainerMV):
-    """``loss: dice`` by default, with deep supervision, regions and ignore labels as in nnU-Net."""
+    """``loss: dice`` (defining: the plans may not set another loss), with deep supervision, regions and ignore
+    labels as in nnU-Net."""
 
     settings_defaults = {"loss": "dice"}
+    defining_settings = ("loss",)
