@@ -15,6 +15,32 @@ def report(lines: Sequence[str], append: Optional[str]) -> None:
             f.write("\n" + table)
 
 
+def recorded_command(script_file: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The command that reproduces this run, from the repository root: ``python benchmarks/SCRIPT.py ARGS``."""
+    import os
+    import shlex
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.relpath(os.path.abspath(script_file), root)
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def device_description(device) -> str:
+    """The GPU's name, or the CPU's model name and the number of threads torch uses."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
 def pipeline_arguments(description: str, num_train: int, num_test: int, shape: tuple):
     """The options shared by the scripts that run nnU-Net's whole pipeline on the synthetic dataset."""
     import argparse
