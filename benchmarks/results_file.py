@@ -38,7 +38,8 @@ def device_description(device) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
     except OSError:
         pass
-    return f"{model}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def pipeline_arguments(description: str, num_train: int, num_test: int, shape: tuple):
