@@ -1,17 +1,25 @@
-"""One class prediction per case from a ``MultiPhaseFusionNet``: how patches become a case prediction.
+"""One class prediction per case from a ``MultiPhaseFusionNet``: how a whole volume becomes a case prediction.
 
-1. Find the lesion in the predicted segmentation (label ``lesion_label``): the centre of its largest connected
-   component. No lesion found: the volume's centre, and the case is flagged (it still gets a prediction).
-2. Crop one patch of the training patch size centred there (zero padding outside the volume), in nnU-Net's
-   preprocessed space.
-3. Run the classification head on the patch and on every mirrored copy along the allowed mirroring axes (the same
-   test-time mirroring nnU-Net uses for segmentation) and average the softmax probabilities. Folds are averaged the
-   same way by the caller.
+Training pools each phase's features over the ground-truth lesion of a patch. A case is classified the same way:
+
+1. **Region of interest.** The lesion label ``lesion_label`` of the predicted segmentation (or of a given mask or box,
+   ``predict-cls --roi``). With several connected components, the **most lesion-probable** one is used: the
+   component with the largest lesion probability mass ``sum_v p_lesion(v)`` (size times confidence; with a hard mask,
+   its voxel count). Cases without any lesion voxel use the largest component of ``fallback_roi_label`` when the
+   model was trained with one (e.g. the organ, for normal-vs-abnormal tasks), else the volume centre with global
+   pooling; either way the case is flagged (``roi`` column).
+2. **Patch.** One patch of the training patch size centred on that component (zero padding outside the volume), in
+   nnU-Net's preprocessed space, with the component's mask cropped alike.
+3. **Prediction.** The network pools over the mask, as in training. The patch and its mask are mirrored together
+   along the allowed mirroring axes (the same test-time mirroring nnU-Net uses for segmentation; the channel axis is
+   never flipped) and the softmax probabilities, phase weights and auxiliary probabilities are averaged. Folds are
+   averaged the same way by the caller.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,14 +27,38 @@ import torch
 from scipy import ndimage
 
 
-def lesion_centre(mask: np.ndarray) -> Optional[tuple]:
-    """Centre (voxel indices) of the largest connected component of ``mask``; None when empty."""
+@dataclass(frozen=True)
+class RegionOfInterest:
+    """Where a case is classified: the component's voxel mask (*S) (None: global pooling) and its centre."""
+
+    mask: Optional[np.ndarray]
+    centre: tuple
+    source: str  # "lesion", "fallback" or "none"
+
+
+def most_probable_component(mask: np.ndarray, probability: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """The connected component of ``mask`` with the largest ``sum(probability)`` (voxel count without one)."""
     if not mask.any():
         return None
     components, n = ndimage.label(mask)
-    sizes = ndimage.sum(mask, components, range(1, n + 1))
-    largest = int(np.argmax(sizes)) + 1
-    return tuple(int(round(c)) for c in ndimage.center_of_mass(components == largest))
+    weights = mask.astype(np.float64) if probability is None else np.asarray(probability, dtype=np.float64) * mask
+    mass = ndimage.sum(weights, components, range(1, n + 1))
+    return components == int(np.argmax(mass)) + 1
+
+
+def select_region(segmentation: Optional[np.ndarray], lesion_label: int, volume_shape: Sequence[int],
+                  lesion_probability: Optional[np.ndarray] = None,
+                  fallback_label: Optional[int] = None) -> RegionOfInterest:
+    """The region a case is classified from (see the module docstring), from a label map (*S)."""
+    if segmentation is not None:
+        component = most_probable_component(segmentation == lesion_label, lesion_probability)
+        source = "lesion"
+        if component is None and fallback_label is not None:
+            component, source = most_probable_component(segmentation == fallback_label), "fallback"
+        if component is not None:
+            centre = tuple(int(round(c)) for c in ndimage.center_of_mass(component))
+            return RegionOfInterest(component, centre, source)
+    return RegionOfInterest(None, tuple(s // 2 for s in volume_shape), "none")
 
 
 def crop_around(data: torch.Tensor, centre: Sequence[int], patch_size: Sequence[int]) -> torch.Tensor:
@@ -42,27 +74,41 @@ def crop_around(data: torch.Tensor, centre: Sequence[int], patch_size: Sequence[
     return out
 
 
-@torch.no_grad()
-def classify_patch(network, patch: torch.Tensor, mirror_axes: Optional[Sequence[int]],
-                   device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Mean softmax (K,) and mean fused embedding over the patch and its mirrored copies."""
-    x = patch[None].to(device)
+def mirror_flips(mirror_axes: Optional[Sequence[int]]) -> list[tuple]:
+    """Every subset of the spatial ``mirror_axes`` as dims of a (B, C, *S) tensor: the channel axis is never flipped."""
     axes = [a + 2 for a in (mirror_axes or ())]
-    combos = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
-    probs, embeddings = [], []
-    for flip in combos:
-        _, out = network.forward_with_classification(torch.flip(x, flip) if flip else x)
-        probs.append(torch.softmax(out["logits"].float(), 1)[0])
-        embeddings.append(out["embedding"].float()[0])
-    return torch.stack(probs).mean(0).cpu().numpy(), torch.stack(embeddings).mean(0).cpu().numpy()
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
-def classify_case(network, data: torch.Tensor, segmentation: Optional[np.ndarray], lesion_label: int,
-                  patch_size: Sequence[int], mirror_axes: Optional[Sequence[int]], device: torch.device) -> dict:
-    """``{"probabilities", "embedding", "lesion_found"}`` for one preprocessed case ``data`` (C, *S)."""
-    centre = lesion_centre(segmentation == lesion_label) if segmentation is not None else None
-    found = centre is not None
-    if not found:
-        centre = tuple(s // 2 for s in data.shape[1:])
-    probs, embedding = classify_patch(network, crop_around(data, centre, patch_size), mirror_axes, device)
-    return {"probabilities": probs, "embedding": embedding, "lesion_found": found}
+@torch.no_grad()
+def classify_patch(network, patch: torch.Tensor, roi: Optional[torch.Tensor], mirror_axes: Optional[Sequence[int]],
+                   device: torch.device) -> dict:
+    """Mean softmax (K,), embedding, beta (P,) and auxiliary probabilities (P, K) over the mirrored copies."""
+    x = patch[None].to(device)
+    m = None if roi is None else roi[None, None].to(device=device, dtype=x.dtype)
+    outputs = []
+    for flip in mirror_flips(mirror_axes):
+        xf = torch.flip(x, flip) if flip else x
+        mf = None if m is None else (torch.flip(m, flip) if flip else m)
+        _, out = network.forward_with_classification(xf, mf)
+        outputs.append(out)
+
+    def mean(key, fn=lambda t: t):
+        if outputs[0][key] is None:
+            return None
+        return torch.stack([fn(o[key].float())[0] for o in outputs]).mean(0).cpu().numpy()
+
+    return {"probabilities": mean("logits", lambda t: torch.softmax(t, 1)), "embedding": mean("embedding"),
+            "beta": mean("beta"), "aux_probabilities": mean("aux_logits", lambda t: torch.softmax(t, 2))}
+
+
+def classify_case(network, data: torch.Tensor, region: RegionOfInterest, patch_size: Sequence[int],
+                  mirror_axes: Optional[Sequence[int]], device: torch.device) -> dict:
+    """Classify one preprocessed case ``data`` (C, *S) from ``region``; adds ``roi`` (its source) to the result."""
+    patch = crop_around(data, region.centre, patch_size)
+    roi = None
+    if region.mask is not None:
+        roi = crop_around(torch.from_numpy(region.mask[None].astype(np.float32)), region.centre, patch_size)[0]
+    result = classify_patch(network, patch, roi, mirror_axes, device)
+    result["roi"] = region.source
+    return result

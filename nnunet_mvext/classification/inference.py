@@ -1,12 +1,19 @@
 """``nnunet-mvext predict-cls``: segment and classify new cases with a trained fusion model.
 
-``predict-cls`` takes ``nnUNetv2_predict``'s model arguments and, for each case of ``-i``: preprocesses it with the
-model's nnU-Net preprocessor, predicts the segmentation with nnU-Net's sliding window (folds ensembled, mirroring)
-and exports it like ``nnUNetv2_predict``; then classifies the case per fold as :mod:`nnunet_mvext.classification.case_prediction`
-describes and averages the folds' probabilities. ``-o`` receives the segmentations, ``classification.csv``
-(``case_id, predicted_class, p_<class>..., no_lesion_found``) and ``classification_embeddings.npz``.
+Takes ``nnUNetv2_predict``'s model arguments. Before anything is loaded or preprocessed, every input case is checked
+(its channel files against the model's ``dataset.json``; its ``--roi`` file when given), and every fold's checkpoint
+is read for the fusion description it was trained with: folds whose descriptions differ, models of an earlier
+network version and classification-only models without ``--roi`` are refused; input cases that a fold trained on are
+named in a warning. Then, for each case: nnU-Net's preprocessor, nnU-Net's sliding window (folds ensembled,
+mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the region of interest (the most
+lesion-probable predicted component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
+:mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
-``nnunet-mvext evaluate-cls`` (:mod:`nnunet_mvext.classification.evaluation`) scores that CSV.
+``-o`` receives the segmentations, ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`) and
+``classification_embeddings.npz``. ``--threshold stored`` applies the binary threshold that
+``evaluate-cls --cv --store-threshold`` chose on the pooled out-of-fold predictions
+(``<model folder>/classification_threshold.json``); the default is the arg-max. ``nnunet-mvext evaluate-cls``
+(:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
 """
 
 from __future__ import annotations
@@ -18,82 +25,187 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from nnunet_mvext.classification.case_prediction import classify_case
-from nnunet_mvext.classification.metrics import write_predictions_csv
+from nnunet_mvext.classification.case_prediction import classify_case, select_region
+from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys
+from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json
 
 logger = logging.getLogger(__name__)
-CASE_KEY = "case_classification"
+THRESHOLD_FILE = "classification_threshold.json"
+
+
+def input_cases(input_folder: str, file_ending: str, num_channels: int) -> dict[str, list[str]]:
+    """``{case_id: [channel files]}``; every case must have exactly the channels ``_0000`` .. of the model."""
+    if not os.path.isdir(input_folder):
+        raise MVExtError(f"Input folder {input_folder} does not exist.")
+    cases: dict[str, dict[int, str]] = {}
+    for name in sorted(os.listdir(input_folder)):
+        if not name.endswith(file_ending) or len(name) < len(file_ending) + 5:
+            continue
+        stem = name[:-len(file_ending)]
+        case_id, channel = stem[:-5], stem[-4:]
+        if stem[-5] != "_" or not channel.isdigit():
+            continue
+        cases.setdefault(case_id, {})[int(channel)] = os.path.join(input_folder, name)
+    if not cases:
+        raise MVExtError(f"No images named CASE_XXXX{file_ending} in {input_folder}.")
+    expected = list(range(num_channels))
+    for case_id, channels in cases.items():
+        if sorted(channels) != expected:
+            raise MVExtError(f"Case '{case_id}' in {input_folder} has channel file(s) "
+                             f"{', '.join(f'_{c:04d}' for c in sorted(channels))}, but the model takes {num_channels} "
+                             f"channel(s): {', '.join(f'_{c:04d}' for c in expected)}.")
+    return {k: [v[c] for c in expected] for k, v in cases.items()}
+
+
+def roi_files(roi_folder: str, case_ids: Sequence[str], file_ending: str) -> dict[str, str]:
+    """The ``--roi`` label file of every case (named like nnU-Net labels: ``CASE<file_ending>``)."""
+    if not os.path.isdir(roi_folder):
+        raise MVExtError(f"--roi folder {roi_folder} does not exist.")
+    files = {c: os.path.join(roi_folder, c + file_ending) for c in case_ids}
+    missing = [c for c, f in files.items() if not os.path.isfile(f)]
+    if missing:
+        raise MVExtError(f"--roi {roi_folder} has no label file for {len(missing)} case(s): "
+                         f"{', '.join(c + file_ending for c in missing[:10])}{' ...' if len(missing) > 10 else ''}. "
+                         f"Give one mask or box label file per input case.")
+    return files
+
+
+def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tuple[dict, dict]:
+    """``(description, {fold: training case ids})`` from the checkpoints; refuses folds that disagree."""
+    infos, training = {}, {}
+    for f in folds:
+        path = os.path.join(model_folder, f"fold_{f}", checkpoint)
+        if not os.path.isfile(path):
+            raise MVExtError(f"Missing {path}.")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        infos[f] = check_stored_info(ckpt.get(CASE_KEY), path)
+        training[f] = set(ckpt.get("training_case_ids", ()))
+    first = next(iter(infos))
+    for f, info in infos.items():
+        keys = differing_keys(infos[first], info)
+        if keys:
+            raise MVExtError(f"Folds {first} and {f} of {model_folder} were trained with different fusion settings "
+                             f"({', '.join(keys)}); their predictions cannot be averaged. Pass -f with folds trained "
+                             f"alike.")
+    return infos[first], training
+
+
+def decision_threshold(choice: str, model_folder: str, class_names: Sequence[str]) -> Optional[float]:
+    """None for the arg-max; the stored threshold for 'stored'; a number for a number."""
+    if choice == "argmax":
+        return None
+    if len(class_names) != 2:
+        raise MVExtError(f"--threshold {choice}: a decision threshold needs two classes; this model has "
+                         f"{len(class_names)}. Use --threshold argmax.")
+    if choice == "stored":
+        path = os.path.join(model_folder, THRESHOLD_FILE)
+        if not os.path.isfile(path):
+            raise MVExtError(f"--threshold stored: {path} does not exist. Choose one on the out-of-fold predictions "
+                             f"with nnunet-mvext evaluate-cls --cv ... --store-threshold.")
+        stored = read_json(path, "Threshold file")
+        logger.info("applying the stored threshold %s (%s)", stored["threshold"], stored.get("chosen_on", "?"))
+        return float(stored["threshold"])
+    try:
+        value = float(choice)
+    except ValueError:
+        raise MVExtError(f"--threshold '{choice}': allowed are argmax, stored or a number in (0, 1).") from None
+    if not 0 < value < 1:
+        raise MVExtError(f"--threshold {value}: allowed are argmax, stored or a number in (0, 1).")
+    return value
 
 
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
                            folds: Sequence, trainer: str, plans: str = "nnUNetPlans",
                            checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
-                           use_mirroring: bool = True, overwrite: bool = False) -> str:
+                           use_mirroring: bool = True, overwrite: bool = False, roi_folder: Optional[str] = None,
+                           threshold: str = "argmax") -> str:
     """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``."""
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
     csv_path = os.path.join(output_folder, "classification.csv")
     if os.path.isfile(csv_path) and not overwrite:
         raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite or another -o).")
-    model_folder = get_output_folder(dataset, trainer, plans, configuration)
+    try:
+        model_folder = get_output_folder(dataset, trainer, plans, configuration)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
     if not os.path.isdir(model_folder):
         raise MVExtError(f"No trained model in {model_folder} (dataset {dataset}, -tr {trainer}, -p {plans}, "
                          f"-c {configuration}).")
     folds = [f if f == "all" else int(f) for f in folds]
-    for f in folds:
-        if not os.path.isfile(os.path.join(model_folder, f"fold_{f}", checkpoint)):
-            raise MVExtError(f"Missing {os.path.join(model_folder, f'fold_{f}', checkpoint)}.")
+    model_dataset_json = read_json(os.path.join(model_folder, "dataset.json"), "dataset.json of the model")
+    file_ending = model_dataset_json["file_ending"]
+    channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
+    cases = input_cases(input_folder, file_ending, len(channel_names))
+    rois = roi_files(roi_folder, list(cases), file_ending) if roi_folder is not None else None
+    info, training = fold_descriptions(model_folder, folds, checkpoint)
+    if not info["segmentation"] and rois is None:
+        raise MVExtError(f"{model_folder} was trained with trainer_settings 'segmentation': false and cannot find "
+                         f"the lesion itself: pass --roi FOLDER with one lesion mask or box label file per case "
+                         f"(CASE{file_ending}, label {info['lesion_label']} = lesion).")
+    for f, ids in training.items():
+        seen = sorted(set(cases) & ids)
+        if seen:
+            logger.warning("WARNING: fold %s was trained on %d of these cases (%s); their predictions are not "
+                           "held-out results.", f, len(seen), ", ".join(seen[:10]) + (" ..." if len(seen) > 10 else ""))
+    cut = decision_threshold(threshold, model_folder, info["class_names"])
+
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=torch_device.type == "cuda", device=torch_device,
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint)
-    info = predictor.configuration_manager.configuration.get(CASE_KEY)
-    if info is None:
-        raise MVExtError(f"{model_folder} was not trained by a fusion trainer (no '{CASE_KEY}' in its plans.json); "
-                         f"use nnUNetv2_predict for segmentation only.")
-    file_ending = predictor.dataset_json["file_ending"]
-    cases = create_lists_from_splitted_dataset_folder(input_folder, file_ending, num_processes=1)
-    if not cases:
-        raise MVExtError(f"No images ending in _XXXX{file_ending} in {input_folder}.")
+    stored = predictor.configuration_manager.configuration.get(CASE_KEY) or {}
+    if differing_keys(stored, info):
+        raise MVExtError(f"{os.path.join(model_folder, 'plans.json')} describes another fusion network than the "
+                         f"checkpoints ({', '.join(differing_keys(stored, info))}); it was rewritten by a later "
+                         f"training start. Retrain these folds or restore plans.json.")
     os.makedirs(output_folder, exist_ok=True)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
-    if network.decoder is None:
-        logger.warning("This model was trained with 'segmentation': false: no segmentations are written and every "
-                       "case is classified from the patch at the volume centre (flagged as no_lesion_found).")
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     mirror_axes = predictor.allowed_mirroring_axes if use_mirroring else None
-    ids, probs, embeddings, found = [], [], [], []
-    for files in cases:
-        case_id = os.path.basename(files[0])[:-(len(file_ending) + 5)]
-        data, _, properties = preprocessor.run_case(files, None, predictor.plans_manager,
-                                                    predictor.configuration_manager, predictor.dataset_json)
+    results = {}
+    for case_id, files in cases.items():
+        data, roi_seg, properties = preprocessor.run_case(files, rois[case_id] if rois else None,
+                                                          predictor.plans_manager, predictor.configuration_manager,
+                                                          predictor.dataset_json)
         data = torch.from_numpy(data)
-        seg = None
+        segmentation, lesion_probability = None, None
         if network.decoder is not None:
-            logits = predictor.predict_logits_from_preprocessed_data(data).cpu()
+            logits = predictor.predict_logits_from_preprocessed_data(data).float().cpu()
             export_prediction_from_logits(logits, properties, predictor.configuration_manager,
                                           predictor.plans_manager, predictor.dataset_json,
                                           os.path.join(output_folder, case_id), False)
-            seg = logits.argmax(0).numpy()
+            probabilities = torch.softmax(logits, 0)
+            segmentation = probabilities.argmax(0).numpy()
+            lesion_probability = probabilities[info["lesion_label"]].numpy()
+        if rois is not None:
+            segmentation, lesion_probability = np.asarray(roi_seg[0]), None
+        region = select_region(segmentation, info["lesion_label"], data.shape[1:], lesion_probability,
+                               info["fallback_roi_label"])
         per_fold = []
         for params in predictor.list_of_parameters:
             network.load_state_dict(params)
             network.eval()
-            per_fold.append(classify_case(network, data, seg, info["lesion_label"],
-                                          predictor.configuration_manager.patch_size, mirror_axes, torch_device))
-        ids.append(case_id)
-        probs.append(np.mean([r["probabilities"] for r in per_fold], axis=0))
-        embeddings.append(np.mean([r["embedding"] for r in per_fold], axis=0))
-        found.append(per_fold[0]["lesion_found"])
-        logger.info("%s: %s (lesion %s)", case_id, info["class_names"][int(np.argmax(probs[-1]))],
-                    "found" if found[-1] else "NOT found")
-    write_predictions_csv(csv_path, ids, np.stack(probs), info["class_names"], found)
+            per_fold.append(classify_case(network, data, region, predictor.configuration_manager.patch_size,
+                                          mirror_axes, torch_device))
+        results[case_id] = {key: (None if per_fold[0][key] is None else np.mean([r[key] for r in per_fold], axis=0))
+                            for key in ("probabilities", "embedding", "beta", "aux_probabilities")}
+        results[case_id]["roi"] = region.source
+        logger.info("%s: %s (region of interest: %s)", case_id,
+                    info["class_names"][int(np.argmax(results[case_id]["probabilities"]))], region.source)
+    ids = list(results)
+    beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
+    aux = None if results[ids[0]]["aux_probabilities"] is None else \
+        np.stack([results[c]["aux_probabilities"] for c in ids])
+    write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]), info["class_names"],
+                           [results[c]["roi"] for c in ids], phase_names_of(channel_names, info["phase_channels"]),
+                           beta, aux, threshold=cut)
     np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
-             embeddings=np.stack(embeddings))
+             embeddings=np.stack([results[c]["embedding"] for c in ids]))
     return csv_path

@@ -249,20 +249,6 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
     return result
 
 
-def write_predictions_csv(path: str, case_ids: Sequence[str], probabilities: np.ndarray,
-                          class_names: Sequence[str], lesion_found: Sequence[bool],
-                          y_true: Optional[Sequence[int]] = None) -> None:
-    """Header, then ``case_id, predicted_class, p_<name>..., no_lesion_found[, true_class]`` per case."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        header = ["case_id", "predicted_class"] + [f"p_{n}" for n in class_names] + ["no_lesion_found"]
-        writer.writerow(header + (["true_class"] if y_true is not None else []))
-        for i, case in enumerate(case_ids):
-            row = [case, class_names[int(np.argmax(probabilities[i]))]] + \
-                  [f"{v:.6f}" for v in probabilities[i]] + [int(not lesion_found[i])]
-            writer.writerow(row + ([class_names[int(y_true[i])]] if y_true is not None else []))
-
-
 def _read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and ``(row number, cells)`` of the non-blank rows; an absent or empty file is an error."""
     if not os.path.isfile(path):
@@ -278,7 +264,7 @@ def _read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def read_predictions_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
-    """``(case_ids, class_names, probabilities)`` from a file written by :func:`write_predictions_csv`.
+    """``(case_ids, class_names, probabilities)`` from a file written by :func:`~nnunet_mvext.classification.prediction_table.write_case_predictions`.
 
     Only columns whose header starts with ``p_`` are class probabilities (``p_<class name>``); other columns
     (``predicted_class``, ``no_lesion_found``, ``true_class``, ``beta_*``, ``aux_*``, ...) are ignored. Refused, naming

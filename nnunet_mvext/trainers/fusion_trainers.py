@@ -1,81 +1,66 @@
-"""Multi-phase case classification trained by nnU-Net's loop: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``.
+"""Multi-phase case classification trained by nnU-Net's loop: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``,
+``…Decision``.
 
 The network is :class:`~nnunet_mvext.architectures.multiphase_fusion_net.MultiPhaseFusionNet` built from the
-configuration's plan. Each training step adds the fusion head's classification loss (weighted by
-``classification_loss_weight``) to nnU-Net's deep-supervised segmentation loss. Data come from nnU-Net's data loader
-and augmentation unchanged: a spatial transform is drawn once per sample and applied to all its channels, so all
-phases of a case get the same spatial transform. Patches are centred on the lesion label (``lesion_label``): the
-dataset handed to nnU-Net's loader reports only that label's locations for foreground sampling, and
-``oversample_foreground_percent`` defaults to 1. Class imbalance: ``class_weighting: balanced`` (default) weights
-the cross-entropy by ``n / (K n_k)`` from the fold's training cases.
+configuration's plan. Protocol (README, "Multi-phase case classification"):
 
-Per epoch the validation patches' AUC and its moving average (0.9, as nnU-Net's pseudo Dice) are logged, plotted in
-``progress_classification.png`` next to ``progress.png``, and ``checkpoint_best_auc.pth`` is written whenever the
-moving average improves. After training (and with ``--val``), besides nnU-Net's segmentation validation,
-``validation/classification_summary.json``, ``validation/classification.csv`` and
-``validation/classification_embeddings.npz`` are written from whole validation cases, classified as
-:mod:`nnunet_mvext.classification.case_prediction` describes.
+- **Sampling.** Segmentation keeps nnU-Net's sampling (``oversample_foreground_percent``, all labels) and nnU-Net's
+  unrestricted validation loader, so pseudo Dice and ``checkpoint_best.pth`` mean what they mean in nnU-Net. The
+  classification loss uses the samples of the same batch whose target patch holds the region of interest (the
+  lesion; for cases without lesion voxels the ``fallback_roi_label``, if set): no extra forward pass, so step time
+  and memory are those of the network itself. Lesion-free cases without a fallback label are listed at the start and
+  never enter the classification loss.
+- **Pooling.** Each phase's features are averaged over the ground-truth region of the patch (two scales).
+- **Augmentation.** nnU-Net's transforms with the intensity transforms drawn once per sample for all phases
+  (:mod:`nnunet_mvext.classification.training_data`).
+- **Per-epoch metric.** The AUC of lesion-centred validation patches (a second, lesion-centred loader over the
+  validation cases), logged as such, with its moving average; ``checkpoint_best_auc.pth`` keeps the best moving
+  average (not for fold ``all``, whose "validation" cases are training cases).
+- **Final validation.** Each validation case's sliding window runs once: the segmentation is exported and scored as
+  nnU-Net does, and the same probabilities localise the case for the classification, exactly as ``predict-cls``
+  does (:mod:`nnunet_mvext.classification.case_prediction`). ``segmentation: false`` localises the validation cases
+  with their ground-truth lesion, as ``predict-cls --roi`` does with given masks.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import pydoc
+from time import sleep
 
 import numpy as np
 import torch
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+from nnunetv2.inference.export_prediction import export_prediction_from_logits
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.paths import nnUNet_results
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.utilities.file_path_utilities import check_workers_alive_and_busy
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import autocast, nn
 from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet, validate_phase_channels
-from nnunet_mvext.classification.case_prediction import classify_case
-from nnunet_mvext.classification.case_labels import class_block, require_labels
-from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve, write_predictions_csv
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+from nnunet_mvext.classification.case_labels import require_labels
+from nnunet_mvext.classification.case_prediction import classify_case, select_region
+from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
+                                                      fusion_model_info)
+from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
+from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
+from nnunet_mvext.classification.training_data import RoiCentredDataset, phase_consistent
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV, settings_from_plans
 
-CASE_KEY = "case_classification"
-AGGREGATION = ("one patch of the training patch size centred on the largest predicted lesion component (volume "
-               "centre if none, or if trained with segmentation: false), softmax averaged over the patch and its "
-               "mirrored copies")
-
-
-def resolve_lesion_label(setting, labels: dict) -> int:
-    """The segmentation label classification patches are centred on."""
-    values = {int(v) for v in labels.values() if not isinstance(v, (list, tuple))}
-    if setting is not None:
-        if setting not in values or setting == 0:
-            raise MVExtError(f"trainer_settings 'lesion_label' is {setting}, not a foreground label of this dataset "
-                             f"(labels: {labels}).")
-        return int(setting)
-    if "lesion" in labels and not isinstance(labels["lesion"], (list, tuple)):
-        return int(labels["lesion"])
-    return max(values)
-
-
-class LesionCentredDataset:
-    """Wraps an nnU-Net dataset so that foreground sampling uses only the lesion label's locations."""
-
-    def __init__(self, dataset, lesion_label: int):
-        self.dataset = dataset
-        self.lesion_label = lesion_label
-
-    def __getattr__(self, name):
-        if name in ("dataset", "lesion_label"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def load_case(self, identifier):
-        data, seg, seg_prev, properties = self.dataset.load_case(identifier)
-        locations = properties.get("class_locations") or {}
-        lesion = locations.get(self.lesion_label)
-        if lesion is not None and len(lesion) > 0:
-            properties = {**properties, "class_locations": {self.lesion_label: lesion}}
-        return data, seg, seg_prev, properties
+AGGREGATION = ("one patch of the training patch size centred on the most lesion-probable predicted lesion "
+               "component (largest sum of lesion probability), features pooled over that component; softmax averaged "
+               "over the patch and its mirrored copies")
 
 
 def _import_arch_kwargs(configuration_manager: ConfigurationManager) -> dict:
@@ -86,49 +71,68 @@ def _import_arch_kwargs(configuration_manager: ConfigurationManager) -> dict:
     return kwargs
 
 
-class nnUNetTrainerFusion(nnUNetTrainerMV):
-    """Per-phase encoders, late fusion (``trainer_settings.fusion``), joint segmentation decoder."""
+def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold, info: dict) -> None:
+    """Folds of one model folder share one plans.json: refuse a fold whose fusion settings differ from trained ones."""
+    if nnUNet_results is None:
+        return
+    base = os.path.join(nnUNet_results, plans["dataset_name"], f"{trainer_name}__{plans['plans_name']}__{configuration}")
+    plans_json = os.path.join(base, "plans.json")
+    if not os.path.isfile(plans_json):
+        return
+    with open(plans_json) as f:
+        stored = json.load(f).get("configurations", {}).get(configuration, {}).get(CASE_KEY)
+    others = [d for d in os.listdir(base) if d.startswith("fold_") and d != f"fold_{fold}" and any(
+        n.startswith("checkpoint") for n in os.listdir(os.path.join(base, d)))]
+    if stored is not None and others and differing_keys(stored, info):
+        raise MVExtError(f"{base} holds folds ({', '.join(sorted(others))}) trained with other fusion settings "
+                         f"({', '.join(f'{k}: {stored.get(k)!r} -> {info.get(k)!r}' for k in differing_keys(stored, info))}"
+                         f"); all folds of a model folder must share them, because nnU-Net keeps one plans.json per "
+                         f"folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
 
-    settings_defaults = {"oversample_foreground_percent": 1.0}
+
+class nnUNetTrainerFusion(nnUNetTrainerMV):
+    """Per-phase encoders, lesion-pooled late fusion (``trainer_settings.fusion``), joint segmentation decoder."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        settings = settings_from_plans(plans, configuration, self.settings_defaults)
+        info = fusion_model_info(plans, configuration, dataset_json, settings)
+        _check_other_folds(plans, configuration, self.__class__.__name__, fold, info)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.label_manager.has_regions:
-            raise MVExtError("Fusion trainers need label-based (not region-based) segmentation: the lesion is found "
-                             "as one label of the predicted segmentation.")
-        source = f"dataset.json of {self.plans_manager.dataset_name}"
-        block = class_block(dataset_json, source)
-        s = self.trainer_settings
-        n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
-        phases = validate_phase_channels(s.phase_channels or [[c] for c in range(n_channels)], n_channels,
-                                         s.shared_encoder)
-        self.case_class_names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
-        self.lesion_label = resolve_lesion_label(s.lesion_label, dataset_json["labels"])
-        info = {"num_classes": len(self.case_class_names), "class_names": self.case_class_names,
-                "fusion": s.fusion, "phase_channels": phases, "shared_encoder": s.shared_encoder,
-                "dsn_lambda": s.dsn_lambda, "abaf_detach_beta": s.abaf_detach_beta,
-                "lesion_label": self.lesion_label, "segmentation": s.segmentation}
         # stored with the plans (plans.json of the model folder) so that the static network builder, and with it
-        # nnUNetv2_predict and predict-cls, rebuild the same network
+        # nnUNetv2_predict, rebuild the same network; predict-cls reads the copy in each checkpoint
+        self.case_info = info
         self.configuration_manager.configuration[CASE_KEY] = info
         self.plans_manager.plans["configurations"][configuration][CASE_KEY] = info
+        self.case_class_names = info["class_names"]
+        self.lesion_label = info["lesion_label"]
+        self.fallback_label = info["fallback_roi_label"]
+        self.phase_names = phase_names_of(dataset_json.get("channel_names", {}), info["phase_channels"])
         for key in ("val_auc", "ema_val_auc"):
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         self.case_labels: dict = {}
         self.class_weights = None
+        self.lesion_free_cases: set = set()
         self._best_auc_ema = None
-        self.print_to_log_file(f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion "
-                               f"'{s.fusion}', phases {phases}, lesion label {self.lesion_label}", add_timestamp=False)
+        self._cls_val_loader = None
+        self._cls_samples = [0, 0]
+        self._loaded_checkpoint = None
+        if not info["segmentation"]:
+            self.oversample_foreground_percent = 1.0
+        self.print_to_log_file(
+            f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion '{info['fusion']}', phases "
+            f"{dict(zip(self.phase_names, info['phase_channels']))}, lesion label {self.lesion_label}, fallback "
+            f"label {self.fallback_label}. Classification loss on the samples whose patch holds the lesion; "
+            f"intensity augmentation drawn once per sample for all phases"
+            + ("" if info["segmentation"] else "; classification only: lesion-centred sampling") + ".",
+            add_timestamp=False)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        info = configuration_manager.configuration.get(CASE_KEY)
-        if info is None:
-            raise MVExtError(f"The configuration has no '{CASE_KEY}' entry: these plans were not written by a fusion "
-                             f"trainer. Use the plans.json of the trained model folder.")
+        info = check_stored_info(configuration_manager.configuration.get(CASE_KEY),
+                                 "The configuration of these plans")
         head_options = {"dsn_lambda": info["dsn_lambda"], "detach_beta": info["abaf_detach_beta"]}
         net = MultiPhaseFusionNet(configuration_manager.network_arch_class_name,
                                   _import_arch_kwargs(configuration_manager), num_input_channels, num_output_channels,
@@ -146,38 +150,98 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         if self._unwrapped().decoder is not None:
             super().set_deep_supervision_enabled(enabled)
 
+    def initialize(self):
+        super().initialize()
+        checkpoint = self.trainer_settings.pretrained_checkpoint
+        if checkpoint is not None:
+            from nnunet_mvext.classification.pretrained import load_segmentation_weights
+
+            for line in load_segmentation_weights(self._unwrapped(), checkpoint):
+                self.print_to_log_file(line)
+
+    # ---------------------------------------------------------------- data
+    @staticmethod
+    def get_training_transforms(*args, **kwargs):
+        return phase_consistent(nnUNetTrainerMV.get_training_transforms(*args, **kwargs))
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        if self.case_info["segmentation"]:
+            return dataset_tr, dataset_val
+        return (RoiCentredDataset(dataset_tr, self.lesion_label, self.fallback_label),
+                RoiCentredDataset(dataset_val, self.lesion_label, self.fallback_label))
+
+    def _lesion_centred_val_loader(self):
+        """Lesion-centred validation patches for the per-epoch classification metric (segmentation mode)."""
+        _, val_keys = self.do_split()
+        dataset = RoiCentredDataset(self.dataset_class(self.preprocessed_dataset_folder, val_keys),
+                                    self.lesion_label, self.fallback_label)
+        transforms = self.get_validation_transforms(
+            self._get_deep_supervision_scales(), is_cascaded=False,
+            foreground_labels=self.label_manager.foreground_labels, regions=None,
+            ignore_label=self.label_manager.ignore_label)
+        loader = nnUNetDataLoader(dataset, self.batch_size, self.configuration_manager.patch_size,
+                                  self.configuration_manager.patch_size, self.label_manager,
+                                  oversample_foreground_percent=1.0, transforms=transforms)
+        return SingleThreadedAugmenter(loader, None)
+
+    def _region_of_interest(self, target, keys) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(roi (B, 1, *S) float, sample_weights (B,))`` from the full-resolution target of a batch."""
+        seg = target[0] if isinstance(target, list) else target
+        roi = seg == self.lesion_label
+        if self.fallback_label is not None:
+            fallback = torch.tensor([k in self.lesion_free_cases for k in keys], device=seg.device)
+            fallback = fallback.view(-1, *[1] * (seg.ndim - 1))
+            roi = torch.where(fallback, seg == self.fallback_label, roi)
+        has_roi = roi.flatten(1).any(1)
+        return roi.float(), has_roi.float()
+
+    # ---------------------------------------------------------------- training
     def on_train_start(self):
         tr_keys, val_keys = self.do_split()
         source = f"dataset.json of {self.plans_manager.dataset_name}"
         self.case_labels = require_labels(self.dataset_json, list(tr_keys) + list(val_keys), source)
+        self.lesion_free_cases = {k for k in list(tr_keys) + list(val_keys) if not len(load_pickle(os.path.join(
+            self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"].get(self.lesion_label, ()))}
+        if self.lesion_free_cases:
+            how = (f"localised by the fallback label {self.fallback_label}" if self.fallback_label is not None else
+                   "left out of the classification loss (set trainer_settings 'fallback_roi_label' to localise them)")
+            self.print_to_log_file(f"{len(self.lesion_free_cases)} case(s) have no voxel of the lesion label "
+                                   f"{self.lesion_label}, {how}: {', '.join(sorted(self.lesion_free_cases))}")
         if self.trainer_settings.class_weighting == "balanced":
             counts = np.bincount([self.case_labels[k] for k in tr_keys], minlength=len(self.case_class_names))
             weights = len(tr_keys) / (len(counts) * np.maximum(counts, 1))
             self.class_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
             self.print_to_log_file(f"class weights (balanced): {np.round(weights, 3).tolist()}")
+        if self.fold == "all":
+            self.print_to_log_file("WARNING: fold 'all' trains on every case, so its validation cases are training "
+                                   "cases: no checkpoint_best_auc.pth is written and the classification summary is "
+                                   "marked as computed on training cases.")
         super().on_train_start()
+        if self.case_info["segmentation"]:
+            self._cls_val_loader = self._lesion_centred_val_loader()
 
-    def get_tr_and_val_datasets(self):
-        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
-        return (LesionCentredDataset(dataset_tr, self.lesion_label),
-                LesionCentredDataset(dataset_val, self.lesion_label))
-
-    def _case_targets(self, keys) -> torch.Tensor:
-        return torch.tensor([self.case_labels[k] for k in keys], dtype=torch.long, device=self.device)
+    def on_train_epoch_start(self):
+        self._cls_samples = [0, 0]
+        super().on_train_epoch_start()
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) else \
             target.to(self.device, non_blocking=True)
-        y = self._case_targets(batch["keys"])
+        y = torch.tensor([self.case_labels[k] for k in batch["keys"]], dtype=torch.long, device=self.device)
+        roi, sample_weights = self._region_of_interest(target, batch["keys"])
+        self._cls_samples[0] += int(sample_weights.sum().item())
+        self._cls_samples[1] += len(y)
         net = self._unwrapped()
         self.optimizer.zero_grad(set_to_none=True)
         net.classification_output = True
         try:
             with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-                seg, head = self.network(data)
-                loss = self.trainer_settings.classification_loss_weight * net.head.loss(head, y, self.class_weights)
+                seg, head = self.network(data, roi)
+                loss = self.trainer_settings.classification_loss_weight * net.head.loss(
+                    head, y, self.class_weights, sample_weights)
                 if seg is not None:
                     loss = loss + self.loss(seg, target)
         finally:
@@ -194,125 +258,221 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy()}
 
+    def on_train_epoch_end(self, train_outputs: list):
+        super().on_train_epoch_end(train_outputs)
+        used, total = self._cls_samples
+        self.print_to_log_file(f"classification loss on {used} of {total} training samples (patches holding the "
+                               f"region of interest)")
+
     def validation_step(self, batch: dict) -> dict:
         net = self._unwrapped()
-        data = batch["data"].to(self.device, non_blocking=True)
         if net.decoder is not None:
             out = super().validation_step(batch)
-        else:  # classification only: no pseudo Dice (logged as nan)
+            cls_batch = next(self._cls_val_loader)
+        else:  # classification only: the validation loader is lesion-centred already; no pseudo Dice (nan)
             n = len(self.label_manager.foreground_labels)
             out = {"tp_hard": np.zeros(n), "fp_hard": np.zeros(n), "fn_hard": np.zeros(n)}
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            _, head = net.forward_with_classification(data)
+            cls_batch = batch
+        data = cls_batch["data"].to(self.device, non_blocking=True)
+        target = cls_batch["target"]
+        target = [t.to(self.device) for t in target] if isinstance(target, list) else target.to(self.device)
+        roi, has_roi = self._region_of_interest(target, cls_batch["keys"])
+        y = np.array([self.case_labels[k] for k in cls_batch["keys"]])
+        with torch.no_grad(), (autocast(self.device.type, enabled=True) if self.device.type == "cuda"
+                               else dummy_context()):
+            _, head = net.forward_with_classification(data, roi)
             if net.decoder is None:
-                out["loss"] = net.head.loss(head, self._case_targets(batch["keys"]), self.class_weights)
-                out["loss"] = out["loss"].detach().cpu().numpy()
-        out["cls_probs"] = torch.softmax(head["logits"].float(), 1).cpu().numpy()
-        out["cls_labels"] = np.array([self.case_labels[k] for k in batch["keys"]])
+                loss = net.head.loss(head, torch.from_numpy(y).to(self.device), self.class_weights, has_roi)
+                out["loss"] = loss.detach().cpu().numpy()
+        keep = has_roi.bool().cpu().numpy()
+        out["cls_probs"] = torch.softmax(head["logits"].float(), 1).cpu().numpy()[keep]
+        out["cls_labels"] = y[keep]
+        out["cls_beta"] = None if head["beta"] is None else head["beta"].float().cpu().numpy()[keep]
         return out
 
     def on_validation_epoch_end(self, val_outputs: list):
         probs = np.concatenate([o.pop("cls_probs") for o in val_outputs])
         labels = np.concatenate([o.pop("cls_labels") for o in val_outputs])
+        betas = [o.pop("cls_beta") for o in val_outputs]
         super().on_validation_epoch_end(val_outputs)
         if self.is_ddp:
             gathered = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, (probs, labels))
             probs = np.concatenate([g[0] for g in gathered])
             labels = np.concatenate([g[1] for g in gathered])
-        auc = classification_metrics(labels, probs, self.case_class_names)["auc"]
+        auc = classification_metrics(labels, probs, self.case_class_names)["auc"] if len(labels) else None
         history = self.logger.get_value("ema_val_auc", step=None)
         previous = history[-1] if self.current_epoch > 0 and len(history) >= self.current_epoch else None
         ema = auc if previous is None else (previous if auc is None else 0.9 * previous + 0.1 * auc)
         self.logger.log("val_auc", auc, self.current_epoch)
         self.logger.log("ema_val_auc", ema, self.current_epoch)
+        if betas and betas[0] is not None and len(np.concatenate(betas)):
+            mean_beta = np.concatenate(betas).mean(0)
+            self.print_to_log_file("mean phase weights beta (validation patches): " + ", ".join(
+                f"{n} {b:.3f}" for n, b in zip(self.phase_names, mean_beta)))
 
     def on_epoch_end(self):
         auc = self.logger.get_value("val_auc", step=-1)
         ema = self.logger.get_value("ema_val_auc", step=-1)
-        self.print_to_log_file("val AUC (patches)", None if auc is None else np.round(auc, 4),
+        self.print_to_log_file("val AUC (lesion-centred validation patches)", None if auc is None else np.round(auc, 4),
                                "moving average", None if ema is None else np.round(ema, 4))
         if self._best_auc_ema is None:  # after --c: the best of the epochs before
             earlier = [v for v in self.logger.get_value("ema_val_auc", step=None)[:-1] if v is not None]
             self._best_auc_ema = max(earlier) if earlier else None
         if ema is not None and (self._best_auc_ema is None or ema > self._best_auc_ema):
             self._best_auc_ema = ema
-            self.print_to_log_file(f"New best moving-average AUC: {np.round(ema, 4)}")
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best_auc.pth"))
+            if self.fold != "all":
+                self.print_to_log_file(f"New best moving-average AUC: {np.round(ema, 4)} (selected on this fold's "
+                                       f"validation cases: not an unbiased estimate)")
+                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best_auc.pth"))
         if self.local_rank == 0:
             plot_auc_curve(self.logger.get_value("val_auc", step=None), self.logger.get_value("ema_val_auc", step=None),
                            os.path.join(self.output_folder, "progress_classification.png"))
         super().on_epoch_end()
 
+    def on_train_end(self):
+        super().on_train_end()
+        self._cls_val_loader = None
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and os.path.isfile(filename):
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint[CASE_KEY] = self.case_info
+            checkpoint["training_case_ids"] = sorted(self.do_split()[0])
+            checkpoint["fold"] = self.fold
+            torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if isinstance(filename_or_checkpoint, str):
+            self._loaded_checkpoint = os.path.basename(filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    # ---------------------------------------------------------------- final validation
     def perform_actual_validation(self, save_probabilities: bool = False):
-        if self._unwrapped().decoder is not None:
-            super().perform_actual_validation(save_probabilities)
-        if self.local_rank == 0:
-            self.set_deep_supervision_enabled(False)
-            try:
-                self.validate_classification()
-            finally:
-                self.set_deep_supervision_enabled(True)
-
-    def validate_classification(self) -> dict:
-        """Classify every validation case as inference does; write the summary, the CSV and the embeddings."""
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-        _, val_keys = self.do_split()
-        labels = require_labels(self.dataset_json, val_keys, f"dataset.json of {self.plans_manager.dataset_name}")
+        """nnU-Net's validation (sliding window, export, summary.json) with one sliding window per case, reused for
+        the classification; see the module docstring."""
+        self.set_deep_supervision_enabled(False)
+        self.network.eval()
         net = self._unwrapped()
-        net.eval()
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                    perform_everything_on_device=True, device=self.device, verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
-        predictor.manual_initialization(net, self.plans_manager, self.configuration_manager, None,
-                                        self.dataset_json, self.__class__.__name__,
-                                        self.inference_allowed_mirroring_axes)
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys,
-                                     folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
-        cases, probs, embeddings, found = [], [], [], []
-        for k in dataset.identifiers:
-            data = torch.from_numpy(np.asarray(dataset.load_case(k)[0][:]))
-            seg = None
-            if net.decoder is not None:
-                with torch.no_grad():
-                    seg = predictor.predict_sliding_window_return_logits(data).argmax(0).cpu().numpy()
-            result = classify_case(net, data, seg, self.lesion_label, self.configuration_manager.patch_size,
-                                   self.inference_allowed_mirroring_axes, self.device)
-            cases.append(k)
-            probs.append(result["probabilities"])
-            embeddings.append(result["embedding"])
-            found.append(result["lesion_found"])
-        probs = np.stack(probs)
-        y = [labels[c] for c in cases]
-        summary = classification_metrics(y, probs, self.case_class_names)
-        summary.update({"aggregation": AGGREGATION, "cases_without_predicted_lesion": [c for c, f in zip(cases, found)
-                                                                                         if not f]})
+        _, val_keys = self.do_split()
+        if self.is_ddp:
+            val_keys = val_keys[self.local_rank:: dist.get_world_size()]
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         folder = os.path.join(self.output_folder, "validation")
         os.makedirs(folder, exist_ok=True)
+        predictor = None
+        if net.decoder is not None:
+            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                        perform_everything_on_device=True, device=self.device, verbose=False,
+                                        verbose_preprocessing=False, allow_tqdm=False)
+            predictor.manual_initialization(self.network, self.plans_manager, self.configuration_manager, None,
+                                            self.dataset_json, self.__class__.__name__,
+                                            self.inference_allowed_mirroring_axes)
+        results, case_results = [], {}
+        with multiprocessing.get_context("spawn").Pool(default_num_processes) as export_pool:
+            workers = list(export_pool._pool)
+            for k in dataset.identifiers:
+                while check_workers_alive_and_busy(export_pool, workers, results, allowed_num_queued=2):
+                    sleep(0.1)
+                self.print_to_log_file(f"predicting {k}")
+                data, seg, _, properties = dataset.load_case(k)
+                data = torch.from_numpy(np.asarray(data[:]))
+                if predictor is not None:
+                    with torch.no_grad():
+                        logits = predictor.predict_sliding_window_return_logits(data).float().cpu()
+                    results.append(export_pool.starmap_async(export_prediction_from_logits, (
+                        (logits, properties, self.configuration_manager, self.plans_manager, self.dataset_json,
+                         os.path.join(folder, k), save_probabilities),)))
+                    probabilities = torch.softmax(logits, 0)
+                    region = select_region(probabilities.argmax(0).numpy(), self.lesion_label, data.shape[1:],
+                                           probabilities[self.lesion_label].numpy(), self.fallback_label)
+                else:  # classification only: the ground-truth lesion, as predict-cls --roi with given masks
+                    region = select_region(np.asarray(seg[0]), self.lesion_label, data.shape[1:], None,
+                                           self.fallback_label)
+                case_results[k] = classify_case(net, data, region, self.configuration_manager.patch_size,
+                                                self.inference_allowed_mirroring_axes, self.device)
+            _ = [r.get() for r in results]
+        self._finish_validation(folder, predictor is not None, case_results)
+        self.set_deep_supervision_enabled(True)
+
+    def _finish_validation(self, folder: str, segmentation: bool, local: dict) -> None:
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+            local = {k: v for part in gathered for k, v in part.items()}
+            dist.barrier()
+        if self.local_rank != 0:
+            return
+        if segmentation:
+            metrics = compute_metrics_on_folder(
+                os.path.join(self.preprocessed_dataset_folder_base, "gt_segmentations"), folder,
+                os.path.join(folder, "summary.json"), self.plans_manager.image_reader_writer_class(),
+                self.dataset_json["file_ending"], self.label_manager.foreground_labels,
+                self.label_manager.ignore_label, chill=True, num_processes=default_num_processes)
+            self.logger.log_summary("final_val/foreground_dice", metrics["foreground_mean"]["Dice"])
+            self.print_to_log_file("Validation complete")
+            self.print_to_log_file("Mean Validation Dice: ", metrics["foreground_mean"]["Dice"])
+        self.write_classification_validation(folder, local)
+
+    def write_classification_validation(self, folder: str, results: dict) -> dict:
+        """``classification_summary.json``, ``classification.csv`` and the embeddings of the validation cases."""
+        cases = sorted(results)
+        labels = require_labels(self.dataset_json, cases, f"dataset.json of {self.plans_manager.dataset_name}")
+        y = [labels[c] for c in cases]
+        probs = np.stack([results[c]["probabilities"] for c in cases])
+        summary = classification_metrics(y, probs, self.case_class_names)
+        rois = [results[c]["roi"] for c in cases]
+        checkpoint = self._loaded_checkpoint or "the final weights of this training run"
+        summary.update({
+            "aggregation": AGGREGATION,
+            "cases_without_predicted_lesion": [c for c, r in zip(cases, rois) if r != "lesion"],
+            "checkpoint": checkpoint,
+            "checkpoint_selected_on_these_cases": checkpoint.startswith("checkpoint_best"),
+            "computed_on_training_cases": self.fold == "all",
+        })
+        if summary["checkpoint_selected_on_these_cases"]:
+            summary["warning"] = (f"{checkpoint} was selected on these validation cases: the metrics are optimistic; "
+                                  f"report checkpoint_final.pth or held-out cases.")
+        if self.fold == "all":
+            summary["warning"] = "fold 'all': these cases were used for training; the metrics are not a validation."
+        beta = np.stack([results[c]["beta"] for c in cases]) if results[cases[0]]["beta"] is not None else None
+        aux = np.stack([results[c]["aux_probabilities"] for c in cases]) \
+            if results[cases[0]]["aux_probabilities"] is not None else None
+        if beta is not None:
+            summary["mean_beta"] = dict(zip(self.phase_names, np.round(beta.mean(0), 4).tolist()))
         with open(os.path.join(folder, "classification_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-        write_predictions_csv(os.path.join(folder, "classification.csv"), cases, probs, self.case_class_names, found, y)
+        write_case_predictions(os.path.join(folder, "classification.csv"), cases, probs, self.case_class_names, rois,
+                               self.phase_names, beta, aux, y_true=y)
         np.savez(os.path.join(folder, "classification_embeddings.npz"), case_ids=np.array(cases),
-                 embeddings=np.stack(embeddings), labels=np.array(y))
+                 embeddings=np.stack([results[c]["embedding"] for c in cases]), labels=np.array(y))
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "
-                               f"accuracy {summary['accuracy']:.4f}")
+                               f"accuracy {summary['accuracy']:.4f}" + (f". {summary['warning']}" if "warning" in
+                                                                        summary else ""))
         return summary
 
 
 class nnUNetTrainerFusionConcat(nnUNetTrainerFusion):
     """``fusion: concat``: MLP on the concatenated phase embeddings."""
 
-    settings_defaults = {**nnUNetTrainerFusion.settings_defaults, "fusion": "concat"}
+    settings_defaults = {"fusion": "concat"}
 
 
 class nnUNetTrainerFusionDSN(nnUNetTrainerFusion):
     """``fusion: dsn``: concat head plus one auxiliary classifier per phase."""
 
-    settings_defaults = {**nnUNetTrainerFusion.settings_defaults, "fusion": "dsn"}
+    settings_defaults = {"fusion": "dsn"}
 
 
 class nnUNetTrainerFusionABAF(nnUNetTrainerFusion):
     """``fusion: abaf``: attention-based adaptive fusion with per-sample phase weights."""
 
-    settings_defaults = {**nnUNetTrainerFusion.settings_defaults, "fusion": "abaf"}
+    settings_defaults = {"fusion": "abaf"}
+
+
+class nnUNetTrainerFusionDecision(nnUNetTrainerFusion):
+    """``fusion: decision``: one classifier per phase, log-probabilities fused by learned phase weights."""
+
+    settings_defaults = {"fusion": "decision"}

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_mvext.classification.case_prediction import crop_around, lesion_centre
 from nnunet_mvext.classification.case_labels import require_labels, set_classes
 from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.errors import MVExtError
@@ -89,18 +88,6 @@ def test_multiclass_auc_is_one_vs_rest_macro():
     p = np.eye(3)[[0, 1, 2, 2]] * 0.7 + 0.1
     m = classification_metrics(y, p, ["a", "b", "c"])
     assert m["auc"] == pytest.approx(1.0) and m["accuracy"] == 1.0 and m["cohen_kappa"] == pytest.approx(1.0)
-
-
-def test_lesion_centre_and_crop():
-    mask = np.zeros((10, 10, 10), bool)
-    mask[1:3, 1:3, 1:3] = True
-    mask[5:9, 5:9, 5:9] = True
-    assert lesion_centre(mask) == (6, 6, 6) or lesion_centre(mask) == (7, 7, 7)
-    assert lesion_centre(np.zeros((4, 4, 4), bool)) is None
-    data = torch.arange(1000, dtype=torch.float32).reshape(1, 10, 10, 10)
-    crop = crop_around(data, (0, 5, 9), (4, 4, 4))
-    assert crop.shape == (1, 4, 4, 4)
-    assert crop[0, 0, 0, 0] == 0 and crop[0, 2, 2, 2] == data[0, 0, 5, 9]
 
 
 def test_duplicate_class_names_are_refused(dataset, tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nnunet_mvext.classification.cross_validation import THRESHOLD_FILE, evaluate_cross_validation
-from nnunet_mvext.classification.metrics import (classification_metrics, read_predictions_csv, write_predictions_csv,
+from nnunet_mvext.classification.prediction_table import write_case_predictions
+from nnunet_mvext.classification.metrics import (classification_metrics, read_predictions_csv,
                                                  youden_threshold)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
@@ -37,8 +38,8 @@ def results(tmp_path, monkeypatch):
         idx = list(range(fold, 50, 5))
         val = folder / f"fold_{fold}" / "validation"
         val.mkdir(parents=True)
-        write_predictions_csv(str(val / "classification.csv"), [cases[i] for i in idx], probs[idx], NAMES,
-                              [True] * len(idx), y[idx])
+        write_case_predictions(str(val / "classification.csv"), [cases[i] for i in idx], probs[idx], NAMES,
+                               ["lesion"] * len(idx), y_true=y[idx])
     return {"folder": folder, "cases": cases, "y": y, "probs": probs, "out": tmp_path / "cv"}
 
 
@@ -88,8 +89,8 @@ def test_duplicated_and_all_folds_are_refused(results, folds, message):
 
 def test_overlapping_cases_between_folds_are_refused(results):
     c, y, p = results["cases"], results["y"], results["probs"]
-    write_predictions_csv(str(results["folder"] / "fold_4" / "validation" / "classification.csv"),
-                          [c[4], c[0]], p[[4, 0]], NAMES, [True, True], y[[4, 0]])
+    write_case_predictions(str(results["folder"] / "fold_4" / "validation" / "classification.csv"),
+                           [c[4], c[0]], p[[4, 0]], NAMES, ["lesion", "lesion"], y_true=y[[4, 0]])
     with pytest.raises(MVExtError, match="case_000 appear in the validation of fold 0 and of fold 4"):
         evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]))
 

@@ -9,9 +9,9 @@ import pytest
 
 from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
 from nnunet_mvext.classification.evaluation import evaluate_classification
-from nnunet_mvext.classification.metrics import write_predictions_csv
 from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
 from nnunet_mvext.cli import main
+from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.errors import MVExtError
 
 NAMES = ["neg", "pos"]
@@ -30,7 +30,7 @@ def _write_ref(path, cases, y):
 
 
 def _write_pred(path, cases, probs, names=NAMES):
-    write_predictions_csv(str(path), cases, probs, names, [True] * len(cases))
+    write_case_predictions(str(path), cases, probs, names, ["lesion"] * len(cases))
     return str(path)
 
 

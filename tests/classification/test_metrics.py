@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.classification.metrics import (auc_curve_figure, brier_score, calibration_bins,
                                                  classification_metrics, collapse_warning,
                                                  expected_calibration_error, plot_auc_curve,
                                                  plot_reliability_diagram, read_predictions_csv,
-                                                 write_predictions_csv, youden_threshold)
+                                                 youden_threshold)
 from nnunet_mvext.errors import MVExtError
 
 # Three classes, 8 cases. Arg-max confusion matrix (rows true) [[2, 1, 1], [1, 1, 0], [0, 0, 2]].
@@ -100,8 +101,8 @@ def _write(path, text):
 
 def test_read_predictions_csv_reads_only_p_columns(tmp_path):
     path = str(tmp_path / "c.csv")
-    write_predictions_csv(path, ["x", "y"], np.array([[0.25, 0.75], [0.5, 0.5]]), ["neg", "pos"], [True, False],
-                          [1, 0])
+    write_case_predictions(path, ["x", "y"], np.array([[0.25, 0.75], [0.5, 0.5]]), ["neg", "pos"],
+                           ["lesion", "none"], y_true=[1, 0])
     assert read_predictions_csv(path)[:2] == (["x", "y"], ["neg", "pos"])
     extra = _write(tmp_path / "e.csv", "case_id,predicted_class,p_neg,p_pos,no_lesion_found,beta_art,"
                                        "aux_art_p_neg,aux_art_p_pos,decision_rule\nx,pos,0.2,0.8,0,0.5,0.9,0.1,argmax\n")

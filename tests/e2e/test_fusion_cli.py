@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from conftest import DATASET_ID, run
 
@@ -45,7 +46,13 @@ def test_training_writes_classification_validation(fusion_model):
     assert os.path.isfile(os.path.join(folder, "validation", "summary.json"))  # nnU-Net's segmentation validation
     assert os.path.isfile(os.path.join(folder, "progress_classification.png"))
     log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
-    assert "val AUC (patches)" in log and "fusion 'abaf'" in log
+    assert "val AUC (lesion-centred validation patches)" in log and "fusion 'abaf'" in log
+    assert "mean phase weights beta" in log and "classification loss on" in log
+    assert summary["checkpoint"] == "the final weights of this training run"
+    assert not summary["checkpoint_selected_on_these_cases"] and not summary["computed_on_training_cases"]
+    ckpt = torch.load(os.path.join(folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    assert ckpt["case_classification"]["fusion"] == "abaf" and ckpt["case_classification"]["network_version"] == 2
+    assert set(ckpt["training_case_ids"]) and not set(ckpt["training_case_ids"]) & {r[0] for r in rows[1:]}
 
 
 def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
@@ -55,9 +62,14 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
          TRAINER, "-device", "cpu", "--disable_tta"], workspace.env)
     cases = sorted(os.path.basename(p)[:-12] for p in glob.glob(os.path.join(images, "*_0000.nii.gz")))
     rows = list(csv.reader(open(out / "classification.csv")))
-    assert rows[0] == ["case_id", "predicted_class", "p_persistent", "p_washout", "no_lesion_found"]
+    phases = ("arterial", "portal_venous", "delayed")
+    assert rows[0] == (["case_id", "predicted_class", "p_persistent", "p_washout"] + [f"beta_{p}" for p in phases]
+                       + [f"aux_{p}_p_{c}" for p in phases for c in ("persistent", "washout")]
+                       + ["roi", "no_lesion_found", "decision_rule"])
     assert sorted(r[0] for r in rows[1:]) == cases
     assert all(abs(float(r[2]) + float(r[3]) - 1) < 1e-4 for r in rows[1:])
+    assert all(abs(sum(float(v) for v in r[4:7]) - 1) < 1e-4 for r in rows[1:])
+    assert all(r[-1] == "argmax" for r in rows[1:])
     assert sorted(p[:-7] for p in os.listdir(out) if p.endswith(".nii.gz")) == cases
 
     again = run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0",
@@ -80,7 +92,7 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
     partial.write_text("case_id,class\n" + f"{cases[0]},0\nghost_case,1\n")
     proc = run(["nnunet-mvext", "evaluate-cls", "-ref", partial, "-pred", out / "classification.csv", "-o",
                 tmp_path / "e2"], workspace.env, check=False)
-    assert proc.returncode == 2 and "ghost_case" in proc.stderr and cases[1] in proc.stderr
+    assert proc.returncode == 2 and cases[1] in proc.stderr
 
 
 def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model):
@@ -97,17 +109,60 @@ def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model
     assert proc.returncode != 0 and "case_001" in proc.stderr and "no class label" in proc.stderr
 
 
-def test_classification_only_training_and_prediction(workspace, fusion_model, tmp_path):
+def test_classification_only_training_and_prediction_with_roi_masks(workspace, fusion_model, tmp_path):
     run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_clsonly"], workspace.env)
     workspace.set_trainer_settings("3d_tiny_clsonly", num_epochs=1, segmentation=False)
     trainer = "nnUNetTrainerFusionConcat"
     run(["nnUNetv2_train", DATASET_ID, "3d_tiny_clsonly", "0", "-tr", trainer, "-device", "cpu"], workspace.env)
     folder = os.path.join(workspace.model_folder(trainer, "3d_tiny_clsonly"), "fold_0", "validation")
     assert "auc" in json.load(open(os.path.join(folder, "classification_summary.json")))
+    header, *rows = list(csv.reader(open(os.path.join(folder, "classification.csv"))))
+    assert {r[header.index("roi")] for r in rows} == {"lesion"}
     images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
     out = tmp_path / "pred"
-    run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_tiny_clsonly", "-f",
-         "0", "-tr", trainer, "-device", "cpu", "--disable_tta"], workspace.env)
-    rows = list(csv.reader(open(out / "classification.csv")))[1:]
-    assert rows and all(r[-1] == "1" for r in rows)
+    args = ["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_tiny_clsonly", "-f",
+            "0", "-tr", trainer, "-device", "cpu", "--disable_tta"]
+    refused = run(args, workspace.env, check=False)
+    assert refused.returncode == 2 and "--roi" in refused.stderr and not out.exists()
+    run(args + ["--roi", os.path.join(workspace.raw, workspace.dataset_name, "labelsTs")], workspace.env)
+    header, *rows = list(csv.reader(open(out / "classification.csv")))
+    assert rows and all(r[header.index("roi")] == "lesion" for r in rows)
     assert not [p for p in os.listdir(out) if p.endswith(".nii.gz")]
+
+
+def test_predict_cls_names_the_case_with_a_wrong_channel_count_before_loading(workspace, fusion_model, tmp_path):
+    images = tmp_path / "two_channels"
+    images.mkdir()
+    source = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
+    case = sorted(os.listdir(source))[0][:-12]
+    for c in (0, 1):
+        os.symlink(os.path.join(source, f"{case}_{c:04d}.nii.gz"), images / f"{case}_{c:04d}.nii.gz")
+    out = tmp_path / "pred"
+    proc = run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0",
+                "-tr", TRAINER, "-device", "cpu"], workspace.env, check=False)
+    assert proc.returncode == 2 and f"Case '{case}'" in proc.stderr and "takes 3 channel(s)" in proc.stderr
+    assert not out.exists()
+
+
+def test_predict_cls_warns_about_cases_a_fold_trained_on(workspace, fusion_model, tmp_path):
+    images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTr")
+    ckpt = torch.load(os.path.join(fusion_model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                      weights_only=False)
+    proc = run(["nnunet-mvext", "predict-cls", "-i", images, "-o", tmp_path / "tr", "-d", DATASET_ID, "-c", CONFIG,
+                "-f", "0", "-tr", TRAINER, "-device", "cpu", "--disable_tta"], workspace.env)
+    assert "fold 0 was trained on" in proc.stderr and ckpt["training_case_ids"][0] in proc.stderr
+
+
+@pytest.mark.parametrize("configuration,settings,message", [
+    ("2d", {}, "is 2D; fusion trainers classify 3D patches"),
+    ("3d_bad_phases", {"phase_channels": [[0], [5]]}, "names channel 5, but the dataset has 3 channel(s)"),
+    ("3d_bad_lesion", {"lesion_label": 7}, "'lesion_label' is 7, not a foreground label"),
+])
+def test_bad_fusion_setups_are_refused_before_any_folder_is_created(workspace, configuration, settings, message):
+    if configuration != "2d":
+        run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", configuration], workspace.env)
+        workspace.set_trainer_settings(configuration, **settings)
+    proc = run(["nnUNetv2_train", DATASET_ID, configuration, "0", "-tr", TRAINER, "-device", "cpu"], workspace.env,
+               check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.exists(workspace.model_folder(TRAINER, configuration))

@@ -1,0 +1,113 @@
+"""Everything a fusion trainer checks before nnU-Net creates a folder, and the model description it stores.
+
+:func:`fusion_model_info` takes the plans, the configuration name, ``dataset.json`` and the resolved
+``trainer_settings`` and returns the ``case_classification`` description that rebuilds the network (stored in the
+model folder's ``plans.json`` for ``nnUNetv2_predict`` and in every checkpoint for ``predict-cls``), or raises an
+:class:`~nnunet_mvext.errors.MVExtError` naming the key, label, channel or configuration and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+from nnunet_mvext.architectures.multiphase_fusion_net import NETWORK_VERSION, validate_phase_channels
+from nnunet_mvext.classification.case_labels import class_block
+from nnunet_mvext.errors import MVExtError
+
+CASE_KEY = "case_classification"
+LESION_NAMES = ("lesion", "tumour", "tumor")
+#: keys of the stored description that must agree between the folds of one model folder
+FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
+                       "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation")
+
+
+def _plain_labels(labels: Mapping) -> dict[str, int]:
+    return {name: int(v) for name, v in labels.items() if not isinstance(v, (list, tuple))}
+
+
+def _check_label(key: str, value: int, labels: Mapping, where: str) -> int:
+    plain = _plain_labels(labels)
+    ignore = plain.get("ignore")
+    foreground = {n: v for n, v in plain.items() if v != 0 and n != "ignore"}
+    listing = ", ".join(f"{n}={v}" for n, v in sorted(foreground.items(), key=lambda kv: kv[1]))
+    if value == ignore:
+        raise MVExtError(f"{where}: '{key}' is {value}, nnU-Net's ignore label. Allowed: a foreground label "
+                         f"({listing}).")
+    if value not in foreground.values():
+        raise MVExtError(f"{where}: '{key}' is {value}, not a foreground label of this dataset. Allowed: {listing}.")
+    return value
+
+
+def resolve_lesion_label(setting: Optional[int], labels: Mapping, where: str) -> int:
+    """The label whose region is pooled: the setting, else the one label named like a lesion."""
+    if setting is not None:
+        return _check_label("lesion_label", setting, labels, where)
+    plain = _plain_labels(labels)
+    named = {n: v for n, v in plain.items() if v != 0 and n != "ignore" and any(w in n.lower() for w in LESION_NAMES)}
+    listing = ", ".join(f"{n}={v}" for n, v in sorted(plain.items(), key=lambda kv: kv[1]) if v != 0)
+    if len(named) == 1:
+        return next(iter(named.values()))
+    if not named:
+        raise MVExtError(f"{where}: no label is named like a lesion ({', '.join(LESION_NAMES)}), so trainer_settings "
+                         f"'lesion_label' must be set. Labels of this dataset: {listing}.")
+    raise MVExtError(f"{where}: several labels are named like a lesion ({', '.join(f'{n}={v}' for n, v in named.items())}"
+                     f"); set trainer_settings 'lesion_label' to the one to classify.")
+
+
+def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
+    """Validate the fusion setup and return the stored description (see the module docstring)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    where = f"configuration '{configuration}' of plans '{plans.get('plans_name', '?')}'"
+    config = PlansManager(plans).get_configuration(configuration)
+    if len(config.patch_size) != 3:
+        raise MVExtError(f"{where} is {len(config.patch_size)}D; fusion trainers classify 3D patches around the "
+                         f"lesion. Use a 3D configuration (e.g. 3d_fullres).")
+    if config.previous_stage_name is not None:
+        raise MVExtError(f"{where} is a cascade stage (previous stage '{config.previous_stage_name}'); fusion "
+                         f"trainers would drop the previous stage's segmentation channels. Use 3d_fullres or "
+                         f"3d_lowres.")
+    labels = dataset_json["labels"]
+    regions = [n for n, v in labels.items() if isinstance(v, (list, tuple))]
+    if regions:
+        raise MVExtError(f"dataset.json of {plans.get('dataset_name', '?')} uses region-based labels ({regions}); fusion "
+                         f"trainers need plain labels because the lesion is found as one label of the segmentation.")
+    block = class_block(dataset_json, f"dataset.json of {plans.get('dataset_name', '?')}")
+    n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    phases = validate_phase_channels(settings.phase_channels or [[c] for c in range(n_channels)], n_channels,
+                                     settings.shared_encoder, f"trainer_settings of {where}")
+    lesion = resolve_lesion_label(settings.lesion_label, labels, f"trainer_settings of {where}")
+    fallback = None
+    if settings.fallback_roi_label is not None:
+        fallback = _check_label("fallback_roi_label", settings.fallback_roi_label, labels,
+                                f"trainer_settings of {where}")
+        if fallback == lesion:
+            raise MVExtError(f"trainer_settings of {where}: 'fallback_roi_label' equals 'lesion_label' ({lesion}); "
+                             f"it must name another label (e.g. the organ).")
+    if settings.pretrained_checkpoint is not None and not os.path.isfile(settings.pretrained_checkpoint):
+        raise MVExtError(f"trainer_settings of {where}: 'pretrained_checkpoint' {settings.pretrained_checkpoint} is not "
+                         f"a file. Allowed: the path of an nnU-Net checkpoint (.pth) trained on the same plan.")
+    names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
+    return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
+            "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,
+            "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
+            "fallback_roi_label": fallback, "segmentation": settings.segmentation}
+
+
+def check_stored_info(info: Optional[dict], source: str) -> dict:
+    """A stored description that this release can rebuild; older models are refused with what to do."""
+    if info is None:
+        raise MVExtError(f"{source} holds no '{CASE_KEY}' description: it was not written by a fusion trainer. Use "
+                         f"nnUNetv2_predict for segmentation models.")
+    version = info.get("network_version", 1)
+    if version != NETWORK_VERSION:
+        raise MVExtError(f"{source} was trained with fusion network version {version} (an earlier nnunet-mvext that "
+                         f"pooled the whole patch); this release needs version {NETWORK_VERSION}. Retrain the model "
+                         f"with this release (nnUNetv2_train ... -tr <the same trainer>).")
+    return info
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    """Keys of :data:`FOLD_INVARIANT_KEYS` whose values differ between two stored descriptions."""
+    return [k for k in FOLD_INVARIANT_KEYS if a.get(k) != b.get(k)]

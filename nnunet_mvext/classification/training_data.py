@@ -1,0 +1,67 @@
+"""What the fusion trainers change in nnU-Net's data pipeline, and nothing else.
+
+**Phase-consistent intensity augmentation.** nnU-Net draws the parameters of Gaussian blur, brightness, contrast,
+low resolution and gamma independently per channel, i.e. per phase. The case class of multi-phase data is an
+inter-phase enhancement pattern, so a +-25 % contrast change of one phase alone is label noise.
+:func:`phase_consistent` takes nnU-Net's own training transforms and sets ``synchronize_channels`` on those five, so
+one set of parameters per sample is applied to every phase. Where nnU-Net applies a transform to each channel with
+probability ``p_per_channel`` (blur, low resolution: 0.5), the sample-level probability is multiplied by it instead,
+so each phase is still transformed as often as before, only now together. Gaussian noise stays independent per
+phase (it is not a contrast change). Spatial transforms and mirroring were already drawn once per sample.
+
+**Region-centred sampling.** :class:`RoiCentredDataset` wraps an nnU-Net dataset so that nnU-Net's foreground
+sampling picks only the region-of-interest label's locations: the lesion, or for cases without lesion voxels the
+fallback label when one is set. The fusion trainers use it for the lesion-centred validation patches of the
+per-epoch classification metric, and for training when ``segmentation`` is false (no segmentation loss to keep
+nnU-Net's sampling for).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
+from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+PHASE_SYNCHRONISED = (GaussianBlurTransform, MultiplicativeBrightnessTransform, ContrastTransform,
+                      SimulateLowResolutionTransform, GammaTransform)
+
+
+def phase_consistent(transforms: ComposeTransforms) -> ComposeTransforms:
+    """nnU-Net's training transforms with the intensity transforms drawn once per sample for all channels."""
+    for t in transforms.transforms:
+        inner = t.transform if isinstance(t, RandomTransform) else t
+        if isinstance(inner, PHASE_SYNCHRONISED):
+            inner.synchronize_channels = True
+            if isinstance(t, RandomTransform):
+                t.apply_probability *= float(inner.p_per_channel)
+            inner.p_per_channel = 1
+    return transforms
+
+
+class RoiCentredDataset:
+    """An nnU-Net dataset whose foreground locations are those of the region-of-interest label of each case."""
+
+    def __init__(self, dataset, lesion_label: int, fallback_label: Optional[int] = None):
+        self.dataset = dataset
+        self.lesion_label = lesion_label
+        self.fallback_label = fallback_label
+
+    def __getattr__(self, name):
+        if name in ("dataset", "lesion_label", "fallback_label"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def load_case(self, identifier):
+        data, seg, seg_prev, properties = self.dataset.load_case(identifier)
+        locations = properties.get("class_locations") or {}
+        for label in (self.lesion_label, self.fallback_label):
+            if label is not None and len(locations.get(label, ())) > 0:
+                properties = {**properties, "class_locations": {label: locations[label]}}
+                break
+        return data, seg, seg_prev, properties
