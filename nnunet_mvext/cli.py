@@ -156,7 +156,8 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
     from nnunet_mvext.classification.inference import predict_classification
 
     path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
-                                  use_mirroring=not args.disable_tta, overwrite=args.overwrite)
+                                  use_mirroring=not args.disable_tta, overwrite=args.overwrite, roi_folder=args.roi,
+                                  threshold=args.threshold)
     logger.info("Wrote segmentations and %s", path)
     return 0
 
@@ -295,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
     p.add_argument("--disable_tta", action="store_true", help="no mirroring")
     p.add_argument("--overwrite", action="store_true", help="replace an existing classification.csv in -o")
+    p.add_argument("--roi", default=None, help="folder of lesion mask or box label files (CASE.nii.gz) that localise "
+                                                "the cases instead of the predicted lesion; required for models "
+                                                "trained with segmentation: false")
+    p.add_argument("--threshold", default="argmax", help="binary decision: argmax (default), stored (the threshold "
+                                                          "evaluate-cls --cv --store-threshold chose) or a number")
     p.set_defaults(func=_cmd_predict_cls)
 
     p = sub.add_parser("evaluate-cls", help="metrics with 95 %% intervals, calibration and plots for "
