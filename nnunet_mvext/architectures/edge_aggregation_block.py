@@ -26,8 +26,8 @@ Where the cost was and what we changed (the seed's EAB at full resolution domina
 
 - ``coarse=True`` (default): stage 0 is average-pooled to stage 1's resolution *before* the spatial attention
   (the seed attends at full resolution and pools afterwards), and stage 0's gate is computed at stage 1's
-  resolution, then interpolated (1 channel) to full resolution and multiplied. Full resolution then only sees one
-  pooling, one interpolation of a single channel and one multiplication: no norm, no conv.
+  resolution, then interpolated (1 channel) to full resolution and applied. Full resolution then only sees one
+  pooling, one interpolation of a single channel and the element-wise gating: no norm, no conv.
 - The seed projects ``u_i`` with a further 1x1 conv; a 1x1 conv after a transposed conv is a second linear map, so
   the transposed conv outputs the gate's ``G_i = max(C_i // 2, 8)`` channels directly (``fold_up_projection``).
 - ``coarse=False, fold_up_projection=False`` is the seed layout, kept for ablations.
