@@ -1,63 +1,123 @@
-"""Resume through the trainer's own save_checkpoint/load_checkpoint reproduces an uninterrupted Adan run exactly."""
+"""A seeded training interrupted after epoch k and resumed with ``nnUNetv2_train --c`` equals the uninterrupted run.
 
+The "interruption" is nnU-Net's own: the configuration first has ``num_epochs = k`` (training ends normally and
+writes ``checkpoint_final.pth``), then ``num_epochs = N`` and ``--c`` continues from that checkpoint at epoch k, as a
+user extending a training does (killing a process at a chosen epoch cannot be done reliably in a test). Changing
+``num_epochs`` changes the poly schedule, so epochs before k must not depend on it: with k = 1 and no warmup, epoch 0
+runs at ``initial_lr`` whatever ``num_epochs`` is (poly at t = 0), and the test checks that the logged learning rates
+of all epochs equal the uninterrupted run's.
+
+The uninterrupted run and the first part run nnU-Net's own training path (``get_trainer_from_args``,
+``maybe_load_checkpoint``, ``run_training``) in one subprocess without the final validation, which costs more CPU
+than the training here; only the resumed run goes through the ``nnUNetv2_train`` console script.
+"""
+
+import glob
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import run, DATASET_ID
+from conftest import DATASET_ID, run
 
 pytestmark = pytest.mark.e2e
 
+TRAINER = "nnUNetTrainerMVAdan"
+CONFIG = "3d_tiny_seeded"            # trained k epochs, then resumed to N
+REFERENCE = "3d_tiny_seeded_ref"     # trained N epochs in one go
+FOLD = 1                             # one validation case (fold 0 has two): the final validation is the slow part
+K, N = 1, 3
+SETTINGS = {"num_epochs": N, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1, "seed": 12345,
+            "warmup_epochs": 0}
 
-def _trainer(workspace, configuration):
-    from nnunet_mvext.trainers.adan_trainer import nnUNetTrainerMVAdan
+# nnUNetv2_train's path without the final validation; then the state a `--c` run starts from.
+HELPER = """
+import multiprocessing, sys
+import torch
+from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+dataset, fold, trainer_name, out, *configurations = sys.argv[1:]
+torch.set_num_threads(multiprocessing.cpu_count())  # what nnUNetv2_train -device cpu does
+for configuration in configurations:
+    trainer = get_trainer_from_args(dataset, configuration, int(fold), trainer_name, device=torch.device("cpu"))
+    maybe_load_checkpoint(trainer, False, False)
+    trainer.run_training()
+resumed = get_trainer_from_args(dataset, configurations[-1], int(fold), trainer_name, continue_training=True,
+                                device=torch.device("cpu"))
+maybe_load_checkpoint(resumed, True, False)
+torch.save({"network": resumed.network.state_dict(), "optimizer": resumed.optimizer.state_dict(),
+            "current_epoch": resumed.current_epoch}, out + "/resumed_state.pth")
+nnUNetTrainer.save_checkpoint(resumed, out + "/nnunet_keys.pth")
+resumed.save_checkpoint(out + "/our_keys.pth")
+"""
+
+
+def _equal(a, b) -> bool:
+    """Exact equality of nested checkpoint content (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _add_configuration(workspace, name, settings, inherits_from=None):
     with open(workspace.plans_file) as f:
         plans = json.load(f)
-    plans["continue_training"] = False
-    with open(f"{workspace.preprocessed}/{workspace.dataset_name}/dataset.json") as f:
-        dataset_json = json.load(f)
-    trainer = nnUNetTrainerMVAdan(plans, configuration, 0, dataset_json, torch.device("cpu"))
-    trainer.initialize()
-    return trainer
+    entry = plans["configurations"][name] if inherits_from is None else {"inherits_from": inherits_from}
+    entry["trainer_settings"] = dict(settings)
+    plans["configurations"][name] = entry
+    with open(workspace.plans_file, "w") as f:
+        json.dump(plans, f, indent=2)
 
 
-def _batches(trainer, n):
-    g = torch.Generator().manual_seed(0)
-    data = [torch.randn(2, 3, 32, 32, 32, generator=g) for _ in range(n)]
-    with torch.no_grad():
-        shapes = [o.shape[2:] for o in trainer.network(data[0])]
-    return [{"data": d, "target": [torch.randint(0, 3, (2, 1, *s), generator=g).float() for s in shapes]}
-            for d in data]
+def test_seeded_resume_with_c_across_an_epoch_boundary_equals_uninterrupted(workspace, tmp_path):
+    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", CONFIG], workspace.env)
+    _add_configuration(workspace, CONFIG, {**SETTINGS, "num_epochs": K})
+    _add_configuration(workspace, REFERENCE, SETTINGS, inherits_from=CONFIG)
+    subprocess.run([sys.executable, "-c", HELPER, str(DATASET_ID), str(FOLD), TRAINER, str(tmp_path), REFERENCE,
+                    CONFIG], env=workspace.env, check=True, capture_output=True, timeout=600)
+    fold = os.path.join(workspace.model_folder(TRAINER, CONFIG), f"fold_{FOLD}")
+    saved = _load(os.path.join(fold, "checkpoint_final.pth"))
+    shutil.copy(os.path.join(fold, "checkpoint_final.pth"), tmp_path / "after_k.pth")
 
+    # what `--c` starts from equals what was saved after epoch k
+    state = _load(tmp_path / "resumed_state.pth")
+    assert state["current_epoch"] == saved["current_epoch"] == K
+    assert _equal(state["network"], saved["network_weights"])
+    assert _equal(state["optimizer"], saved["optimizer_state"])
+    # our checkpoint is nnU-Net's plus the settings record
+    assert set(_load(tmp_path / "our_keys.pth")) == set(_load(tmp_path / "nnunet_keys.pth")) | \
+        {"nnunet_mvext_trainer_settings"}
 
-def test_resume_from_checkpoint_equals_uninterrupted(workspace, monkeypatch, tmp_path):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, workspace.env[key])
-    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_resume"], workspace.env)
-    torch.manual_seed(0)
-    uninterrupted = _trainer(workspace, "3d_tiny_resume")
-    batches = _batches(uninterrupted, 6)
-    initial = [p.detach().clone() for p in uninterrupted.network.parameters()]
-    uninterrupted.train_step(batches[0])
-    not_updated = [name for (name, p), a in zip(uninterrupted.network.named_parameters(), initial)
-                   if torch.equal(a, p)]
-    # Only the lowest-resolution deep-supervision head (the decoder's first seg layer) has loss weight 0
-    # (nnU-Net's rule without DDP; 1e-6 under DDP so that DDP sees a gradient there too).
-    assert not_updated == ["decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias"], \
-        "the first Adan step must update every parameter that has a gradient"
-    for b in batches[1:3]:
-        uninterrupted.train_step(b)
-    checkpoint = str(tmp_path / "checkpoint.pth")
-    uninterrupted.save_checkpoint(checkpoint)
-    for b in batches[3:]:
-        uninterrupted.train_step(b)
+    _add_configuration(workspace, CONFIG, SETTINGS)
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, FOLD, "-tr", TRAINER, "-device", "cpu", "--c"], workspace.env)
 
-    torch.manual_seed(123)  # a different init: everything must come from the checkpoint
-    resumed = _trainer(workspace, "3d_tiny_resume")
-    resumed.load_checkpoint(checkpoint)
-    for b in batches[3:]:
-        resumed.train_step(b)
-    for (name, a), b in zip(uninterrupted.network.named_parameters(), resumed.network.parameters()):
-        assert torch.equal(a, b), name
+    resumed = _load(os.path.join(fold, "checkpoint_final.pth"))
+    reference = _load(os.path.join(workspace.model_folder(TRAINER, REFERENCE), f"fold_{FOLD}", "checkpoint_final.pth"))
+    lrs = reference["logging"]["lrs"]
+    assert len(lrs) == N and len(set(lrs)) == N, "the schedule must move from epoch to epoch"
+    assert resumed["logging"]["lrs"] == lrs
+    logs = [open(p).read() for p in sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))]
+    (log,) = [text for text in logs if f"Epoch {N - 1}" in text]  # the resumed run's
+    logged = [float(line.rsplit(":", 1)[1]) for line in log.splitlines() if "Current learning rate:" in line]
+    assert logged == [round(lr, 5) for lr in lrs[K:]]  # nnU-Net logs 5 decimals
+
+    assert "trainer_settings changed since checkpoint_final.pth was written; from epoch 1 on" in log
+    assert f"  num_epochs: {K} -> {N} (plans)" in log and "learning-rate schedule" in log
+
+    assert resumed["logging"]["train_losses"] == reference["logging"]["train_losses"]
+    assert not _equal(resumed["network_weights"], saved["network_weights"]), "the resumed run must train"
+    assert _equal(resumed["network_weights"], reference["network_weights"])
+    assert _equal(resumed["optimizer_state"], reference["optimizer_state"])
