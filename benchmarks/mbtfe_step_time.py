@@ -198,8 +198,8 @@ def explicit_arguments(args: argparse.Namespace) -> list[str]:
     """The command-line arguments with every option spelled out, so the recorded command does not depend on the
     defaults of a later version of this script."""
     argv = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--memory-patch",
-            str(args.memory_patch), "--volume", str(args.volume), "--inference-runs", str(args.inference_runs), "--inference-warmup",
-            str(args.inference_warmup), "--device", args.device, "--models", ",".join(args.models)]
+            str(args.memory_patch), "--volume", str(args.volume), "--inference-runs", str(args.inference_runs),
+            "--inference-warmup", str(args.inference_warmup), "--device", args.device, "--models", ",".join(args.models)]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     if args.smoke:
@@ -273,7 +273,8 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
     for name, (times, peak, params) in rows.items():
         ms = statistics.median(times)
         memory = f"{peak:.2f} | {peak / base_peak:.2f}" if device.type == "cuda" else "n/a | n/a"
-        lines.append(f"| {MODEL_NAMES[name]} | {ms:.1f} | {min(times):.1f} | {max(times):.1f} | {ms / base_ms:.2f} | {memory} | "
+        lines.append(f"| {MODEL_NAMES[name]} | {ms:.1f} | {min(times):.1f} | {max(times):.1f} | {ms / base_ms:.2f} | "
+                     f"{memory} | "
                      f"{params:.1f} |")
 
     counts = {name: memory_counts(build, args.memory_patch) for name, build in models(args.smoke).items()}
@@ -284,7 +285,8 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
               "| model | estimate (M voxels) | x plain | conv outputs by hooks (M voxels) | estimate / hooks "
               "| saved for backward (GiB) | x plain |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, (estimate, hooked, saved) in counts.items():
-        lines.append(f"| {MODEL_NAMES[name]} | {estimate / 1e6:.1f} | {estimate / plain_counts[0]:.3f} | {hooked / 1e6:.1f} | "
+        lines.append(f"| {MODEL_NAMES[name]} | {estimate / 1e6:.1f} | {estimate / plain_counts[0]:.3f} | "
+                     f"{hooked / 1e6:.1f} | "
                      f"{estimate / hooked:.3f} | {saved / 2 ** 30:.2f} | {saved / plain_counts[2]:.3f} |")
 
     lines += ["", f"Sliding-window inference of one {args.volume}^3 volume (nnUNetPredictor, step 0.5, no mirroring), "

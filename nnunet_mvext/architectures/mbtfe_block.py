@@ -23,10 +23,12 @@ selective-kernel attention puts a BatchNorm there, which we leave out because nn
 an InstanceNorm is undefined on a (B, H) vector. The residual scale ``gamma`` starts at zero (as ReZero, Bachlechner
 et al., 2020, and SkipInit, De & Smith, NeurIPS 2020), so at initialisation the block is exactly the identity and a
 U-Net with MBTFE computes what the plain U-Net computes; ``gamma`` gets a gradient from the first step
-(``<dL/dout, y>``) and the branches from the step after. Measured on the benchmark's 4-stage CPU plan after nnU-Net's
-``InitWeights_He``: a plain ``x + y`` changed its input by 74 % of its norm (``||out - x|| / ||x||``); with ``gamma``
-the change is 0 (``tests/architectures/test_mbtfe_init.py``). ``gamma`` is a plain parameter, not a conv, so
-nnU-Net's re-initialisation leaves it at zero.
+(``<dL/dout, y>``) and the branches from the step after. Measured on ``plan_kwargs(smoke=True)`` of
+``benchmarks/mbtfe_step_time.py`` (4 stages 8..64) after ``torch.manual_seed(0)`` and nnU-Net's
+``InitWeights_He(1e-2)``, input ``randn(2, 1, 32, 32, 32)`` after ``torch.manual_seed(1)``: the previous
+``out = x + y`` (``gamma = 1``) changed the stage-2 block's input by 74 % of its norm (``||out - x|| / ||x||``); with
+``gamma`` the change is 0 (``tests/architectures/test_mbtfe_init.py`` checks 0 on an anisotropic plan). ``gamma`` is
+a plain parameter, not a conv, so nnU-Net's re-initialisation leaves it at zero.
 """
 
 from __future__ import annotations

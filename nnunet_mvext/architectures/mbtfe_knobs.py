@@ -44,7 +44,9 @@ def _stages_ok(value: Any, n_stages: Optional[int]) -> bool:
 
 
 def _eab_stages_ok(value: Any, n_stages: Optional[int]) -> bool:
-    return value is None or (_is_int(value) and (value == 0 or (value >= 2 and (n_stages is None or value <= n_stages))))
+    if value is None:
+        return True
+    return _is_int(value) and (value == 0 or (value >= 2 and (n_stages is None or value <= n_stages)))
 
 
 BOOL = "true or false (a JSON boolean, not a string)"

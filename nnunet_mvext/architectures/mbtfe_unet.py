@@ -11,8 +11,8 @@ The seed layout (``mbtfe_stages`` = every stage, ``"parallel"``, ``mbtfe_residua
 :data:`~nnunet_mvext.architectures.mbtfe_knobs.SEED_KNOBS`.
 Why the defaults: the full-resolution stages dominate the cost (per voxel, stage i costs ~2**-i of stage 0 for
 nnU-Net's doubling channels and halving resolution), so MBTFE starts at stage 2 and EAB keeps full-resolution work to
-one pooling, one single-channel interpolation and the element-wise gating. The bottleneck gets no MBTFE: nnU-Net plans it
-at 4-8 voxels per axis, where the 5- and 7-voxel branches see mostly padding, and at 320 channels its three convs
+one pooling, one single-channel interpolation and the element-wise gating. The bottleneck gets no MBTFE: nnU-Net plans
+it at 4-8 voxels per axis, where the 5- and 7-voxel branches see mostly padding, and at 320 channels its three convs
 would add 8 M parameters for nothing multi-scale. See ``benchmarks/RESULTS.md`` for measurements.
 """
 

@@ -12,7 +12,8 @@ import mbtfe_step_time  # noqa: E402
 
 def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():
     args = mbtfe_step_time.parse_arguments(["--smoke", "--models", "mbtfe-only,ours", "--steps", "12", "--warmup", "2",
-                                            "--patch", "48", "--memory-patch", "64", "--volume", "80", "--inference-runs", "2",
+                                            "--patch", "48", "--memory-patch", "64", "--volume", "80",
+                                            "--inference-runs", "2",
                                             "--inference-warmup", "2", "--device", "cpu", "--threads", "1",
                                             "--append", "R.md"])
     explicit = mbtfe_step_time.explicit_arguments(args)
@@ -21,8 +22,8 @@ def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_ru
     defaults = mbtfe_step_time.parse_arguments([])
     spelled = mbtfe_step_time.explicit_arguments(defaults)
     assert defaults.steps >= 10 and defaults.warmup >= 1 and defaults.inference_warmup >= 1
-    for option in ("--steps", "--warmup", "--patch", "--memory-patch", "--volume", "--inference-runs", "--inference-warmup", "--device",
-                   "--models"):
+    for option in ("--steps", "--warmup", "--patch", "--memory-patch", "--volume", "--inference-runs",
+                   "--inference-warmup", "--device", "--models"):
         assert option in spelled, option
 
 
