@@ -243,14 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-mvext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="generate a synthetic dataset and run nnU-Net's pipeline with our trainer")
+    p = sub.add_parser("demo", help="generate a synthetic dataset; train, segment and classify it through nnU-Net")
     p.add_argument("--workdir", default="nnunet_mvext_demo", help="folder for all demo outputs (default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for training and prediction")
     p.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id to use (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an earlier demo run in --workdir")
-    p.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=None,
-                   help="also train and evaluate the three fusion classification trainers (default: on for cuda, "
-                        "off for cpu)")
+    p.add_argument("--fusion", action="store_true",
+                   help="also train concat, DSN and decision fusion and compare them with ABAF on the held-out cases")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("trainers", help="list trainers of the nnunetv2.trainers entry-point group")

@@ -1,10 +1,13 @@
-"""``nnunet-mvext demo``: the whole nnU-Net pipeline with this package's trainer on a generated dataset.
+"""``nnunet-mvext demo``: segmentation and case classification through nnU-Net's pipeline on a generated dataset.
 
 Steps, each through nnU-Net's own console scripts in a subprocess (their full output goes to ``WORKDIR/logs``):
-generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset`) →
-``nnUNetv2_plan_and_preprocess`` → ``add-config`` of a tiny configuration with Adan settings →
-``nnUNetv2_train … -tr nnUNetTrainerMVAdan`` → ``nnUNetv2_predict`` on the held-out cases →
-``nnUNetv2_evaluate_folder``. Finishes in a few minutes on a 2-core CPU.
+generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset`, 3 phases misregistered by up to
+2 voxels, class = inter-phase enhancement change) → ``nnUNetv2_plan_and_preprocess`` → ``add-config`` of a tiny
+configuration with Adan settings → ``nnUNetv2_train … -tr nnUNetTrainerFusionABAF`` (one training: segmentation
+decoder and ABAF classification head) → ``nnunet-mvext predict-cls`` on the held-out cases (segmentations and
+classes) → ``nnUNetv2_evaluate_folder`` (Dice) and ``nnunet-mvext evaluate-cls`` (AUC with DeLong's 95 % interval,
+accuracy, the collapse check). ``--fusion`` also trains concat, DSN and decision fusion and prints them side by
+side. Finishes in under 5 minutes on a 2-core CPU without ``--fusion``.
 """
 
 from __future__ import annotations
@@ -17,58 +20,67 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,
-                                   predict_and_evaluate, prepare_workdir, run_console_script)
+from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths, prepare_workdir,
+                                   run_console_script)
 
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIGURATION = "3d_demo"
-DEMO_TRAINER = "nnUNetTrainerMVAdan"
-FUSION_TRAINERS = ("nnUNetTrainerFusionConcat", "nnUNetTrainerFusionDSN", "nnUNetTrainerFusionABAF")
-# 15 epochs x 20 iterations of batch 2 at 32^3 with 8/16/32 features: about a minute on 2 CPU cores.
-DEMO_TRAINER_SETTINGS = {"num_epochs": 15, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2,
-                         "optimizer": "adan", "initial_lr": 3e-3, "warmup_epochs": 1, "save_every": 5}
+DEMO_TRAINER = "nnUNetTrainerFusionABAF"
+COMPARED_TRAINERS = ("nnUNetTrainerFusionConcat", "nnUNetTrainerFusionDSN", "nnUNetTrainerFusionDecision")
+NUM_TRAIN, NUM_TEST, MISREGISTRATION = 20, 40, 2
+# batch 2 at 32^3 with 8/16/32 features, three phase encoders: about two minutes on 2 CPU cores
+DEMO_TRAINER_SETTINGS = {"num_epochs": 12, "num_iterations_per_epoch": 16, "num_val_iterations_per_epoch": 2,
+                         "optimizer": "adan", "initial_lr": 3e-3, "warmup_epochs": 1, "save_every": 4, "seed": 0}
+
 
 @dataclass
 class DemoResult:
-    """What the demo produced: per-label Dice on held-out cases, stage times and where every output lies."""
+    """What the demo produced: held-out Dice per label, held-out classification metrics, stage times, outputs."""
 
     dice_per_label: dict
     mean_dice: float
+    classification: dict = field(default_factory=dict)
     stage_seconds: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
-    fusion: dict = field(default_factory=dict)
 
 
-def run_fusion_demo(dataset, dataset_id: int, device: str, workdir: str, env: dict, logs: str) -> dict:
-    """Train the three fusion trainers on the demo configuration; classify and evaluate the held-out cases.
+def classify_and_evaluate(dataset, dataset_id: int, trainer: str, device: str, workdir: str, env: dict,
+                          logs: str, mirroring: bool) -> tuple[str, dict, dict]:
+    """``predict-cls`` on the held-out cases, then ``evaluate-cls``; returns (output folder, metrics, seconds)."""
+    out = claim_output(workdir, f"predictions_{trainer}")
+    times = {"predict-cls": run_console_script(
+        [console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d", str(dataset_id),
+         "-c", DEMO_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", device]
+        + ([] if mirroring else ["--disable_tta"]), env, os.path.join(logs, f"predict_cls_{trainer}.log"))}
+    times["evaluate-cls"] = run_console_script(
+        [console_script("nnunet-mvext"), "evaluate-cls", "-ref", os.path.join(dataset.labels_ts, "classification.csv"),
+         "-pred", os.path.join(out, "classification.csv"), "-o", os.path.join(out, "classification_evaluation"),
+         "--n-bootstrap", "1000"], env, os.path.join(logs, f"evaluate_cls_{trainer}.log"))
+    with open(os.path.join(out, "classification_evaluation", "classification_metrics.json")) as f:
+        return out, json.load(f), times
 
-    Returns ``{trainer: classification metrics}`` (from ``nnunet-mvext evaluate-cls``).
-    """
-    results = {}
-    reference = os.path.join(dataset.labels_ts, "classification.csv")
-    for trainer in FUSION_TRAINERS:
-        logger.info("[fusion] nnUNetv2_train -tr %s, then predict-cls and evaluate-cls", trainer)
-        run_console_script([console_script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", trainer,
-                            "-device", device], env, os.path.join(logs, f"train_{trainer}.log"))
-        out = claim_output(workdir, f"classification_{trainer}")
-        run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
-                            str(dataset_id), "-c", DEMO_CONFIGURATION, "-f", "0", "-tr", trainer, "-device", device],
-                           env, os.path.join(logs, f"predict_cls_{trainer}.log"))
-        run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref", reference, "-pred",
-                            os.path.join(out, "classification.csv"), "-o", os.path.join(out, "evaluation")],
-                           env, os.path.join(logs, f"evaluate_cls_{trainer}.log"))
-        with open(os.path.join(out, "evaluation", "classification_metrics.json")) as f:
-            results[trainer] = json.load(f)
-    return results
+
+def evaluate_segmentation(dataset, predictions: str, env: dict, logs: str) -> tuple[dict, float, float]:
+    """``nnUNetv2_evaluate_folder`` on the segmentations predict-cls exported: (Dice per label, mean, seconds)."""
+    summary = os.path.join(predictions, "summary.json")
+    seconds = run_console_script(
+        [console_script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
+         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
+         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, "evaluate_folder.log"))
+    with open(summary) as f:
+        metrics = json.load(f)
+    with open(os.path.join(dataset.folder, "dataset.json")) as f:
+        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
+    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
+    return dice, metrics["foreground_mean"]["Dice"], seconds
 
 
 def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bool = False,
-             trainer_settings: Optional[dict] = None, fusion: Optional[bool] = None) -> DemoResult:
+             trainer_settings: Optional[dict] = None, fusion: bool = False) -> DemoResult:
     """Run the demo pipeline in ``workdir`` and return its :class:`DemoResult`.
 
-    ``fusion`` (default: on for cuda, off for cpu, where it adds about 16 minutes on 2 cores) also trains the
-    three multi-phase classification trainers and evaluates them on the held-out cases.
+    ``fusion`` also trains concat, DSN and decision fusion (about 3 more minutes each on 2 CPU cores).
     """
     if device not in ("cpu", "cuda"):
         raise MVExtError(f"--device must be 'cpu' or 'cuda', got '{device}'.")
@@ -79,21 +91,22 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
         claim_output(workdir, name)
     logs = claim_output(workdir, "logs")
     os.makedirs(logs)
-    script = console_script
     times = {}
     start = time.time()
-    logger.info("[1/5] generating the synthetic multi-phase dataset")
+    logger.info("[1/6] generating the synthetic multi-phase dataset (%d training, %d held-out cases)", NUM_TRAIN,
+                NUM_TEST)
     from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
-    dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id)
+    dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id, num_train=NUM_TRAIN,
+                                          num_test=NUM_TEST, misregistration_voxels=MISREGISTRATION)
     times["generate"] = time.time() - start
 
-    logger.info("[2/5] nnU-Net planning and preprocessing (3d_fullres)")
+    logger.info("[2/6] nnU-Net planning and preprocessing (3d_fullres)")
     times["plan_and_preprocess"] = run_console_script(
-        [script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres", "-np",
+        [console_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres", "-np",
          env["nnUNet_def_n_proc"], "--verify_dataset_integrity"], env, os.path.join(logs, "plan_and_preprocess.log"))
 
-    logger.info("[3/5] adding configuration '%s' (tiny network, Adan) to the plans", DEMO_CONFIGURATION)
+    logger.info("[3/6] adding configuration '%s' (tiny network, Adan) to the plans", DEMO_CONFIGURATION)
     settings = {**DEMO_TRAINER_SETTINGS, **(trainer_settings or {})}
     t = time.time()
     with nnunet_paths(env):
@@ -103,49 +116,67 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
                                           extra_trainer_settings=settings)
     times["add_config"] = time.time() - t
 
-    logger.info("[4/5] training with nnUNetv2_train -tr %s (%d epochs x %d iterations)", DEMO_TRAINER,
-                settings["num_epochs"], settings["num_iterations_per_epoch"])
+    logger.info("[4/6] training segmentation and classification together: nnUNetv2_train -tr %s (%d epochs x %d "
+                "iterations)", DEMO_TRAINER, settings["num_epochs"], settings["num_iterations_per_epoch"])
     times["train"] = run_console_script(
-        [script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", DEMO_TRAINER, "-device", device],
-        env, os.path.join(logs, "train.log"))
+        [console_script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr", DEMO_TRAINER, "-device",
+         device], env, os.path.join(logs, f"train_{DEMO_TRAINER}.log"))
 
-    predictions = claim_output(workdir, "predictions")
     mirroring = device == "cuda"  # test-time mirroring costs 8x on the CPU: left out there to keep the demo short
-    logger.info("[5/5] predicting %d held-out cases with nnUNetv2_predict%s, then nnUNetv2_evaluate_folder",
+    logger.info("[5/6] segmenting and classifying the %d held-out cases with nnunet-mvext predict-cls%s",
                 len(dataset.test_cases), "" if mirroring else " --disable_tta")
-    dice, mean_dice, eval_times = predict_and_evaluate(dataset, dataset_id, DEMO_CONFIGURATION, DEMO_TRAINER, device,
-                                                       predictions, env, logs, mirroring)
-    times.update(eval_times)
-    fusion_results = {}
-    with_fusion = fusion if fusion is not None else device == "cuda"
-    if with_fusion:
+    predictions, metrics, step_times = classify_and_evaluate(dataset, dataset_id, DEMO_TRAINER, device, workdir, env,
+                                                             logs, mirroring)
+    times.update(step_times)
+    logger.info("[6/6] scoring the segmentations with nnUNetv2_evaluate_folder")
+    dice, mean_dice, times["evaluate_folder"] = evaluate_segmentation(dataset, predictions, env, logs)
+    classification = {DEMO_TRAINER: metrics}
+    if fusion:
         t = time.time()
-        fusion_results = run_fusion_demo(dataset, dataset_id, device, workdir, env, logs)
+        for trainer in COMPARED_TRAINERS:
+            logger.info("[--fusion] nnUNetv2_train -tr %s, then predict-cls and evaluate-cls", trainer)
+            run_console_script([console_script("nnUNetv2_train"), str(dataset_id), DEMO_CONFIGURATION, "0", "-tr",
+                                trainer, "-device", device], env, os.path.join(logs, f"train_{trainer}.log"))
+            classification[trainer] = classify_and_evaluate(dataset, dataset_id, trainer, device, workdir, env, logs,
+                                                            mirroring)[1]
         times["fusion"] = time.time() - t
     else:
-        logger.info("(skipping the three fusion classification trainers; add --fusion to train them: about 16 more "
-                    "minutes on 2 CPU cores)")
+        logger.info("(add --fusion to also train concat, DSN and decision fusion: about 3 more minutes each on 2 CPU "
+                    "cores)")
     times["total"] = time.time() - start
-    summary = os.path.join(predictions, "summary.json")
     results_folder = os.path.join(env["nnUNet_results"], dataset.dataset_name,
                                   f"{DEMO_TRAINER}__nnUNetPlans__{DEMO_CONFIGURATION}")
-    outputs = {"raw dataset": dataset.folder, "plans file": plans_file,
-               "trained model": results_folder, "training log": os.path.join(results_folder, "fold_0"),
-               "predictions": predictions, "evaluation": summary, "command logs": logs}
-    return DemoResult(dice, mean_dice, times, outputs, fusion_results)
+    outputs = {"raw dataset": dataset.folder, "plans file": plans_file, "trained model": results_folder,
+               "training log": os.path.join(results_folder, "fold_0"), "predictions": predictions,
+               "classification": os.path.join(predictions, "classification.csv"),
+               "evaluation": os.path.join(predictions, "classification_evaluation"), "command logs": logs}
+    return DemoResult(dice, mean_dice, classification, times, outputs)
+
+
+def _interval(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = metrics.get("intervals", {}).get(key, {})
+    if ci.get("low") is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def format_result(result: DemoResult) -> str:
-    """The table the demo prints."""
+    """The tables the demo prints."""
     lines = ["", "Held-out Dice (nnUNetv2_evaluate_folder):", f"  {'label':<10} {'Dice':>6}"]
     lines += [f"  {name:<10} {value:>6.3f}" for name, value in result.dice_per_label.items()]
     lines.append(f"  {'mean':<10} {result.mean_dice:>6.3f}")
-    if result.fusion:
-        lines += ["", "Held-out case classification (predict-cls + evaluate-cls):",
-                  f"  {'trainer':<26} {'AUC':>6} {'accuracy':>9}"]
-        for trainer, m in result.fusion.items():
-            auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
-            lines.append(f"  {trainer:<26} {auc:>6} {m['accuracy']:>9.3f}")
+    n = next(iter(result.classification.values()))["num_cases"] if result.classification else 0
+    lines += ["", f"Held-out case classification, {n} cases (predict-cls + evaluate-cls; 95 % intervals: DeLong for "
+                  f"AUC, bootstrap otherwise):",
+              f"  {'trainer':<28} {'AUC':>22} {'accuracy':>22}  confusion matrix"]
+    for trainer, m in result.classification.items():
+        lines.append(f"  {trainer:<28} {_interval(m, 'auc'):>22} {_interval(m, 'accuracy'):>22}  "
+                     f"{m.get('confusion_matrix')}")
+        if m.get("collapse_warning"):
+            lines.append(f"    WARNING: {m['collapse_warning']}")
     lines.append("")
     lines.append("Time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_seconds.items()))
     lines.append("")

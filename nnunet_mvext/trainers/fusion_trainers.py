@@ -93,9 +93,14 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
 class nnUNetTrainerFusion(nnUNetTrainerMV):
     """Per-phase encoders, lesion-pooled late fusion (``trainer_settings.fusion``), joint segmentation decoder."""
 
+    defining_settings = ("fusion",)
+    settings_scopes = ("fusion",)
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        settings = settings_from_plans(plans, configuration, self.settings_defaults)
+        settings = settings_from_plans(plans, configuration, self.settings_defaults, self.settings_scopes)
+        self.refuse_contradicting_plans(settings, f"configuration '{configuration}' of plans "
+                                                  f"'{plans.get('plans_name', '?')}'")
         info = fusion_model_info(plans, configuration, dataset_json, settings)
         _check_other_folds(plans, configuration, self.__class__.__name__, fold, info)
         super().__init__(plans, configuration, fold, dataset_json, device)
