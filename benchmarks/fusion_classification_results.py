@@ -1,188 +1,218 @@
-"""Multi-phase classification results: fusion trainers vs single phases vs an early-fusion 3D ResNet-18.
+"""Multi-phase classification on held-out cases: fusion heads vs early fusion vs every single phase.
 
-On the synthetic multi-phase dataset (class = how lesion contrast changes between phases), with held-out cases:
+Everything goes through nnU-Net's CLI as a user runs it: ``nnUNetv2_plan_and_preprocess`` → ``add-config`` →
+``nnUNetv2_train … 0`` (fold 0 of the training cases) → ``nnunet-mvext predict-cls`` on ``imagesTs`` (held-out cases
+never used for training or model selection; ``checkpoint_final.pth``) → ``nnunet-mvext evaluate-cls`` (95 %
+intervals: DeLong for a binary AUC, stratified bootstrap otherwise).
 
-- ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF`` through the whole nnU-Net pipeline (own lesion localisation on
-  full volumes: ``nnUNetv2_train`` then ``nnunet-mvext predict-cls`` and ``evaluate-cls``);
-- single-phase models: ``nnUNetTrainerFusionConcat`` with ``phase_channels: [[p]]``, one per phase;
-- the baseline users try first: torchvision's ``r3d_18`` from scratch, phases stacked as input channels (early
-  fusion), trained and tested on ground-truth lesion-centred crops of the same cases;
+Data (``--data``):
 
-each on an aligned dataset and on one whose later phases are misregistered by up to ``--misregistration`` voxels.
-Also step time and peak memory of the 3-phase fusion network against the plain 3-channel U-Net at the same patch.
+- ``binary``: 3 phases, misregistered by up to ``--misregistration`` voxels, class = the lesion's enhancement change
+  between phases (:mod:`nnunet_mvext.synthetic_dataset`, binary mode);
+- ``multiclass``: 7 classes (enhancement patterns), 8 phases, lesion labels as filled boxes, misregistered; the
+  held-out split holds every class.
 
-GPU run for RESULTS.md::
+Rows: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on one encoder per phase; early fusion (the
+same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
+(``phase_channels: [[p]]``), all reported, none picked on the held-out cases. ``--rows`` runs a subset; results are
+kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
+completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
-    python benchmarks/fusion_classification_results.py --workdir /tmp/fusion --device cuda --epochs 100 \\
-        --iterations 250 --num-train 60 --num-test 40 --shape 64 64 64 --append benchmarks/RESULTS.md
+CPU run recorded in RESULTS.md (about 5 minutes per training on 2 cores)::
 
-``--smoke``: tiny configuration, aligned data, ABAF and phase 0 only, one ResNet epoch, on the CPU.
+    python benchmarks/fusion_classification_results.py --workdir /tmp/fcr --device cpu --data binary \\
+        --append benchmarks/RESULTS.md
+
+GPU: add ``--device cuda`` (test-time mirroring is then on) and larger ``--epochs``/``--iterations``.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import datetime
 import json
 import logging
 import os
 import sys
+import time
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from sklearn.metrics import f1_score
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import pipeline_arguments, pipeline_workspace, report  # noqa: E402
+from results_file import report  # noqa: E402
 
-from nnunet_mvext.classification.case_prediction import crop_around, lesion_centre  # noqa: E402
-from nnunet_mvext.classification.metrics import classification_metrics  # noqa: E402
-from nnunet_mvext.pipeline import claim_output, console_script, nnunet_paths, run_console_script  # noqa: E402
+from nnunet_mvext.errors import MVExtError  # noqa: E402
+from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
+                                   prepare_workdir, run_console_script)
 from nnunet_mvext.plans_config import add_configuration  # noqa: E402
-from nnunet_mvext.synthetic_dataset import PHASES, generate_multiphase_dataset  # noqa: E402
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
 
 logger = logging.getLogger("fusion_classification_results")
-FUSION = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF"}
+HEADS = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF",
+         "decision": "nnUNetTrainerFusionDecision"}
+DATA = {"binary": dict(dataset_id=511, num_phases=3, num_classes=2, box_labels=False),
+        "multiclass": dict(dataset_id=512, num_phases=8, num_classes=7, box_labels=True)}
 
 
-def nnunet_model(dataset, dataset_id: int, trainer: str, config: str, device: str, workdir: str, env: dict,
-                 logs: str) -> dict:
-    """Train one trainer on fold 0, classify the held-out cases with predict-cls, return evaluate-cls metrics."""
-    tag = f"{dataset_id}_{trainer}_{config}"
-    run_console_script([console_script("nnUNetv2_train"), str(dataset_id), config, "0", "-tr", trainer, "-device",
-                        device], env, os.path.join(logs, f"train_{tag}.log"))
-    out = claim_output(workdir, f"pred_{tag}")
-    run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
-                        str(dataset_id), "-c", config, "-f", "0", "-tr", trainer, "-device", device], env,
-                       os.path.join(logs, f"predict_{tag}.log"))
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--data", choices=tuple(DATA), default="binary")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--num-train", type=int, default=40)
+    parser.add_argument("--num-test", type=int, default=64)
+    parser.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
+    parser.add_argument("--misregistration", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="trainer_settings seed and dataset seed")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="subset of rows: concat dsn abaf decision early phase0 phase1 ... (default: all)")
+    parser.add_argument("--resume", action="store_true", help="continue an earlier run in --workdir")
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
+    parser.add_argument("--append", default=None, help="append the table to this markdown file")
+    return parser.parse_args()
+
+
+def rows_for(num_phases: int) -> dict:
+    """``{row: (trainer, configuration, phase_channels or None)}``."""
+    rows = {mode: (trainer, "3d_fusion", None) for mode, trainer in HEADS.items()}
+    rows["early"] = (HEADS["concat"], "3d_early", [list(range(num_phases))])
+    for p in range(num_phases):
+        rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", [[p]])
+    return rows
+
+
+def score(out: str, dataset, env: dict, logs: str, tag: str) -> dict:
+    """evaluate-cls metrics of predict-cls's CSV, plus macro-F1 and the mean beta per phase from the CSV."""
     run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref",
                         os.path.join(dataset.labels_ts, "classification.csv"), "-pred",
                         os.path.join(out, "classification.csv"), "-o", os.path.join(out, "eval")], env,
                        os.path.join(logs, f"evaluate_{tag}.log"))
     with open(os.path.join(out, "eval", "classification_metrics.json")) as f:
-        return json.load(f)
+        metrics = json.load(f)
+    with open(os.path.join(out, "classification.csv")) as f:
+        header, *rows = list(csv.reader(f))
+    with open(os.path.join(dataset.labels_ts, "classification.csv")) as f:
+        truth = {r[0]: int(r[1]) for r in list(csv.reader(f))[1:]}
+    names = metrics["class_names"]
+    predicted = [names.index(r[1]) for r in rows]
+    metrics["macro_f1"] = float(f1_score([truth[r[0]] for r in rows], predicted, average="macro",
+                                         labels=list(range(len(names))), zero_division=0))
+    beta_cols = [i for i, h in enumerate(header) if h.startswith("beta_")]
+    metrics["mean_beta"] = {header[i][5:]: float(np.mean([float(r[i]) for r in rows])) for i in beta_cols}
+    metrics["predicted_class_counts"] = {n: predicted.count(i) for i, n in enumerate(names)}
+    return metrics
 
 
-def lesion_crops(dataset, split: str, crop: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Ground-truth lesion-centred crops (N, 3, crop^3), z-scored per channel, and their labels."""
-    cases = dataset.train_cases if split == "Tr" else dataset.test_cases
-    xs, ys = [], []
-    for c in cases:
-        images = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(
-            os.path.join(dataset.folder, f"images{split}", f"{c.case_id}_{p:04d}.nii.gz"))) for p in range(3)])
-        seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(dataset.folder, f"labels{split}",
-                                                                 f"{c.case_id}.nii.gz")))
-        centre = lesion_centre(seg == 2) or tuple(s // 2 for s in seg.shape)
-        x = crop_around(torch.from_numpy(images.astype(np.float32)), centre, (crop,) * 3)
-        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + 1e-6)
-        xs.append(x)
-        ys.append(c.label)
-    return torch.stack(xs), np.array(ys)
-
-
-def early_fusion_resnet(dataset, epochs: int, crop: int, device: str) -> dict:
-    """torchvision r3d_18 from scratch on stacked phases (early fusion), ground-truth crops; held-out metrics."""
-    from torchvision.models.video import r3d_18
-
-    torch.manual_seed(0)
-    x_tr, y_tr = lesion_crops(dataset, "Tr", crop)
-    x_te, y_te = lesion_crops(dataset, "Ts", crop)
-    model = r3d_18(weights=None, num_classes=2).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    y_tr_t = torch.from_numpy(y_tr).long()
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_tr))
-        for i in range(0, len(order), 8):
-            idx = order[i:i + 8]
-            xb = x_tr[idx]
-            for axis in (2, 3, 4):  # random mirroring, the same for all phases
-                if torch.rand(()) < 0.5:
-                    xb = torch.flip(xb, (axis,))
-            loss = torch.nn.functional.cross_entropy(model(xb.to(device)), y_tr_t[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        probs = torch.cat([torch.softmax(model(x_te[i:i + 8].to(device)), 1).cpu()
-                           for i in range(0, len(x_te), 8)]).numpy()
-    return classification_metrics(y_te, probs, ["persistent", "washout"])
-
-
-def step_time_rows(device: torch.device, patch: int, steps: int, smoke: bool) -> list[str]:
-    """Fusion network (3 phases) vs plain 3-channel U-Net: ms per training step and peak memory."""
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-    from mbtfe_step_time import plan_kwargs, train_step_stats
-
-    from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-
-    kw = {**plan_kwargs(smoke), "input_channels": 3}
-    arch = {k: v for k, v in kw.items() if k not in ("input_channels", "num_classes", "deep_supervision")}
-    builds = {"plain PlainConvUNet, 3 channels": lambda: PlainConvUNet(**kw),
-              "MultiPhaseFusionNet, 3 phases (ABAF)": lambda: MultiPhaseFusionNet(
-                  "dynamic_network_architectures.architectures.unet.PlainConvUNet", arch, 3, 3, 2, "abaf")}
-    rows = ["| network | ms / step | peak GiB | parameters (M) |", "| --- | --- | --- | --- |"]
-    for name, build in builds.items():
-        ms, peak, params = train_step_stats(build, patch, steps, device, input_channels=3)
-        memory = f"{peak:.2f}" if device.type == "cuda" else "n/a"
-        rows.append(f"| {name} | {ms:.1f} | {memory} | {params:.1f} |")
-    return rows
+def fmt(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = metrics.get("intervals", {}).get(key, {})
+    return f"{value:.3f}" if ci.get("low") is None else f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def main() -> None:
-    parser = pipeline_arguments(__doc__.splitlines()[0], 60, 40, (64, 64, 64))
-    parser.add_argument("--misregistration", type=int, default=3)
-    parser.add_argument("--resnet-epochs", type=int, default=60)
-    args = parser.parse_args()
-    workdir, env, logs = pipeline_workspace(args)
-    if args.smoke:
-        settings, template = {"num_epochs": 2, "num_iterations_per_epoch": 4}, "3d_tiny_cpu"
-        variants, fusions, phases, resnet_epochs = {"aligned": 0}, ["abaf"], [0], 1
-    else:
-        settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations}
-        template = claim_output(workdir, "3d_cls.json")
-        with open(template, "w") as f:
-            json.dump({"description": "fusion comparison", "inherits_from": "3d_fullres"}, f)
-        variants = {"aligned": 0, f"misregistered ({args.misregistration} voxels)": args.misregistration}
-        fusions, phases, resnet_epochs = list(FUSION), [0, 1, 2], args.resnet_epochs
-
-    lines = [f"### Multi-phase classification, {datetime.date.today()}, "
-             f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}, torch {torch.__version__}", "",
-             f"`python benchmarks/fusion_classification_results.py {' '.join(sys.argv[1:])}`: held-out AUC / "
-             f"accuracy, fold 0, {settings['num_epochs']} epochs x {settings['num_iterations_per_epoch']} "
-             f"iterations.", "", "| data | model | AUC | accuracy |", "| --- | --- | --- | --- |"]
-    for dataset_id, (variant, shift) in enumerate(variants.items(), start=503):
-        dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id, num_train=args.num_train,
-                                              num_test=args.num_test, shape=args.shape,
-                                              misregistration_voxels=shift)
-        run_console_script([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c",
-                            "3d_fullres", "-np", env["nnUNet_def_n_proc"]], env,
-                           os.path.join(logs, f"plan_{dataset_id}.log"))
+    args = arguments()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    workdir = os.path.abspath(args.workdir)
+    spec = DATA[args.data]
+    env = nnunet_environment(workdir, args.device)
+    results_file = os.path.join(workdir, "results.json")
+    if not args.resume:
+        prepare_workdir(workdir, args.force, owner="a benchmark script")
+        for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "logs", "results.json"):
+            claim_output(workdir, name)
+        os.makedirs(os.path.join(workdir, "logs"))
+    logs = os.path.join(workdir, "logs")
+    results = json.load(open(results_file)) if os.path.isfile(results_file) else {}
+    dataset = generate_or_load(args, spec, env, logs)
+    settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
+                "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
+                "save_every": max(1, args.epochs // 2)}
+    rows = rows_for(spec["num_phases"])
+    selected = args.rows or list(rows)
+    unknown = [r for r in selected if r not in rows]
+    if unknown:
+        raise SystemExit(f"unknown --rows {unknown}; allowed: {', '.join(rows)}")
+    for row in selected:
+        if row in results:
+            logger.info("%s: measured earlier, kept", row)
+            continue
+        trainer, configuration, groups = rows[row]
         with nnunet_paths(env):
-            add_configuration(str(dataset_id), template, name="3d_cls", extra_trainer_settings=settings)
-            for p in phases:
-                add_configuration(str(dataset_id), template, name=f"3d_phase{p}",
-                                  extra_trainer_settings={**settings, "phase_channels": [[p]]})
-        results = {}
-        for mode in fusions:
-            results[f"{FUSION[mode]}"] = nnunet_model(dataset, dataset_id, FUSION[mode], "3d_cls", args.device,
-                                                      workdir, env, logs)
-        for p in phases:
-            results[f"single phase: {PHASES[p]}"] = nnunet_model(dataset, dataset_id, FUSION["concat"],
-                                                                 f"3d_phase{p}", args.device, workdir, env, logs)
-        results["early-fusion r3d_18, GT crops"] = early_fusion_resnet(dataset, resnet_epochs, 32 if args.smoke
-                                                                       else 48, args.device)
-        for model, m in results.items():
-            auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
-            lines.append(f"| {variant} | {model} | {auc} | {m['accuracy']:.3f} |")
-            logger.info("%s | %s | AUC %s | accuracy %.3f", variant, model, auc, m["accuracy"])
+            extra = {**settings, **({"phase_channels": groups} if groups else {})}
+            try:
+                add_configuration(str(spec["dataset_id"]), "3d_tiny_cpu", name=configuration,
+                                  extra_trainer_settings=extra)
+            except MVExtError as e:  # the heads share 3d_fusion: added by an earlier row
+                if "already exists" not in str(e):
+                    raise
+        tag = f"{row}"
+        start = time.time()
+        run_console_script([console_script("nnUNetv2_train"), str(spec["dataset_id"]), configuration, "0", "-tr",
+                            trainer, "-device", args.device], env, os.path.join(logs, f"train_{tag}.log"))
+        train_seconds = time.time() - start
+        out = claim_output(workdir, f"pred_{tag}")
+        run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
+                            str(spec["dataset_id"]), "-c", configuration, "-f", "0", "-tr", trainer, "-device",
+                            args.device] + ([] if args.device == "cuda" else ["--disable_tta"]), env,
+                           os.path.join(logs, f"predict_{tag}.log"))
+        results[row] = {**score(out, dataset, env, logs, tag), "train_seconds": train_seconds, "trainer": trainer,
+                        "phase_channels": groups}
+        with open(results_file, "w") as f:
+            json.dump(results, f, indent=1)
+        logger.info("%s: AUC %s, accuracy %s", row, fmt(results[row], "auc"), fmt(results[row], "accuracy"))
+    report(table(args, spec, dataset, results, rows), args.append)
 
-    device = torch.device(args.device)
-    patch = 32 if args.smoke else 128
-    lines += ["", f"Training step at patch {patch}^3, batch 2 "
-                  f"({'fp16 autocast' if device.type == 'cuda' else 'fp32'}, SGD):", ""]
-    lines += step_time_rows(device, patch, 3 if args.smoke else 20, args.smoke)
-    report(lines, args.append)
+
+def generate_or_load(args, spec: dict, env: dict, logs: str):
+    name = f"Dataset{spec['dataset_id']:03d}_MVExtSynthetic"
+    kwargs = dict(dataset_id=spec["dataset_id"], num_train=args.num_train, num_test=args.num_test, shape=args.shape,
+                  seed=args.seed, misregistration_voxels=args.misregistration, num_phases=spec["num_phases"],
+                  num_classes=spec["num_classes"], box_labels=spec["box_labels"])
+    if os.path.isdir(os.path.join(env["nnUNet_raw"], name)):
+        from nnunet_mvext.synthetic_dataset import SyntheticDataset
+
+        with open(os.path.join(env["nnUNet_raw"], name, "cases.json")) as f:
+            cases = json.load(f)
+        return SyntheticDataset(name, os.path.join(env["nnUNet_raw"], name), tuple(cases["Tr"]), tuple(cases["Ts"]))
+    dataset = generate_multiphase_dataset(env["nnUNet_raw"], **kwargs)
+    run_console_script([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(spec["dataset_id"]), "-c",
+                        "3d_fullres", "-np", env["nnUNet_def_n_proc"]], env,
+                       os.path.join(logs, f"plan_{spec['dataset_id']}.log"))
+    return dataset
+
+
+def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (2 cores)"
+    lines = [f"### Multi-phase classification, {args.data} data, {datetime.date.today()}, {device}, "
+             f"torch {torch.__version__}", "",
+             f"`python benchmarks/fusion_classification_results.py {' '.join(sys.argv[1:])}`", "",
+             f"{spec['num_phases']} phases, {spec['num_classes']} classes, {len(dataset.train_cases)} training cases "
+             f"(fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration up to "
+             f"{args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "
+             f"8/16/32 network, patch 32^3, {args.epochs} epochs x {args.iterations} iterations, Adan 3e-3, seed "
+             f"{args.seed}; checkpoint_final.pth; predict-cls{' --disable_tta' if args.device == 'cpu' else ''}. "
+             f"95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One training per row: "
+             f"differences inside the intervals are not differences.", "",
+             "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        if row not in results:
+            lines.append(f"| {row} | not run | | | | | | |")
+            continue
+        m = results[row]
+        label = {"early": "early fusion (one encoder, all phases as channels)"}.get(
+            row, f"single phase {row[5:]}" if row.startswith("phase") else m["trainer"])
+        beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
+        lines.append(f"| {label} | {fmt(m, 'auc')} | {fmt(m, 'accuracy')} | {m['macro_f1']:.3f} | "
+                     f"{fmt(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | {m['train_seconds']:.0f} |")
+    return lines
 
 
 if __name__ == "__main__":
