@@ -101,7 +101,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         settings = settings_from_plans(plans, configuration, self.settings_defaults, self.settings_scopes)
         self.refuse_contradicting_plans(settings, f"configuration '{configuration}' of plans "
                                                   f"'{plans.get('plans_name', '?')}'")
-        info = fusion_model_info(plans, configuration, dataset_json, settings)
+        info = self.describe_model(plans, configuration, dataset_json, settings)
         _check_other_folds(plans, configuration, self.__class__.__name__, fold, info)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # stored with the plans (plans.json of the model folder) so that the static network builder, and with it
@@ -131,6 +131,12 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             f"intensity augmentation drawn once per sample for all phases"
             + ("" if info["segmentation"] else "; classification only: lesion-centred sampling") + ".",
             add_timestamp=False)
+
+    @classmethod
+    def describe_model(cls, plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
+        """The stored model description (:func:`fusion_model_info`), validated before any folder is created.
+        A variant with another network extends it with the keys its ``build_network_architecture`` reads."""
+        return fusion_model_info(plans, configuration, dataset_json, settings)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
