@@ -106,7 +106,8 @@ def test_abaf_turns_away_from_a_pure_noise_phase():
 
 
 def test_a_short_training_beats_chance_on_held_out_crops():
-    """Held-out crops never seen in training; threshold 0.8."""
+    """Held-out crops never seen in training. Measured held-out AUC 1.00 for torch seeds 0, 1 and 2 (30 steps);
+    the threshold 0.8 leaves room for platform differences, not for a broken model (chance is 0.5)."""
     rng = np.random.default_rng(1)
     xt, mt, yt = _crops(64, rng, noise_phase=False)
     torch.manual_seed(0)
