@@ -31,7 +31,7 @@ from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.optimizers import build_optimizer
 from nnunet_mvext.seeding import deterministic_augmenter, seed_process, start_epoch
 from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
-from nnunet_mvext.trainer_settings import (SETTINGS, TRAINER_SCOPES, TrainerSettings, resolve_trainer_settings)
+from nnunet_mvext.trainer_settings import SETTINGS, TRAINER_SCOPES, TrainerSettings, resolve_trainer_settings
 
 #: The checkpoint key holding :meth:`TrainerSettings.record` (next to nnU-Net's own keys).
 CHECKPOINT_SETTINGS_KEY = "nnunet_mvext_trainer_settings"
@@ -99,8 +99,8 @@ class nnUNetTrainerMV(nnUNetTrainer):
                 raise MVExtError(
                     f"trainer_settings of {where}: key '{key}' is {settings[key]!r}, but {cls.__name__} is the trainer "
                     f"for {key} = {value!r}; its results folder would hold a training with {key} = "
-                    f"{settings[key]!r} under its name. Remove '{key}' from the configuration's trainer_settings (or set it to {value!r}), or "
-                    f"train with {cls._trainer_for(key, settings[key])}.")
+                    f"{settings[key]!r} under its name. Remove '{key}' from the configuration's trainer_settings "
+                    f"(or set it to {value!r}), or train with {cls._trainer_for(key, settings[key])}.")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

@@ -15,7 +15,6 @@ than the training here; only the resumed run goes through the ``nnUNetv2_train``
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -72,25 +71,23 @@ def _load(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _add_configuration(workspace, name, settings, inherits_from=None):
+def _set_configuration(workspace, name, settings, **entry):
     with open(workspace.plans_file) as f:
         plans = json.load(f)
-    entry = plans["configurations"][name] if inherits_from is None else {"inherits_from": inherits_from}
-    entry["trainer_settings"] = dict(settings)
-    plans["configurations"][name] = entry
+    plans["configurations"][name] = {**entry, "trainer_settings": dict(settings)}
     with open(workspace.plans_file, "w") as f:
         json.dump(plans, f, indent=2)
 
 
 def test_seeded_resume_with_c_across_an_epoch_boundary_equals_uninterrupted(workspace, tmp_path):
-    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", CONFIG], workspace.env)
-    _add_configuration(workspace, CONFIG, {**SETTINGS, "num_epochs": K})
-    _add_configuration(workspace, REFERENCE, SETTINGS, inherits_from=CONFIG)
-    subprocess.run([sys.executable, "-c", HELPER, str(DATASET_ID), str(FOLD), TRAINER, str(tmp_path), REFERENCE,
-                    CONFIG], env=workspace.env, check=True, capture_output=True, timeout=600)
+    entry = {"inherits_from": "3d_tiny_cpu", "patch_size": [16, 16, 16]}  # the fixture's tiny configuration
+    _set_configuration(workspace, CONFIG, {**SETTINGS, "num_epochs": K}, **entry)
+    _set_configuration(workspace, REFERENCE, SETTINGS, **entry)
+    proc = subprocess.run([sys.executable, "-c", HELPER, str(DATASET_ID), str(FOLD), TRAINER, str(tmp_path),
+                           REFERENCE, CONFIG], env=workspace.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     fold = os.path.join(workspace.model_folder(TRAINER, CONFIG), f"fold_{FOLD}")
-    saved = _load(os.path.join(fold, "checkpoint_final.pth"))
-    shutil.copy(os.path.join(fold, "checkpoint_final.pth"), tmp_path / "after_k.pth")
+    saved = _load(os.path.join(fold, "checkpoint_final.pth"))  # after epoch k; the resumed run overwrites it
 
     # what `--c` starts from equals what was saved after epoch k
     state = _load(tmp_path / "resumed_state.pth")
@@ -101,7 +98,7 @@ def test_seeded_resume_with_c_across_an_epoch_boundary_equals_uninterrupted(work
     assert set(_load(tmp_path / "our_keys.pth")) == set(_load(tmp_path / "nnunet_keys.pth")) | \
         {"nnunet_mvext_trainer_settings"}
 
-    _add_configuration(workspace, CONFIG, SETTINGS)
+    _set_configuration(workspace, CONFIG, SETTINGS, **entry)
     run(["nnUNetv2_train", DATASET_ID, CONFIG, FOLD, "-tr", TRAINER, "-device", "cpu", "--c"], workspace.env)
 
     resumed = _load(os.path.join(fold, "checkpoint_final.pth"))
