@@ -462,6 +462,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "
                                f"accuracy {summary['accuracy']:.4f}" + (f". {summary['warning']}" if "warning" in
                                                                         summary else ""))
+        if summary.get("collapse_warning"):
+            self.print_to_log_file(f"WARNING: {summary['collapse_warning']}")
         return summary
 
 
