@@ -63,10 +63,12 @@ def test_plan_command_reuses_preprocessed_data(workspace):
 
 
 def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
-    """On a large (faked) dataset nnU-Net's patch-size search must see MBTFE/EAB memory and choose a smaller patch."""
+    """On a large (faked) dataset, with a memory target between the plain U-Net's and MBTFEUNet's estimate at the
+    plain patch, nnU-Net's patch-size search keeps the plain patch for the plain U-Net and shrinks it for MBTFEUNet."""
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
     from nnunet_mvext.mbtfe_planner import MBTFEPlanner
+    from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLAIN_CLASS, PLANNED_ESTIMATE_KEY
 
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, workspace.env[key])
@@ -79,8 +81,21 @@ def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
     fingerprint["shapes_after_crop"] = [[256, 256, 256]] * len(fingerprint["shapes_after_crop"])
     json.dump(fingerprint, open(os.path.join(workspace.preprocessed, big, "dataset_fingerprint.json"), "w"))
 
-    plain = ExperimentPlanner(601, plans_name="PlainTest").plan_experiment()["configurations"]["3d_fullres"]
-    ours = MBTFEPlanner(601, plans_name="MBTFETest").plan_experiment()["configurations"]["3d_fullres"]
+    reference = ExperimentPlanner(601, plans_name="PlainTest")
+    at_8gb = reference.plan_experiment()["configurations"]["3d_fullres"]
+    n_in, n_out = len(reference.dataset_json["channel_names"]), len(reference.dataset_json["labels"])
+    arch = at_8gb["architecture"]
+    plain_estimate, ours_estimate = (ExperimentPlanner.static_estimate_VRAM_usage(
+        at_8gb["patch_size"], n_in, n_out, cls, arch["arch_kwargs"], arch["_kw_requires_import"])
+        for cls in (PLAIN_CLASS, MBTFE_CLASS))
+    assert ours_estimate > plain_estimate
+    target = 8 * (plain_estimate + ours_estimate) / 2 / reference.UNet_reference_val_3d  # GB, between the two
+
+    plain = ExperimentPlanner(601, target, plans_name="PlainTest").plan_experiment()["configurations"]["3d_fullres"]
+    ours = MBTFEPlanner(601, target, plans_name="MBTFETest").plan_experiment()["configurations"]["3d_fullres"]
     assert ours["architecture"]["network_class_name"].endswith("MBTFEUNet")
     volume = lambda c: c["patch_size"][0] * c["patch_size"][1] * c["patch_size"][2]  # noqa: E731
+    assert list(plain["patch_size"]) == list(at_8gb["patch_size"])
     assert volume(ours) < volume(plain)
+    saved = json.load(open(os.path.join(workspace.preprocessed, big, "MBTFETest.json")))["configurations"]["3d_fullres"]
+    assert 0 < saved[PLANNED_ESTIMATE_KEY] <= reference.UNet_reference_val_3d * target / 8
