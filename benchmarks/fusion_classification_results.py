@@ -202,13 +202,13 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              f"differences inside the intervals are not differences.", "",
              "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | train s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in rows:
+    for row, (trainer, _, _) in rows.items():
+        label = {"early": "early fusion (one encoder, all phases as channels)"}.get(
+            row, f"single phase {row[5:]}" if row.startswith("phase") else trainer)
         if row not in results:
-            lines.append(f"| {row} | not run | | | | | | |")
+            lines.append(f"| {label} | not run | | | | | | |")
             continue
         m = results[row]
-        label = {"early": "early fusion (one encoder, all phases as channels)"}.get(
-            row, f"single phase {row[5:]}" if row.startswith("phase") else m["trainer"])
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
         lines.append(f"| {label} | {fmt(m, 'auc')} | {fmt(m, 'accuracy')} | {m['macro_f1']:.3f} | "
                      f"{fmt(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | {m['train_seconds']:.0f} |")
