@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths, prepare_workdir,
-                                   run_console_script)
+from nnunet_mvext.pipeline import (claim_output, console_script, evaluate_segmentation, nnunet_environment,
+                                   nnunet_paths, prepare_workdir, run_console_script)
 
 logger = logging.getLogger(__name__)
 
@@ -59,21 +59,6 @@ def classify_and_evaluate(dataset, dataset_id: int, trainer: str, device: str, w
          "--n-bootstrap", "1000"], env, os.path.join(logs, f"evaluate_cls_{trainer}.log"))
     with open(os.path.join(out, "classification_evaluation", "classification_metrics.json")) as f:
         return out, json.load(f), times
-
-
-def evaluate_segmentation(dataset, predictions: str, env: dict, logs: str) -> tuple[dict, float, float]:
-    """``nnUNetv2_evaluate_folder`` on the segmentations predict-cls exported: (Dice per label, mean, seconds)."""
-    summary = os.path.join(predictions, "summary.json")
-    seconds = run_console_script(
-        [console_script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
-         os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
-         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, "evaluate_folder.log"))
-    with open(summary) as f:
-        metrics = json.load(f)
-    with open(os.path.join(dataset.folder, "dataset.json")) as f:
-        label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
-    dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
-    return dice, metrics["foreground_mean"]["Dice"], seconds
 
 
 def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bool = False,
@@ -129,7 +114,8 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
                                                              logs, mirroring)
     times.update(step_times)
     logger.info("[6/6] scoring the segmentations with nnUNetv2_evaluate_folder")
-    dice, mean_dice, times["evaluate_folder"] = evaluate_segmentation(dataset, predictions, env, logs)
+    dice, mean_dice, times["evaluate_folder"] = evaluate_segmentation(dataset, predictions, env,
+                                                                      os.path.join(logs, "evaluate_folder.log"))
     classification = {DEMO_TRAINER: metrics}
     if fusion:
         t = time.time()

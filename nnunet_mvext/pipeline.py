@@ -92,17 +92,24 @@ def predict_and_evaluate(dataset, dataset_id: int, configuration: str, trainer: 
          "-c", configuration, "-f", "0", "-tr", trainer, "-device", device, "-npp", "1", "-nps", "1"] +
         ([] if mirroring else ["--disable_tta"]),
         env, os.path.join(logs, f"predict_{trainer}.log"))}
+    dice, mean_dice, times["evaluate"] = evaluate_segmentation(dataset, predictions, env,
+                                                               os.path.join(logs, f"evaluate_{trainer}.log"))
+    return dice, mean_dice, times
+
+
+def evaluate_segmentation(dataset, predictions: str, env: dict, log_file: str) -> tuple[dict, float, float]:
+    """``nnUNetv2_evaluate_folder`` of ``predictions`` against ``labelsTs``: (Dice per label name, mean, seconds)."""
     summary = os.path.join(predictions, "summary.json")
-    times["evaluate"] = run_console_script(
+    seconds = run_console_script(
         [console_script("nnUNetv2_evaluate_folder"), dataset.labels_ts, predictions, "-djfile",
          os.path.join(predictions, "dataset.json"), "-pfile", os.path.join(predictions, "plans.json"), "-o", summary,
-         "-np", env["nnUNet_def_n_proc"]], env, os.path.join(logs, f"evaluate_{trainer}.log"))
+         "-np", env["nnUNet_def_n_proc"]], env, log_file)
     with open(summary) as f:
         metrics = json.load(f)
     with open(os.path.join(dataset.folder, "dataset.json")) as f:
         label_names = {str(v): k for k, v in json.load(f)["labels"].items()}
     dice = {label_names.get(k, k): v["Dice"] for k, v in metrics["mean"].items()}
-    return dice, metrics["foreground_mean"]["Dice"], times
+    return dice, metrics["foreground_mean"]["Dice"], seconds
 
 
 WORKDIR_MARKER = ".nnunet_mvext_demo"
