@@ -346,14 +346,11 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self._cls_val_loader = None
 
     # ---------------------------------------------------------------- checkpoints
-    def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing and os.path.isfile(filename):
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint[CASE_KEY] = self.case_info
-            checkpoint["training_case_ids"] = sorted(self.do_split()[0])
-            checkpoint["fold"] = self.fold
-            torch.save(checkpoint, filename)
+    def checkpoint_extras(self) -> dict:
+        """The model description (predict-cls rebuilds and compares folds from it) and the fold's training cases
+        (predict-cls warns about input cases a fold trained on)."""
+        return {**super().checkpoint_extras(), CASE_KEY: self.case_info,
+                "training_case_ids": sorted(self.do_split()[0]), "fold": self.fold}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if isinstance(filename_or_checkpoint, str):

@@ -166,8 +166,8 @@ class nnUNetTrainerMV(nnUNetTrainer):
         super().on_epoch_start()
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint (the dict of ``nnUNetTrainer.save_checkpoint``, nnunetv2 2.8.1) plus the resolved
-        ``trainer_settings`` under :data:`CHECKPOINT_SETTINGS_KEY`."""
+        """nnU-Net's checkpoint (the dict of ``nnUNetTrainer.save_checkpoint``, nnunetv2 2.8.1) plus
+        :meth:`checkpoint_extras` (the resolved ``trainer_settings`` under :data:`CHECKPOINT_SETTINGS_KEY`)."""
         if self.local_rank != 0:
             return
         if self.disable_checkpointing:
@@ -186,9 +186,13 @@ class nnUNetTrainerMV(nnUNetTrainer):
             "init_args": self.my_init_kwargs,
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            CHECKPOINT_SETTINGS_KEY: self.trainer_settings.record(),
+            **self.checkpoint_extras(),
         }
         torch.save(checkpoint, filename)
+
+    def checkpoint_extras(self) -> dict:
+        """Keys this package adds to nnU-Net's checkpoint dict; variants extend it."""
+        return {CHECKPOINT_SETTINGS_KEY: self.trainer_settings.record()}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's loading, then a log entry for every setting that differs from the checkpoint's."""
