@@ -9,7 +9,7 @@ from nnunet_mvext.pipeline import WORKDIR_MARKER, claim_output, prepare_workdir
 def _earlier_run(workdir):
     prepare_workdir(str(workdir), force=False)
     for name in ("nnUNet_raw", "logs"):
-        path = claim_output(str(workdir), name)
+        claim_output(str(workdir), name)
         (workdir / name).mkdir()
         (workdir / name / "inside.txt").write_text("run output")
     claim_output(str(workdir), "summary.json")

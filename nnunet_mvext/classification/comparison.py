@@ -60,7 +60,7 @@ def compare_classifiers(reference: str, predictions: Sequence[str], output_folde
             raise MVExtError(f"Class names differ: {predictions[0]} has {class_names}, {path} has {cnames}.")
         only0, only1 = sorted(set(cases0) - set(cases)), sorted(set(cases) - set(cases0))
         if only0 or only1:
-            raise MVExtError(f"A paired comparison needs the same cases in every file. "
+            raise MVExtError("A paired comparison needs the same cases in every file. "
                              + (f"Only in {predictions[0]}: {_list(only0)}. " if only0 else "")
                              + (f"Only in {path}: {_list(only1)}." if only1 else ""))
     truth, ref_names = load_reference(reference, class_names)

@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from nnunet_mvext.classification.case_labels import require_labels, set_classes
 from nnunet_mvext.classification.metrics import classification_metrics
