@@ -58,6 +58,15 @@ def _phase_groups(v) -> bool:
                                                     for c in g) for g in v)
 
 
+def _views(v) -> bool:
+    names = ("axial", "coronal", "sagittal")
+    return bool(v) and all(isinstance(x, str) and x in names for x in v) and len(set(v)) == len(v)
+
+
+def _odd_positive(v) -> bool:
+    return v >= 1 and v % 2 == 1
+
+
 def _betas(v) -> bool:
     return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
 
@@ -136,6 +145,16 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("pretrained_checkpoint", None, (str,), "a path to an nnU-Net checkpoint (.pth), or null",
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
                 "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
+                applies_to="fusion"),
+    # multi-view (2.5D) classification (nnUNetTrainerMultiView*)
+    SettingSpec("views", None, (list,), "a list of 'axial', 'coronal', 'sagittal' (each at most once), or null",
+                "Fusion trainers, multi-view (nnUNetTrainerMultiView*): 2D slabs through the lesion centre along "
+                "these axes of the preprocessed array (axial = axis 0, coronal = 1, sagittal = 2), one 2D encoder "
+                "branch per (phase, view). null: no views; the multi-view trainers default to all three, the 3D "
+                "fusion trainers do not read it.", _views, applies_to="fusion"),
+    SettingSpec("view_slices", 1, (int,), "an odd integer >= 1",
+                "Fusion trainers, multi-view: adjacent planes per slab, stacked as channels (1: the plane through "
+                "the lesion centre, the seed's input; 3 adds one neighbour on each side).", _odd_positive,
                 applies_to="fusion"),
 ]}
 

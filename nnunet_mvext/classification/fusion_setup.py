@@ -19,7 +19,8 @@ CASE_KEY = "case_classification"
 LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
-                       "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation")
+                       "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
+                       "views", "view_slices")
 
 
 def _plain_labels(labels: Mapping) -> dict[str, int]:
