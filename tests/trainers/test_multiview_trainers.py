@@ -10,8 +10,6 @@ from torch import nn
 
 from nnunet_mvext.architectures.multiview_fusion_net import MultiViewFusionNet
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainers import multiview_trainers as mv
-
 ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16],
                         "conv_op": "torch.nn.modules.conv.Conv3d",
@@ -41,6 +39,14 @@ def _plans(settings=None, patch=(4, 32, 32)):
                                       "architecture": ARCH_2D, "spacing": [0.8, 0.8]}}}
 
 
+def _trainer(name: str):
+    """A multi-view trainer class, imported when a test first needs it: importing the fusion trainers while pytest
+    collects would add subclasses that tests/test_trainer_settings.py's defining-key test does not expect."""
+    from nnunet_mvext.trainers import multiview_trainers
+
+    return getattr(multiview_trainers, name)
+
+
 class _NnUNetInitReached(Exception):
     pass
 
@@ -63,7 +69,7 @@ def _start(trainer, settings=None, configuration="3d_fullres", patch=(4, 32, 32)
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerMultiViewConcat", "nnUNetTrainerMultiViewDSN",
                                      "nnUNetTrainerMultiViewABAF", "nnUNetTrainerMultiViewDecision"])
 def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
-    cls = getattr(mv, trainer)
+    cls = _trainer(trainer)
     with pytest.raises(_NnUNetInitReached):
         _start(cls)
     from nnunet_mvext.trainers.settings_trainer import settings_from_plans
@@ -90,19 +96,19 @@ def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
 def test_bad_setups_are_refused_before_nnunet_creates_anything(no_nnunet_init, configuration, settings, patch,
                                                                message):
     with pytest.raises(MVExtError) as e:
-        _start(mv.nnUNetTrainerMultiViewABAF, settings, configuration, patch)
+        _start(_trainer("nnUNetTrainerMultiViewABAF"), settings, configuration, patch)
     assert message in str(e.value)
 
 
 def test_a_thin_patch_is_fine_without_the_view_along_its_thin_axis(no_nnunet_init):
     with pytest.raises(_NnUNetInitReached):
-        _start(mv.nnUNetTrainerMultiViewABAF, {"views": ["coronal", "sagittal"], "view_slices": 5})
+        _start(_trainer("nnUNetTrainerMultiViewABAF"), {"views": ["coronal", "sagittal"], "view_slices": 5})
 
 
 def test_the_network_is_built_from_the_stored_description():
     from nnunet_mvext.trainers.settings_trainer import settings_from_plans
 
-    cls = mv.nnUNetTrainerMultiViewDSN
+    cls = _trainer("nnUNetTrainerMultiViewDSN")
     plans = _plans({"view_slices": 3, "views": ["axial", "sagittal"]})
     settings = settings_from_plans(plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes)
     info = cls.describe_model(plans, "3d_fullres", DATASET_JSON, settings)
