@@ -146,6 +146,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
                 "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
                 applies_to="fusion"),
+    SettingSpec("validation_mirroring", True, (bool,), "true or false",
+                "Fusion trainers: test-time mirroring in the final validation (nnU-Net's behaviour). false: as "
+                "predict-cls --disable_tta, for CPU runs.", applies_to="fusion"),
     # multi-view (2.5D) classification (nnUNetTrainerMultiView*)
     SettingSpec("views", None, (list,), "a list of 'axial', 'coronal', 'sagittal' (each at most once), or null",
                 "Fusion trainers, multi-view (nnUNetTrainerMultiView*): 2D slabs through the lesion centre along "

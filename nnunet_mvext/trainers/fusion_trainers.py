@@ -368,11 +368,15 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         if self.is_ddp:
             val_keys = val_keys[self.local_rank:: dist.get_world_size()]
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        mirroring = self.trainer_settings.validation_mirroring
+        mirror_axes = self.inference_allowed_mirroring_axes if mirroring else None
+        if not mirroring:
+            self.print_to_log_file("final validation without test-time mirroring (validation_mirroring: false)")
         folder = os.path.join(self.output_folder, "validation")
         os.makedirs(folder, exist_ok=True)
         predictor = None
         if net.decoder is not None:
-            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+            predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                         perform_everything_on_device=True, device=self.device, verbose=False,
                                         verbose_preprocessing=False, allow_tqdm=False)
             predictor.manual_initialization(self.network, self.plans_manager, self.configuration_manager, None,
@@ -400,7 +404,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                     region = select_region(np.asarray(seg[0]), self.lesion_label, data.shape[1:], None,
                                            self.fallback_label)
                 case_results[k] = classify_case(net, data, region, self.configuration_manager.patch_size,
-                                                self.inference_allowed_mirroring_axes, self.device)
+                                                mirror_axes, self.device)
             _ = [r.get() for r in results]
         self._finish_validation(folder, predictor is not None, case_results)
         self.set_deep_supervision_enabled(True)
