@@ -122,6 +122,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                            use_mirroring: bool = True, overwrite: bool = False, roi_folder: Optional[str] = None,
                            threshold: str = "argmax") -> str:
     """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``."""
+    from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
@@ -165,6 +166,10 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                          f"checkpoints ({', '.join(differing_keys(stored, info))}); it was rewritten by a later "
                          f"training start. Retrain these folds or restore plans.json.")
     os.makedirs(output_folder, exist_ok=True)
+    if info["segmentation"]:
+        # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations
+        save_json(predictor.dataset_json, os.path.join(output_folder, "dataset.json"), sort_keys=False)
+        save_json(predictor.plans_manager.plans, os.path.join(output_folder, "plans.json"), sort_keys=False)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)

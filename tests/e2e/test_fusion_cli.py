@@ -72,6 +72,7 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
     assert all(abs(sum(float(v) for v in r[4:7]) - 1) < 1e-4 for r in rows[1:])
     assert all(r[-1] == "argmax" for r in rows[1:])
     assert sorted(p[:-7] for p in os.listdir(out) if p.endswith(".nii.gz")) == cases
+    assert (out / "dataset.json").is_file() and (out / "plans.json").is_file()  # as nnUNetv2_predict writes them
 
     again = run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0",
                  "-tr", TRAINER, "-device", "cpu"], workspace.env, check=False)
