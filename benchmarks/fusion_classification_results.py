@@ -18,7 +18,7 @@ same network with one phase group holding all channels, ``phase_channels: [[0, â
 kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
 completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
-CPU run recorded in RESULTS.md (about 4 minutes per row on 2 cores)::
+CPU run recorded in RESULTS.md (about 5 minutes per row on 2 cores)::
 
     python benchmarks/fusion_classification_results.py --workdir /tmp/fcr --device cpu --data binary \\
         --append benchmarks/RESULTS.md
@@ -66,7 +66,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--num-train", type=int, default=40)
     parser.add_argument("--num-test", type=int, default=64)
-    parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 32))
+    parser.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
     parser.add_argument("--misregistration", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="trainer_settings seed and dataset seed")
     parser.add_argument("--rows", nargs="+", default=None,
