@@ -209,7 +209,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     aux = None if results[ids[0]]["aux_probabilities"] is None else \
         np.stack([results[c]["aux_probabilities"] for c in ids])
     write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]), info["class_names"],
-                           [results[c]["roi"] for c in ids], phase_names_of(channel_names, info["phase_channels"]),
+                           [results[c]["roi"] for c in ids],
+                           info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
                            beta, aux, threshold=cut)
     np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
              embeddings=np.stack([results[c]["embedding"] for c in ids]))

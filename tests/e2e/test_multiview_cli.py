@@ -63,9 +63,6 @@ def test_predict_cls_needs_roi_and_classifies_with_it(predictions):
     assert not glob.glob(str(out / "*.nii.gz"))
 
 
-@pytest.mark.xfail(strict=True, reason="predict-cls (classification/inference.py, not this feature's file) names the "
-                                       "beta/aux columns by phase, not by (phase, view) branch, so the multi-view "
-                                       "CSV's later columns are shifted; needs info.get('branch_names') there")
 def test_predict_cls_columns_are_the_branches_and_evaluate_cls_reads_them(workspace, predictions):
     _, out, labels = predictions
     rows = list(csv.DictReader(open(out / "classification.csv")))
