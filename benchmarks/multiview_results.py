@@ -15,10 +15,6 @@ like the views: ``segmentation: false``, the 3D single-encoder classifier of the
 (3 stages, 8/16/32 features, patch 32^3), epochs, iterations, optimizer and seed for every row. Results are kept in
 ``WORKDIR/results.json``; ``--resume`` continues in the same work folder, so the table can be completed row by row.
 
-predict-cls names the beta/aux columns by phase (classification/inference.py), which shifts the later columns of a
-multi-view DSN/ABAF/decision model's CSV; this script rewrites the header with the model's branch names (from its
-checkpoint) before evaluate-cls reads it. The probabilities are not touched.
-
 CPU run (about 3 minutes per row on 2 shared cores)::
 
     python benchmarks/multiview_results.py --workdir /tmp/mvr --append benchmarks/RESULTS.md
@@ -80,27 +76,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
     return parser.parse_args()
-
-
-def branch_header(csv_path: str, checkpoint: str) -> None:
-    """Rewrite predict-cls's header with the model's branch names for the beta/aux columns (module docstring)."""
-    info = torch.load(checkpoint, map_location="cpu", weights_only=False)["case_classification"]
-    names = info.get("branch_names")
-    with open(csv_path) as f:
-        header, *body = list(csv.reader(f))
-    if not names or not body or len(body[0]) == len(header):
-        return
-    classes = info["class_names"]
-    n_extra = len(body[0]) - 2 - len(classes) - 3
-    beta = [f"beta_{b}" for b in names] if n_extra in (len(names), len(names) * (1 + len(classes))) else []
-    aux = [f"aux_{b}_p_{c}" for b in names for c in classes] if n_extra - len(beta) > 0 else []
-    fixed = header[:2 + len(classes)] + beta + aux + ["roi", "no_lesion_found", "decision_rule"]
-    if len(fixed) != len(body[0]):
-        raise MVExtError(f"{csv_path}: cannot match {len(body[0])} columns to the branches {names}.")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(fixed)
-        writer.writerows(body)
 
 
 def score(out: str, dataset, env: dict, logs: str, tag: str) -> dict:
@@ -191,7 +166,6 @@ def main() -> None:
                             str(DATASET_ID), "-c", configuration, "-f", "0", "-tr", trainer, "-device", "cpu",
                             "--disable_tta", "--roi", dataset.labels_ts], env, os.path.join(logs, f"predict_{row}.log"))
         folder = os.path.join(env["nnUNet_results"], dataset.dataset_name, f"{trainer}__nnUNetPlans__{configuration}")
-        branch_header(os.path.join(out, "classification.csv"), os.path.join(folder, "fold_0", "checkpoint_final.pth"))
         epoch_seconds = epoch_times(os.path.join(folder, "fold_0"))
         results[row] = {**score(out, dataset, env, logs, row), "train_seconds": train_seconds,
                         "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra}
