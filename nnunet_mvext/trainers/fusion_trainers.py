@@ -136,6 +136,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
     def describe_model(cls, plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
         """The stored model description (:func:`fusion_model_info`), validated before any folder is created.
         A variant with another network extends it with the keys its ``build_network_architecture`` reads."""
+        if settings.views is not None and "views" not in cls.settings_defaults:
+            raise MVExtError(f"trainer_settings of configuration '{configuration}': 'views' is {settings.views}, but "
+                             f"{cls.__name__} trains 3D phase encoders and would ignore it. Allowed: null, or train "
+                             f"a multi-view trainer (nnUNetTrainerMultiView{cls.__name__[len('nnUNetTrainerFusion'):]}).")
         return fusion_model_info(plans, configuration, dataset_json, settings)
 
     @staticmethod

@@ -116,3 +116,13 @@ def test_a_short_training_beats_chance_on_held_out_crops():
         _, out = net.forward_with_classification(xt, mt)
     auc = roc_auc_score(yt.numpy(), torch.softmax(out["logits"], 1)[:, 1].numpy())
     assert auc > 0.8
+
+
+def test_a_3d_fusion_trainer_refuses_views_it_would_ignore():
+    from nnunet_mvext.errors import MVExtError
+    from nnunet_mvext.trainer_settings import resolve_trainer_settings
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+
+    settings = resolve_trainer_settings({"views": ["axial"]}, "test", {"fusion": "abaf"}, ("fusion",))
+    with pytest.raises(MVExtError, match="'views' is \\['axial'\\].*nnUNetTrainerMultiViewABAF"):
+        nnUNetTrainerFusionABAF.describe_model({}, "3d_fullres", {}, settings)
