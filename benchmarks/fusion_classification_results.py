@@ -29,7 +29,6 @@ GPU: add ``--device cuda`` (test-time mirroring is then on) and larger ``--epoch
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import logging
@@ -37,12 +36,10 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
-from sklearn.metrics import f1_score
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import report  # noqa: E402
+from results_file import held_out_metrics, report, with_interval  # noqa: E402
 
 from nnunet_mvext.errors import MVExtError  # noqa: E402
 from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
@@ -84,36 +81,6 @@ def rows_for(num_phases: int) -> dict:
     for p in range(num_phases):
         rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", [[p]])
     return rows
-
-
-def score(out: str, dataset, env: dict, logs: str, tag: str) -> dict:
-    """evaluate-cls metrics of predict-cls's CSV, plus macro-F1 and the mean beta per phase from the CSV."""
-    run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref",
-                        os.path.join(dataset.labels_ts, "classification.csv"), "-pred",
-                        os.path.join(out, "classification.csv"), "-o", os.path.join(out, "eval")], env,
-                       os.path.join(logs, f"evaluate_{tag}.log"))
-    with open(os.path.join(out, "eval", "classification_metrics.json")) as f:
-        metrics = json.load(f)
-    with open(os.path.join(out, "classification.csv")) as f:
-        header, *rows = list(csv.reader(f))
-    with open(os.path.join(dataset.labels_ts, "classification.csv")) as f:
-        truth = {r[0]: int(r[1]) for r in list(csv.reader(f))[1:]}
-    names = metrics["class_names"]
-    predicted = [names.index(r[1]) for r in rows]
-    metrics["macro_f1"] = float(f1_score([truth[r[0]] for r in rows], predicted, average="macro",
-                                         labels=list(range(len(names))), zero_division=0))
-    beta_cols = [i for i, h in enumerate(header) if h.startswith("beta_")]
-    metrics["mean_beta"] = {header[i][5:]: float(np.mean([float(r[i]) for r in rows])) for i in beta_cols}
-    metrics["predicted_class_counts"] = {n: predicted.count(i) for i, n in enumerate(names)}
-    return metrics
-
-
-def fmt(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
-    if value is None:
-        return "n/a"
-    ci = metrics.get("intervals", {}).get(key, {})
-    return f"{value:.3f}" if ci.get("low") is None else f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def main() -> None:
@@ -162,11 +129,12 @@ def main() -> None:
                             str(spec["dataset_id"]), "-c", configuration, "-f", "0", "-tr", trainer, "-device",
                             args.device] + ([] if args.device == "cuda" else ["--disable_tta"]), env,
                            os.path.join(logs, f"predict_{tag}.log"))
-        results[row] = {**score(out, dataset, env, logs, tag), "train_seconds": train_seconds, "trainer": trainer,
+        metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
+        results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer,
                         "phase_channels": groups}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
-        logger.info("%s: AUC %s, accuracy %s", row, fmt(results[row], "auc"), fmt(results[row], "accuracy"))
+        logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"), with_interval(results[row], "accuracy"))
     report(table(args, spec, dataset, results, rows), args.append)
 
 
@@ -210,8 +178,8 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
             continue
         m = results[row]
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
-        lines.append(f"| {label} | {fmt(m, 'auc')} | {fmt(m, 'accuracy')} | {m['macro_f1']:.3f} | "
-                     f"{fmt(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | {m['train_seconds']:.0f} |")
+        lines.append(f"| {label} | {with_interval(m, 'auc')} | {with_interval(m, 'accuracy')} | {m['macro_f1']:.3f} | "
+                     f"{with_interval(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | {m['train_seconds']:.0f} |")
     return lines
 
 

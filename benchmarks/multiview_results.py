@@ -23,7 +23,6 @@ CPU run (about 3 minutes per row on 2 shared cores)::
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import logging
@@ -34,7 +33,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import recorded_command, report  # noqa: E402
+from results_file import held_out_metrics, recorded_command, report, with_interval  # noqa: E402
 
 from nnunet_mvext.errors import MVExtError  # noqa: E402
 from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
@@ -76,35 +75,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
     return parser.parse_args()
-
-
-def score(out: str, dataset, env: dict, logs: str, tag: str) -> dict:
-    run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref",
-                        os.path.join(dataset.labels_ts, "classification.csv"), "-pred",
-                        os.path.join(out, "classification.csv"), "-o", os.path.join(out, "eval")], env,
-                       os.path.join(logs, f"evaluate_{tag}.log"))
-    with open(os.path.join(out, "eval", "classification_metrics.json")) as f:
-        metrics = json.load(f)
-    with open(os.path.join(out, "classification.csv")) as f:
-        header, *body = list(csv.reader(f))
-    beta = [i for i, h in enumerate(header) if h.startswith("beta_")]
-    metrics["mean_beta"] = {header[i][5:]: sum(float(r[i]) for r in body) / len(body) for i in beta}
-    with open(os.path.join(dataset.labels_ts, "classification.csv")) as f:
-        truth = {r[0]: int(r[1]) for r in list(csv.reader(f))[1:]}
-    names = metrics["class_names"]
-    confusion = [[0] * len(names) for _ in names]
-    for r in body:
-        confusion[truth[r[0]]][names.index(r[1])] += 1
-    metrics["confusion"] = confusion
-    return metrics
-
-
-def fmt(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
-    if value is None:
-        return "n/a"
-    ci = metrics.get("intervals", {}).get(key, {})
-    return f"{value:.3f}" if ci.get("low") is None else f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def dataset_in(args, env: dict, logs: str):
@@ -167,11 +137,12 @@ def main() -> None:
                             "--disable_tta", "--roi", dataset.labels_ts], env, os.path.join(logs, f"predict_{row}.log"))
         folder = os.path.join(env["nnUNet_results"], dataset.dataset_name, f"{trainer}__nnUNetPlans__{configuration}")
         epoch_seconds = epoch_times(os.path.join(folder, "fold_0"))
-        results[row] = {**score(out, dataset, env, logs, row), "train_seconds": train_seconds,
+        metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
+        results[row] = {**metrics, "train_seconds": train_seconds,
                         "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
-        logger.info("%s: accuracy %s, AUC %s", row, fmt(results[row], "accuracy"), fmt(results[row], "auc"))
+        logger.info("%s: accuracy %s, AUC %s", row, with_interval(results[row], "accuracy"), with_interval(results[row], "auc"))
     report(table(args, dataset, results, table_rows), args.append)
 
 
@@ -204,7 +175,7 @@ def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
             continue
         m = results[row]
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
-        lines.append(f"| {label} | {fmt(m, 'accuracy')} | {fmt(m, 'auc')} | {fmt(m, 'cohen_kappa')} | "
+        lines.append(f"| {label} | {with_interval(m, 'accuracy')} | {with_interval(m, 'auc')} | {with_interval(m, 'cohen_kappa')} | "
                      f"{m['confusion']} | {beta} | {m['epoch_seconds']:.1f} | {m['train_seconds']:.0f} |")
     return lines
 

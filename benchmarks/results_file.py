@@ -75,3 +75,43 @@ def pipeline_workspace(args) -> tuple:
     logs = claim_output(workdir, "logs")
     os.makedirs(logs)
     return workdir, env, logs
+
+
+def held_out_metrics(out: str, labels_ts: str, env: dict, log_file: str) -> dict:
+    """``evaluate-cls`` of ``out/classification.csv`` against ``labels_ts/classification.csv`` (held-out cases), plus
+    what the benchmark tables show from the CSV: macro-F1, the confusion matrix, predictions per class, mean beta."""
+    import csv
+    import json
+    import os
+
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from nnunet_mvext.pipeline import console_script, run_console_script
+
+    run_console_script([console_script("nnunet-mvext"), "evaluate-cls", "-ref",
+                        os.path.join(labels_ts, "classification.csv"), "-pred", os.path.join(out, "classification.csv"),
+                        "-o", os.path.join(out, "eval")], env, log_file)
+    with open(os.path.join(out, "eval", "classification_metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(out, "classification.csv")) as f:
+        header, *rows = list(csv.reader(f))
+    with open(os.path.join(labels_ts, "classification.csv")) as f:
+        truth = {r[0]: int(r[1]) for r in list(csv.reader(f))[1:]}
+    names = metrics["class_names"]
+    y, predicted = [truth[r[0]] for r in rows], [names.index(r[1]) for r in rows]
+    labels = list(range(len(names)))
+    metrics["macro_f1"] = float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0))
+    metrics["confusion"] = confusion_matrix(y, predicted, labels=labels).tolist()
+    metrics["predicted_class_counts"] = {n: predicted.count(i) for i, n in enumerate(names)}
+    beta = [i for i, h in enumerate(header) if h.startswith("beta_")]
+    metrics["mean_beta"] = {header[i][5:]: sum(float(r[i]) for r in rows) / len(rows) for i in beta}
+    return metrics
+
+
+def with_interval(metrics: dict, key: str) -> str:
+    """``value [low, high]`` of a metric of :func:`held_out_metrics`, or ``n/a`` when undefined."""
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = metrics.get("intervals", {}).get(key, {})
+    return f"{value:.3f}" if ci.get("low") is None else f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"

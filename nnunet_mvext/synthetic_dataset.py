@@ -424,6 +424,14 @@ def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_
         "classification": {"class_names": {str(k): n for k, n in enumerate(class_names)},
                            "labels": {c.case_id: c.label for c in cases["Tr"]}},
     }
+    write_dataset_files(folder, dataset_json, cases)
+    return SyntheticDataset(full_name, folder, tuple(cases["Tr"]), tuple(cases["Ts"]), tuple(names),
+                            tuple(class_names), box_labels)
+
+
+def write_dataset_files(folder: str, dataset_json: dict, cases: dict) -> None:
+    """``dataset.json``, the held-out classes (``labelsTs/classification.csv``) and the ground truth
+    (``cases.json``) of a generated dataset; ``cases`` maps "Tr"/"Ts" to dataclass cases with ``case_id``, ``label``."""
     with open(os.path.join(folder, "dataset.json"), "w") as f:
         json.dump(dataset_json, f, indent=2)
     with open(os.path.join(folder, "labelsTs", "classification.csv"), "w", newline="") as f:
@@ -432,5 +440,3 @@ def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_
         writer.writerows([(c.case_id, c.label) for c in cases["Ts"]])
     with open(os.path.join(folder, "cases.json"), "w") as f:
         json.dump({split: [asdict(c) for c in cs] for split, cs in cases.items()}, f, indent=1)
-    return SyntheticDataset(full_name, folder, tuple(cases["Tr"]), tuple(cases["Ts"]), tuple(names),
-                            tuple(class_names), box_labels)

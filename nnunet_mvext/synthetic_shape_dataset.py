@@ -32,17 +32,15 @@ ground truth.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_dataset import SyntheticDataset, _finish_phase, _write, assign_classes
+from nnunet_mvext.synthetic_dataset import SyntheticDataset, _finish_phase, _write, assign_classes, write_dataset_files
 
 logger = logging.getLogger(__name__)
 
@@ -159,12 +157,5 @@ def generate_shape_dataset(raw_folder: str, dataset_id: int = 510, dataset_name:
         "classification": {"class_names": {str(k): n for k, n in enumerate(SHAPE_CLASSES)},
                            "labels": {c.case_id: c.label for c in cases["Tr"]}},
     }
-    with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump(dataset_json, f, indent=2)
-    with open(os.path.join(folder, "labelsTs", "classification.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "class"])
-        writer.writerows([(c.case_id, c.label) for c in cases["Ts"]])
-    with open(os.path.join(folder, "cases.json"), "w") as f:
-        json.dump({split: [asdict(c) for c in cs] for split, cs in cases.items()}, f, indent=1)
+    write_dataset_files(folder, dataset_json, cases)
     return SyntheticDataset(full_name, folder, tuple(cases["Tr"]), tuple(cases["Ts"]), (CHANNEL,), SHAPE_CLASSES)
