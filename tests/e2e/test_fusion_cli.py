@@ -23,6 +23,8 @@ def fusion_model(workspace, tmp_path_factory):
     labels_csv.write_text("case_id,class\n" + "".join(f"{c['case_id']},{c['label']}\n" for c in cases))
     run(["nnunet-mvext", "set-classes", DATASET_ID, labels_csv, "--class-names", "persistent,washout"],
         workspace.env)
+    # mirrored final validation is covered by the classification-only test below; here it would only cost CPU time
+    workspace.set_trainer_settings(CONFIG, validation_mirroring=False)
     run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu"], workspace.env)
     return workspace.model_folder(TRAINER, CONFIG)
 
