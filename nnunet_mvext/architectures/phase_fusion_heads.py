@@ -41,7 +41,6 @@ the graph).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -159,9 +158,3 @@ def build_head(mode: str, num_phases: int, dim: int, num_classes: int, **options
     if mode not in HEADS:
         raise MVExtError(f"fusion '{mode}' is not known. Allowed: {', '.join(FUSION_MODES)}.")
     return HEADS[mode](num_phases, dim, num_classes, **options)
-
-
-def entropy_normalised(beta: torch.Tensor) -> torch.Tensor:
-    """``H(beta) / log P`` per sample (B,): 1 for uniform weights, 0 for one-hot (logged to see ABAF adapt)."""
-    p = beta.shape[1]
-    return -(beta * torch.log(beta.clamp_min(1e-12))).sum(1) / math.log(p) if p > 1 else torch.zeros(len(beta))

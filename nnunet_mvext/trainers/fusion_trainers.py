@@ -56,7 +56,7 @@ from nnunet_mvext.classification.metrics import classification_metrics, plot_auc
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
 from nnunet_mvext.classification.training_data import RoiCentredDataset, phase_consistent
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV, settings_from_plans
+from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
 AGGREGATION = ("one patch of the training patch size centred on the most lesion-probable predicted lesion "
                "component (largest sum of lesion probability), features pooled over that component; softmax averaged "
@@ -98,15 +98,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        settings = settings_from_plans(plans, configuration, self.settings_defaults, self.settings_scopes)
-        self.refuse_contradicting_plans(settings, f"configuration '{configuration}' of plans "
-                                                  f"'{plans.get('plans_name', '?')}'")
-        info = self.describe_model(plans, configuration, dataset_json, settings)
-        _check_other_folds(plans, configuration, self.__class__.__name__, fold, info)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # stored with the plans (plans.json of the model folder) so that the static network builder, and with it
         # nnUNetv2_predict, rebuild the same network; predict-cls reads the copy in each checkpoint
-        self.case_info = info
+        info = self.case_info
         self.configuration_manager.configuration[CASE_KEY] = info
         self.plans_manager.plans["configurations"][configuration][CASE_KEY] = info
         self.case_class_names = info["class_names"]
@@ -131,6 +126,11 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             f"intensity augmentation drawn once per sample for all phases"
             + ("" if info["segmentation"] else "; classification only: lesion-centred sampling") + ".",
             add_timestamp=False)
+
+    def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict, settings) -> None:
+        """The model description (:meth:`describe_model`) and the shared-folder check, before any folder exists."""
+        self.case_info = self.describe_model(plans, configuration, dataset_json, settings)
+        _check_other_folds(plans, configuration, self.__class__.__name__, fold, self.case_info)
 
     @classmethod
     def describe_model(cls, plans: dict, configuration: str, dataset_json: dict, settings) -> dict:

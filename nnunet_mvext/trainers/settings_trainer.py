@@ -109,6 +109,7 @@ class nnUNetTrainerMV(nnUNetTrainer):
         if settings.seed is not None:
             seed_process(settings.seed)
         plans = resolve_mbtfe_configuration(plans, configuration)
+        self.check_before_nnunet_init(plans, configuration, fold, dataset_json, settings)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.trainer_settings = settings
         self.num_epochs = settings.num_epochs
@@ -121,6 +122,10 @@ class nnUNetTrainerMV(nnUNetTrainer):
         self.print_to_log_file(f"{self.__class__.__name__}: trainer_settings in force for configuration "
                                f"'{configuration}':\n{settings.describe()}", add_timestamp=False)
         log_mbtfe_configuration(self)
+
+    def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict,
+                                 settings: TrainerSettings) -> None:
+        """Variants' own checks, run after the settings are resolved and before nnU-Net creates any folder."""
 
     def configure_optimizers(self):
         s = self.trainer_settings
