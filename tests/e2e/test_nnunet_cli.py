@@ -47,20 +47,6 @@ def test_train_honours_trainer_settings_and_logs_them(adan_model):
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.02]
 
 
-def test_continue_training_with_c(workspace, adan_model):
-    workspace.set_trainer_settings(CONFIG, num_epochs=3)
-    try:
-        run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu", "--c"],
-            workspace.env)
-    finally:
-        workspace.set_trainer_settings(CONFIG, num_epochs=2)
-    first, resumed = _logs(adan_model)
-    assert _epochs(resumed) == [2]
-    ckpt = torch.load(os.path.join(adan_model, "fold_0", "checkpoint_final.pth"), weights_only=False,
-                      map_location="cpu")
-    assert {g["step"] for g in ckpt["optimizer_state"]["param_groups"]} == {3 * 4}
-
-
 def test_predict_and_evaluate(workspace, adan_model, tmp_path):
     images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
     labels = os.path.join(workspace.raw, workspace.dataset_name, "labelsTs")
