@@ -57,6 +57,9 @@ def rows() -> dict:
 
 
 #: rows run without --rows (DSN, decision and 3-plane slabs on request)
+#: GNU time around nnUNetv2_train: its peak resident memory (main process; the loader workers are separate processes)
+PEAK_RSS = ["/usr/bin/time", "-f", "peak_rss_kib %M"] if os.path.isfile("/usr/bin/time") else []
+
 DEFAULT_ROWS = ("views_concat", "views_abaf", "view_axial", "view_coronal", "view_sagittal", "3d")
 
 
@@ -66,7 +69,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--num-train", type=int, default=40)
-    parser.add_argument("--num-test", type=int, default=40)
+    parser.add_argument("--num-test", type=int, default=64)
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 32))
     parser.add_argument("--seed", type=int, default=0, help="trainer_settings seed and dataset seed")
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS),
@@ -128,8 +131,9 @@ def main() -> None:
                 if "already exists" not in str(e):
                     raise
         start = time.time()
-        run_console_script([console_script("nnUNetv2_train"), str(DATASET_ID), configuration, "0", "-tr", trainer,
-                            "-device", "cpu"], env, os.path.join(logs, f"train_{row}.log"))
+        train_log = os.path.join(logs, f"train_{row}.log")
+        run_console_script(PEAK_RSS + [console_script("nnUNetv2_train"), str(DATASET_ID), configuration, "0", "-tr",
+                                       trainer, "-device", "cpu"], env, train_log)
         train_seconds = time.time() - start
         out = claim_output(workdir, f"pred_{row}")
         run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
@@ -138,12 +142,20 @@ def main() -> None:
         folder = os.path.join(env["nnUNet_results"], dataset.dataset_name, f"{trainer}__nnUNetPlans__{configuration}")
         epoch_seconds = epoch_times(os.path.join(folder, "fold_0"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
-        results[row] = {**metrics, "train_seconds": train_seconds,
+        results[row] = {**metrics, "train_seconds": train_seconds, "peak_rss_mib": peak_rss_mib(train_log),
                         "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
         logger.info("%s: accuracy %s, AUC %s", row, with_interval(results[row], "accuracy"), with_interval(results[row], "auc"))
     report(table(args, dataset, results, table_rows), args.append)
+
+
+def peak_rss_mib(log_file: str) -> float:
+    """Peak resident memory of the ``nnUNetv2_train`` process as GNU time reported it in ``log_file`` (MiB)."""
+    import re
+
+    found = re.findall(r"^peak_rss_kib (\d+)$", open(log_file).read(), flags=re.M)
+    return int(found[-1]) / 1024 if found else float("nan")
 
 
 def epoch_times(fold_folder: str) -> float:
@@ -164,9 +176,10 @@ def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
              f"train, 20 % validation), {len(dataset.test_cases)} held-out cases; 3-stage 8/16/32 plan, patch 32^3, "
              f"{args.epochs} epochs x {args.iterations} iterations, Adan 3e-3, seed {args.seed}; checkpoint_final.pth; "
              f"predict-cls --roi labelsTs --disable_tta. 95 % intervals: stratified bootstrap. One training per row: "
-             f"differences inside the intervals are not differences.", "",
+             f"differences inside the intervals are not differences. s/epoch: median of nnU-Net's 'Epoch time'; peak "
+             f"RSS: the nnUNetv2_train process (GNU time; CPU memory, not GPU memory).", "",
              "| model | accuracy | AUC (macro OvR) | Cohen's kappa | confusion (rows: true) | mean beta | s/epoch | "
-             "train s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "train s | peak RSS MiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, (trainer, _, extra) in table_rows.items():
         label = f"{trainer}" + (f" views {extra['views']}" if "views" in extra else
                                 " (3D, segmentation false)" if row == "3d" else
@@ -176,7 +189,8 @@ def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
         m = results[row]
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
         lines.append(f"| {label} | {with_interval(m, 'accuracy')} | {with_interval(m, 'auc')} | {with_interval(m, 'cohen_kappa')} | "
-                     f"{m['confusion']} | {beta} | {m['epoch_seconds']:.1f} | {m['train_seconds']:.0f} |")
+                     f"{m['confusion']} | {beta} | {m['epoch_seconds']:.1f} | {m['train_seconds']:.0f} | "
+                     f"{m.get('peak_rss_mib', float('nan')):.0f} |")
     return lines
 
 
