@@ -39,7 +39,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import held_out_metrics, report, with_interval  # noqa: E402
+from results_file import held_out_metrics, recorded_command, report, with_interval  # noqa: E402
 
 from nnunet_mvext.errors import MVExtError  # noqa: E402
 from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> None:
                            os.path.join(logs, f"predict_{tag}.log"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
         results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer,
-                        "phase_channels": groups}
+                        "phase_channels": groups, "command": recorded_command(__file__)}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
         logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"), with_interval(results[row], "accuracy"))
@@ -158,11 +158,26 @@ def generate_or_load(args, spec: dict, env: dict, logs: str):
     return dataset
 
 
+def measured_by(results: dict, rows: dict) -> list[str]:
+    """Lines naming the runs that measured the rows, where an earlier run in the work folder (``--resume``) did."""
+    commands = {}
+    for row in rows:
+        if row in results:
+            commands.setdefault(results[row].get("command", "an earlier run that did not record its command"),
+                                []).append(row)
+    current = recorded_command(__file__)
+    if set(commands) <= {current}:
+        return []
+    return [f"Rows measured by `{c}`: {', '.join(r)}" if not c.startswith("an earlier") else
+            f"Rows measured by {c}: {', '.join(r)}" for c, r in commands.items()] + [""]
+
+
 def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (2 cores)"
     lines = [f"### Multi-phase classification, {args.data} data, {datetime.date.today()}, {device}, "
              f"torch {torch.__version__}", "",
-             f"`python benchmarks/fusion_classification_results.py {' '.join(sys.argv[1:])}`", "",
+             f"`{recorded_command(__file__)}`", "",
+             *measured_by(results, rows),
              f"{spec['num_phases']} phases, {spec['num_classes']} classes, {len(dataset.train_cases)} training cases "
              f"(fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration up to "
              f"{args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "
