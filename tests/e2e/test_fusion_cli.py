@@ -158,14 +158,13 @@ def test_predict_cls_warns_about_cases_a_fold_trained_on(workspace, fusion_model
 
 
 @pytest.mark.parametrize("configuration,settings,message", [
-    ("2d", {}, "is 2D; fusion trainers classify 3D patches"),
-    ("3d_bad_phases", {"phase_channels": [[0], [5]]}, "names channel 5, but the dataset has 3 channel(s)"),
     ("3d_bad_lesion", {"lesion_label": 7}, "'lesion_label' is 7, not a foreground label"),
 ])
-def test_bad_fusion_setups_are_refused_before_any_folder_is_created(workspace, configuration, settings, message):
-    if configuration != "2d":
-        run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", configuration], workspace.env)
-        workspace.set_trainer_settings(configuration, **settings)
+def test_a_bad_fusion_setup_is_refused_before_any_folder_is_created(workspace, configuration, settings, message):
+    """Through nnUNetv2_train: the refusal comes before nnU-Net creates the model folder. Every refusal itself is
+    tested in-process in tests/classification/test_fusion_setup.py."""
+    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", configuration], workspace.env)
+    workspace.set_trainer_settings(configuration, **settings)
     proc = run(["nnUNetv2_train", DATASET_ID, configuration, "0", "-tr", TRAINER, "-device", "cpu"], workspace.env,
                check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]

@@ -1,0 +1,62 @@
+"""fusion_model_info: every refusal a fusion trainer raises before nnU-Net creates a folder names the key, label,
+channel or configuration and what is allowed; a good setup gives the stored description. (One refusal also goes
+through ``nnUNetv2_train`` in tests/e2e/test_fusion_cli.py, which checks that no folder is created.)"""
+
+from types import SimpleNamespace
+
+import pytest
+
+from nnunet_mvext.classification.fusion_setup import fusion_model_info
+from nnunet_mvext.errors import MVExtError
+
+ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet", "arch_kwargs": {},
+        "_kw_requires_import": []}
+CONFIG = {"data_identifier": "d", "batch_size": 2, "patch_size": [32, 32, 32], "spacing": [1.0, 1.0, 1.0],
+          "architecture": ARCH}
+PLANS = {"plans_name": "nnUNetPlans", "dataset_name": "Dataset1_x",
+         "configurations": {"3d_fullres": CONFIG, "2d": {**CONFIG, "patch_size": [32, 32], "spacing": [1.0, 1.0]},
+                            "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
+                            "3d_lowres": CONFIG}}
+LABELS = {"background": 0, "organ": 1, "lesion": 2}
+CLASSES = {"class_names": {"0": "persistent", "1": "washout"}, "labels": {"case_000": 0}}
+
+
+def _dataset(labels=None):
+    return {"channel_names": {"0": "arterial", "1": "portal_venous", "2": "delayed"}, "labels": labels or LABELS,
+            "file_ending": ".nii.gz", "classification": CLASSES}
+
+
+def _settings(**changes):
+    base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
+                lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None)
+    return SimpleNamespace(**{**base, **changes})
+
+
+def test_a_good_setup_gives_the_stored_description():
+    info = fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(fallback_roi_label=1))
+    assert info["phase_channels"] == [[0], [1], [2]] and info["lesion_label"] == 2
+    assert info["fallback_roi_label"] == 1 and info["class_names"] == ["persistent", "washout"]
+
+
+@pytest.mark.parametrize("configuration,labels,settings,message", [
+    ("2d", None, {}, "configuration '2d' of plans 'nnUNetPlans' is 2D; fusion trainers classify 3D patches"),
+    ("3d_cascade_fullres", None, {}, "is a cascade stage (previous stage '3d_lowres')"),
+    ("3d_fullres", {"background": 0, "organ": 1, "lesion": [1, 2]}, {}, "uses region-based labels (['lesion'])"),
+    ("3d_fullres", None, {"phase_channels": [[0], [5]]}, "names channel 5, but the dataset has 3 channel(s)"),
+    ("3d_fullres", None, {"lesion_label": 7}, "'lesion_label' is 7, not a foreground label of this dataset. "
+                                              "Allowed: organ=1, lesion=2"),
+    ("3d_fullres", {"background": 0, "lesion": 1, "ignore": 2}, {"lesion_label": 2},
+     "'lesion_label' is 2, nnU-Net's ignore label. Allowed: a foreground label (lesion=1)"),
+    ("3d_fullres", {"background": 0, "kidney": 1, "mass": 2, "cyst": 3}, {},
+     "no label is named like a lesion (lesion, tumour, tumor), so trainer_settings 'lesion_label' must be set. "
+     "Labels of this dataset: kidney=1, mass=2, cyst=3"),
+    ("3d_fullres", {"background": 0, "tumour": 1, "lesion_satellite": 2}, {},
+     "several labels are named like a lesion (tumour=1, lesion_satellite=2)"),
+    ("3d_fullres", None, {"fallback_roi_label": 2}, "'fallback_roi_label' equals 'lesion_label' (2)"),
+    ("3d_fullres", None, {"pretrained_checkpoint": "/no/such/checkpoint.pth"},
+     "'pretrained_checkpoint' /no/such/checkpoint.pth is not a file"),
+])
+def test_bad_setups_are_refused_by_name(configuration, labels, settings, message):
+    with pytest.raises(MVExtError) as refused:
+        fusion_model_info(PLANS, configuration, _dataset(labels), _settings(**settings))
+    assert message in str(refused.value)
