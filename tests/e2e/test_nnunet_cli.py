@@ -63,19 +63,6 @@ def test_predict_and_evaluate(workspace, adan_model, tmp_path):
     assert 0 <= summary["foreground_mean"]["Dice"] <= 1
 
 
-def test_dice_loss_trainer_in_a_shell_without_ext_trainer(workspace):
-    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_dice"], workspace.env)
-    workspace.set_trainer_settings("3d_tiny_dice", num_epochs=1)
-    env = dict(workspace.env)
-    env.pop("nnUNet_extTrainer", None)
-    run(["nnUNetv2_train", DATASET_ID, "3d_tiny_dice", "0", "-tr", "nnUNetTrainerMVDiceLoss", "-device", "cpu"], env)
-    folder = workspace.model_folder("nnUNetTrainerMVDiceLoss", "3d_tiny_dice")
-    (log,) = _logs(folder)
-    assert "loss                          = 'dice' (default)" in log and _epochs(log) == [0]
-    assert os.path.isfile(os.path.join(folder, "fold_0", "checkpoint_final.pth"))
-    assert os.path.isfile(os.path.join(folder, "fold_0", "validation", "summary.json"))
-
-
 def test_misspelled_key_stops_before_anything_is_written(workspace):
     with open(workspace.plans_file) as f:
         plans = json.load(f)
