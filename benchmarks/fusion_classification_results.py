@@ -163,13 +163,12 @@ def measured_by(results: dict, rows: dict) -> list[str]:
     commands = {}
     for row in rows:
         if row in results:
-            commands.setdefault(results[row].get("command", "an earlier run that did not record its command"),
-                                []).append(row)
-    current = recorded_command(__file__)
-    if set(commands) <= {current}:
+            commands.setdefault(results[row].get("command"), []).append(row)
+    if set(commands) <= {recorded_command(__file__)}:
         return []
-    return [f"Rows measured by `{c}`: {', '.join(r)}" if not c.startswith("an earlier") else
-            f"Rows measured by {c}: {', '.join(r)}" for c, r in commands.items()] + [""]
+    return [f"Rows measured by `{c}`: {', '.join(r)}" if c else
+            f"Rows measured by an earlier run that did not record its command: {', '.join(r)}"
+            for c, r in commands.items()] + [""]
 
 
 def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:

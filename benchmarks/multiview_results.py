@@ -56,10 +56,10 @@ def rows() -> dict:
     return out
 
 
-#: rows run without --rows (DSN, decision and 3-plane slabs on request)
 #: GNU time around nnUNetv2_train: its peak resident memory (main process; the loader workers are separate processes)
 PEAK_RSS = ["/usr/bin/time", "-f", "peak_rss_kib %M"] if os.path.isfile("/usr/bin/time") else []
 
+#: rows run without --rows (DSN, decision and 3-plane slabs on request)
 DEFAULT_ROWS = ("views_concat", "views_abaf", "view_axial", "view_coronal", "view_sagittal", "3d")
 
 
@@ -154,7 +154,8 @@ def peak_rss_mib(log_file: str) -> float:
     """Peak resident memory of the ``nnUNetv2_train`` process as GNU time reported it in ``log_file`` (MiB)."""
     import re
 
-    found = re.findall(r"^peak_rss_kib (\d+)$", open(log_file).read(), flags=re.M)
+    with open(log_file) as f:
+        found = re.findall(r"^peak_rss_kib (\d+)$", f.read(), flags=re.M)
     return int(found[-1]) / 1024 if found else float("nan")
 
 

@@ -22,8 +22,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_file import recorded_command, report, with_interval  # noqa: E402
 
-logger = logging.getLogger("seed_spread")
-
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

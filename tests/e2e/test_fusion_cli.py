@@ -93,7 +93,6 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
     assert sorted(p[:-7] for p in os.listdir(seg_only) if p.endswith(".nii.gz")) == cases
 
 
-
 def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model):
     path = os.path.join(workspace.preprocessed, workspace.dataset_name, "dataset.json")
     original = open(path).read()
@@ -156,15 +155,13 @@ def test_predict_cls_warns_about_cases_a_fold_trained_on(workspace, fusion_model
     assert "fold 0 was trained on" in proc.stderr and trained_on in proc.stderr
 
 
-@pytest.mark.parametrize("configuration,settings,message", [
-    ("3d_bad_lesion", {"lesion_label": 7}, "'lesion_label' is 7, not a foreground label"),
-])
-def test_a_bad_fusion_setup_is_refused_before_any_folder_is_created(workspace, configuration, settings, message):
+def test_a_bad_fusion_setup_is_refused_before_any_folder_is_created(workspace):
     """Through nnUNetv2_train: the refusal comes before nnU-Net creates the model folder. Every refusal itself is
     tested in-process in tests/classification/test_fusion_setup.py."""
+    configuration = "3d_bad_lesion"
     run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", configuration], workspace.env)
-    workspace.set_trainer_settings(configuration, **settings)
+    workspace.set_trainer_settings(configuration, lesion_label=7)
     proc = run(["nnUNetv2_train", DATASET_ID, configuration, "0", "-tr", TRAINER, "-device", "cpu"], workspace.env,
                check=False)
-    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode != 0 and "'lesion_label' is 7, not a foreground label" in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(workspace.model_folder(TRAINER, configuration))
