@@ -14,7 +14,9 @@ Data (``--data``):
 
 Rows: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on one encoder per phase; early fusion (the
 same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
-(``phase_channels: [[p]]``), all reported, none picked on the held-out cases. ``--rows`` runs a subset; results are
+(``phase_channels: [[p]]``), all reported, none picked on the held-out cases; ABAF with the first release's protocol
+(``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
+each alone). ``--rows`` runs a subset; results are
 kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
 completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
@@ -74,13 +76,32 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+#: ABAF with items of the first release's protocol turned back (trainer setting ``protocol_ablation``)
+ABLATIONS = {"abaf_first_release": ["lesion_only_sampling", "per_phase_augmentation", "patch_pooling"],
+             "abaf_lesion_only_sampling": ["lesion_only_sampling"],
+             "abaf_per_phase_augmentation": ["per_phase_augmentation"],
+             "abaf_patch_pooling": ["patch_pooling"]}
+
+
 def rows_for(num_phases: int) -> dict:
-    """``{row: (trainer, configuration, phase_channels or None)}``."""
-    rows = {mode: (trainer, "3d_fusion", None) for mode, trainer in HEADS.items()}
-    rows["early"] = (HEADS["concat"], "3d_early", [list(range(num_phases))])
+    """``{row: (trainer, configuration, extra trainer_settings)}``."""
+    rows = {mode: (trainer, "3d_fusion", {}) for mode, trainer in HEADS.items()}
+    rows["early"] = (HEADS["concat"], "3d_early", {"phase_channels": [list(range(num_phases))]})
     for p in range(num_phases):
-        rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", [[p]])
+        rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", {"phase_channels": [[p]]})
+    for row, items in ABLATIONS.items():
+        rows[row] = (HEADS["abaf"], f"3d_{row}", {"protocol_ablation": items})
     return rows
+
+
+def row_label(row: str, trainer: str) -> str:
+    if row == "early":
+        return "early fusion (one encoder, all phases as channels)"
+    if row.startswith("phase"):
+        return f"single phase {row[5:]}"
+    if row in ABLATIONS:
+        return f"{trainer}, protocol_ablation {', '.join(ABLATIONS[row])}"
+    return trainer
 
 
 def main() -> None:
@@ -112,9 +133,9 @@ def main() -> None:
         if row in results:
             logger.info("%s: measured earlier, kept", row)
             continue
-        trainer, configuration, groups = rows[row]
+        trainer, configuration, row_settings = rows[row]
         with nnunet_paths(env):
-            extra = {**settings, **({"phase_channels": groups} if groups else {})}
+            extra = {**settings, **row_settings}
             try:
                 add_configuration(str(spec["dataset_id"]), "3d_tiny_cpu", name=configuration,
                                   extra_trainer_settings=extra)
@@ -133,7 +154,7 @@ def main() -> None:
                            os.path.join(logs, f"predict_{tag}.log"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
         results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer,
-                        "phase_channels": groups, "command": recorded_command(__file__)}
+                        "row_settings": row_settings, "command": recorded_command(__file__)}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
         logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"), with_interval(results[row], "accuracy"))
@@ -188,8 +209,7 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | train s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, (trainer, _, _) in rows.items():
-        label = {"early": "early fusion (one encoder, all phases as channels)"}.get(
-            row, f"single phase {row[5:]}" if row.startswith("phase") else trainer)
+        label = row_label(row, trainer)
         if row not in results:
             lines.append(f"| {label} | not run | | | | | | |")
             continue

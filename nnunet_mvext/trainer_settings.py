@@ -67,6 +67,13 @@ def _odd_positive(v) -> bool:
     return v >= 1 and v % 2 == 1
 
 
+PROTOCOL_ABLATIONS = ("lesion_only_sampling", "per_phase_augmentation", "patch_pooling")
+
+
+def _ablations(v) -> bool:
+    return all(isinstance(x, str) and x in PROTOCOL_ABLATIONS for x in v) and len(set(v)) == len(v)
+
+
 def _betas(v) -> bool:
     return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
 
@@ -146,6 +153,13 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
                 "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
                 applies_to="fusion"),
+    SettingSpec("protocol_ablation", [], (list,),
+                "a list of 'lesion_only_sampling', 'per_phase_augmentation', 'patch_pooling' (each at most once)",
+                "Fusion trainers, for ablation studies only: turn back items of the first release's protocol. "
+                "lesion_only_sampling: every training and validation sample centred on the lesion, for the "
+                "segmentation loss too (oversample_foreground_percent 1.0); per_phase_augmentation: nnU-Net's "
+                "intensity transforms drawn per phase; patch_pooling: the embedding pools the whole patch, not the "
+                "lesion (3D fusion trainers only).", _ablations, applies_to="fusion"),
     SettingSpec("validation_mirroring", True, (bool,), "true or false",
                 "Fusion trainers: test-time mirroring in the final validation (nnU-Net's behaviour). false: as "
                 "predict-cls --disable_tta, for CPU runs.", applies_to="fusion"),

@@ -20,6 +20,8 @@ The first release averaged the instance-normalised bottleneck over the whole pat
 channel whatever the input: the lesion is a small part of a patch. Two scales keep a lesion that shrinks below one
 bottleneck voxel visible. A sample whose mask is empty (or no mask given) falls back to the global mean of each
 stage; ``has_roi`` (B,) in the head output flags which samples were pooled over their region.
+``patch_pooling=True`` (trainer setting ``protocol_ablation``, for ablation studies) ignores the region and pools
+both stages over the whole patch, as the first release did (which pooled the bottleneck alone).
 
 Segmentation: skips fused per stage by a 1x1 conv, ``s^i = W_i [s_1^i; ...; s_P^i]`` (B, C_i, *S_i), then nnU-Net's
 ``UNetDecoder``. ``forward(x)`` returns the segmentation output exactly like ``PlainConvUNet`` (so nnU-Net's
@@ -101,7 +103,7 @@ class MultiPhaseFusionNet(nn.Module):
     def __init__(self, encoder_class_name: str, arch_kwargs: dict, num_input_channels: int, num_seg_classes: int,
                  num_case_classes: int, fusion: str = "abaf", phase_channels: Optional[Sequence[Sequence[int]]] = None,
                  shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
-                 segmentation: bool = True):
+                 segmentation: bool = True, patch_pooling: bool = False):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -134,6 +136,7 @@ class MultiPhaseFusionNet(nn.Module):
         self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
         self.fusion = fusion
+        self.patch_pooling = patch_pooling
         self.classification_output = False
 
     def phase_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -149,7 +152,7 @@ class MultiPhaseFusionNet(nn.Module):
     def phase_embeddings(self, skips: list[torch.Tensor], roi: Optional[torch.Tensor]):
         """Lesion-pooled embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips."""
         b, p = skips[-1].shape[:2]
-        roi_folded = None if roi is None else roi.repeat_interleave(p, dim=0)
+        roi_folded = None if roi is None or self.patch_pooling else roi.repeat_interleave(p, dim=0)
         parts, has_roi = [], None
         for s in skips[-self.pooled_stages:]:
             pooled, has_roi = roi_pool(s.flatten(0, 1), roi_folded)                 # (B*P, C_i)

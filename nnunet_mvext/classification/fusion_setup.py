@@ -20,7 +20,7 @@ LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
                        "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
-                       "views", "view_slices")
+                       "views", "view_slices", "patch_pooling")
 
 
 def _plain_labels(labels: Mapping) -> dict[str, int]:
@@ -93,7 +93,9 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
-            "fallback_roi_label": fallback, "segmentation": settings.segmentation}
+            "fallback_roi_label": fallback, "segmentation": settings.segmentation,
+            # stored only when set, so that models and folds trained before the ablation setting still agree
+            **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {})}
 
 
 def check_stored_info(info: Optional[dict], source: str) -> dict:

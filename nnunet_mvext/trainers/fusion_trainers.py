@@ -20,6 +20,9 @@ configuration's plan. Protocol (README, "Multi-phase case classification"):
   nnU-Net does, and the same probabilities localise the case for the classification, exactly as ``predict-cls``
   does (:mod:`nnunet_mvext.classification.case_prediction`). ``segmentation: false`` localises the validation cases
   with their ground-truth lesion, as ``predict-cls --roi`` does with given masks.
+- **Ablation.** ``trainer_settings`` ``protocol_ablation`` turns items back to the first release's protocol, for
+  measuring what each one brings (``benchmarks/fusion_classification_results.py``): ``lesion_only_sampling``,
+  ``per_phase_augmentation``, ``patch_pooling``.
 """
 
 from __future__ import annotations
@@ -117,14 +120,21 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self._cls_val_loader = None
         self._cls_samples = [0, 0]
         self._loaded_checkpoint = None
-        if not info["segmentation"]:
+        ablation = self.trainer_settings.protocol_ablation
+        self.lesion_centred_sampling = not info["segmentation"] or "lesion_only_sampling" in ablation
+        self.per_phase_augmentation = "per_phase_augmentation" in ablation
+        if self.lesion_centred_sampling:
             self.oversample_foreground_percent = 1.0
         self.print_to_log_file(
             f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion '{info['fusion']}', phases "
             f"{dict(zip(self.phase_names, info['phase_channels']))}, lesion label {self.lesion_label}, fallback "
             f"label {self.fallback_label}. Classification loss on the samples whose patch holds the lesion; "
-            f"intensity augmentation drawn once per sample for all phases"
-            + ("" if info["segmentation"] else "; classification only: lesion-centred sampling") + ".",
+            + ("intensity augmentation drawn per phase (ablation)" if self.per_phase_augmentation else
+               "intensity augmentation drawn once per sample for all phases")
+            + ("; every sample lesion-centred" + ("" if info["segmentation"] else " (classification only)")
+               if self.lesion_centred_sampling else "")
+            + ("; embedding pooled over the whole patch (ablation)" if info.get("patch_pooling") else "")
+            + (f". Protocol ablation: {', '.join(ablation)}" if ablation else "") + ".",
             add_timestamp=False)
 
     def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict, settings) -> None:
@@ -153,7 +163,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                   _import_arch_kwargs(configuration_manager), num_input_channels, num_output_channels,
                                   info["num_classes"], info["fusion"], info["phase_channels"],
                                   info["shared_encoder"], enable_deep_supervision, head_options,
-                                  info.get("segmentation", True))
+                                  info.get("segmentation", True), info.get("patch_pooling", False))
         net.apply(net.initialize)
         return net
 
@@ -175,13 +185,13 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                 self.print_to_log_file(line)
 
     # ---------------------------------------------------------------- data
-    @staticmethod
-    def get_training_transforms(*args, **kwargs):
-        return phase_consistent(nnUNetTrainerMV.get_training_transforms(*args, **kwargs))
+    def get_training_transforms(self, *args, **kwargs):
+        transforms = nnUNetTrainerMV.get_training_transforms(*args, **kwargs)
+        return transforms if self.per_phase_augmentation else phase_consistent(transforms)
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
-        if self.case_info["segmentation"]:
+        if not self.lesion_centred_sampling:
             return dataset_tr, dataset_val
         return (RoiCentredDataset(dataset_tr, self.lesion_label, self.fallback_label),
                 RoiCentredDataset(dataset_val, self.lesion_label, self.fallback_label))

@@ -10,8 +10,9 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
   the patch, so there is no decoder and ``predict-cls`` needs ``--roi``);
 - :meth:`MultiViewSetup.describe_model` refuses, before nnU-Net creates any folder and naming the setting: a 2D
   configuration, ``views`` null, unknown or repeated view names, an even or < 1 ``view_slices``, a patch with fewer
-  planes than ``view_slices`` along a view's axis, ``segmentation: true`` and ``pretrained_checkpoint`` (3D
-  weights); it stores ``views``, ``view_slices`` and the branch names (``<phase>_<view>``) with the model;
+  planes than ``view_slices`` along a view's axis, ``segmentation: true``, ``pretrained_checkpoint`` (3D
+  weights) and ``protocol_ablation`` ``patch_pooling``; it stores ``views``, ``view_slices`` and the branch names
+  (``<phase>_<view>``) with the model;
 - the training log and the validation CSV name the branches (``beta_<phase>_<view>``).
 """
 
@@ -92,6 +93,10 @@ class MultiViewSetup:
         if settings.pretrained_checkpoint is not None:
             raise MVExtError(f"{where}: 'pretrained_checkpoint' holds 3D segmentation weights, which do not fit the "
                              f"2D view encoders of {cls.__name__}. Allowed: null.")
+        if "patch_pooling" in settings.protocol_ablation:
+            raise MVExtError(f"{where}: 'protocol_ablation' holds 'patch_pooling', but {cls.__name__} pools each "
+                             f"view's slab, which is centred on the lesion. Allowed: 'lesion_only_sampling', "
+                             f"'per_phase_augmentation'.")
         for v in views:
             axis = VIEW_AXES[v]
             if patch[axis] < settings.view_slices:

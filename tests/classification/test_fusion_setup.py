@@ -28,7 +28,8 @@ def _dataset(labels=None):
 
 def _settings(**changes):
     base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
-                lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None)
+                lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None,
+                protocol_ablation=[])
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -36,6 +37,10 @@ def test_a_good_setup_gives_the_stored_description():
     info = fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(fallback_roi_label=1))
     assert info["phase_channels"] == [[0], [1], [2]] and info["lesion_label"] == 2
     assert info["fallback_roi_label"] == 1 and info["class_names"] == ["persistent", "washout"]
+    # the ablation key is stored only when set, so that folds trained before it existed still agree
+    assert "patch_pooling" not in info
+    assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(protocol_ablation=["patch_pooling"])
+                             )["patch_pooling"] is True
 
 
 @pytest.mark.parametrize("configuration,labels,settings,message", [

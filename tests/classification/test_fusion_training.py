@@ -11,7 +11,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from sklearn.metrics import roc_auc_score
 
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-from nnunet_mvext.classification.training_data import phase_consistent
+from nnunet_mvext.classification.training_data import (
+    PHASE_SYNCHRONISED,
+    phase_consistent,
+)
 
 PATCH = (16, 16, 16)
 
@@ -46,12 +49,13 @@ def test_identical_phases_stay_identical_after_the_training_transforms(consisten
         assert max(differences) > 1e-2
 
 
-def _tiny_net(fusion: str, phases: int = 3, classes: int = 2) -> MultiPhaseFusionNet:
+def _tiny_net(fusion: str, phases: int = 3, classes: int = 2, patch_pooling: bool = False) -> MultiPhaseFusionNet:
     kw = dict(n_stages=3, features_per_stage=[8, 16, 32], conv_op=torch.nn.Conv3d, kernel_sizes=[[3, 3, 3]] * 3,
               strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[1, 1, 1], n_conv_per_stage_decoder=[1, 1],
               conv_bias=True, norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, dropout_op=None,
               dropout_op_kwargs=None, nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
-    net = MultiPhaseFusionNet("PlainConvUNet", kw, phases, 3, classes, fusion, segmentation=False)
+    net = MultiPhaseFusionNet("PlainConvUNet", kw, phases, 3, classes, fusion, segmentation=False,
+                              patch_pooling=patch_pooling)
     net.apply(net.initialize)
     return net
 
@@ -126,3 +130,30 @@ def test_a_3d_fusion_trainer_refuses_views_it_would_ignore():
     settings = resolve_trainer_settings({"views": ["axial"]}, "test", {"fusion": "abaf"}, ("fusion",))
     with pytest.raises(MVExtError, match="'views' is \\['axial'\\].*nnUNetTrainerMultiViewABAF"):
         nnUNetTrainerFusionABAF.describe_model({}, "3d_fullres", {}, settings)
+
+
+@pytest.mark.parametrize("patch_pooling", [False, True])
+def test_the_embedding_pools_the_lesion_unless_the_patch_pooling_ablation_is_set(patch_pooling):
+    x, m, _ = _crops(2, np.random.default_rng(3), noise_phase=False)
+    net = _tiny_net("concat", patch_pooling=patch_pooling).eval()
+    with torch.no_grad():
+        skips = net.phase_skips(x)
+        pooled, _ = net.phase_embeddings(skips, m)
+        whole_patch, _ = net.phase_embeddings(skips, None)
+    assert torch.allclose(pooled, whole_patch) == patch_pooling
+
+
+@pytest.mark.parametrize("ablation", [[], ["per_phase_augmentation"]])
+def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_ablation(ablation):
+    from types import SimpleNamespace
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+
+    trainer = SimpleNamespace(per_phase_augmentation="per_phase_augmentation" in ablation)
+    transforms = nnUNetTrainerFusionABAF.get_training_transforms(
+        trainer, PATCH, rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None, mirror_axes=(0, 1, 2),
+        do_dummy_2d_data_aug=False)
+    intensity = [t.transform for t in transforms.transforms
+                 if isinstance(getattr(t, "transform", None), PHASE_SYNCHRONISED)]
+    assert {type(t) for t in intensity} == set(PHASE_SYNCHRONISED)  # gamma appears twice in nnU-Net's list
+    assert [t.synchronize_channels for t in intensity] == [not ablation] * len(intensity)

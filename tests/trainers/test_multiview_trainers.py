@@ -92,6 +92,8 @@ def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
     ("3d_fullres", {"segmentation": True}, (4, 32, 32), "'segmentation' is true"),
     ("3d_fullres", {"pretrained_checkpoint": "seg.pth"}, (4, 32, 32), "'pretrained_checkpoint' holds 3D"),
     ("3d_fullres", {"fusion": "concat"}, (4, 32, 32), "-tr nnUNetTrainerMultiViewConcat"),
+    ("3d_fullres", {"protocol_ablation": ["patch_pooling"]}, (4, 32, 32),
+     "'protocol_ablation' holds 'patch_pooling'"),
 ])
 def test_bad_setups_are_refused_before_nnunet_creates_anything(no_nnunet_init, configuration, settings, patch,
                                                                message):
