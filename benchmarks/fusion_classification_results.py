@@ -16,7 +16,9 @@ Rows: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on
 same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
 (``phase_channels: [[p]]``), all reported, none picked on the held-out cases; ABAF with the first release's protocol
 (``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
-each alone). ``--rows`` runs a subset; results are
+each alone); classification only, localised by the held-out labels (``predict-cls --roi labelsTs``, no decoder): ABAF
+over 2.5D views (``nnUNetTrainerMultiViewABAF``, every phase x axial, coronal, sagittal) and ABAF over 3D phase
+encoders (``segmentation: false``). ``--rows`` runs a subset; results are
 kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
 completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
@@ -91,7 +93,15 @@ def rows_for(num_phases: int) -> dict:
         rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", {"phase_channels": [[p]]})
     for row, items in ABLATIONS.items():
         rows[row] = (HEADS["abaf"], f"3d_{row}", {"protocol_ablation": items})
+    # classification only, localised by the held-out labels (predict-cls --roi): 2.5D views vs 3D phase encoders
+    rows["views_abaf_roi"] = ("nnUNetTrainerMultiViewABAF", "3d_views", {})
+    rows["abaf_roi"] = (HEADS["abaf"], "3d_fusion_roi", {"segmentation": False})
     return rows
+
+
+def localised_by_labels(trainer: str, row_settings: dict) -> bool:
+    """Rows without a decoder: predict-cls localises with the held-out labels (``--roi labelsTs``)."""
+    return "MultiView" in trainer or row_settings.get("segmentation") is False
 
 
 def row_label(row: str, trainer: str) -> str:
@@ -101,6 +111,10 @@ def row_label(row: str, trainer: str) -> str:
         return f"single phase {row[5:]}"
     if row in ABLATIONS:
         return f"{trainer}, protocol_ablation {', '.join(ABLATIONS[row])}"
+    if row == "views_abaf_roi":
+        return f"{trainer} (every phase x axial, coronal, sagittal; --roi labelsTs)"
+    if row == "abaf_roi":
+        return f"{trainer}, segmentation false (3D phase encoders; --roi labelsTs)"
     return trainer
 
 
@@ -150,7 +164,8 @@ def main() -> None:
         out = claim_output(workdir, f"pred_{tag}")
         run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
                             str(spec["dataset_id"]), "-c", configuration, "-f", "0", "-tr", trainer, "-device",
-                            args.device] + ([] if args.device == "cuda" else ["--disable_tta"]), env,
+                            args.device] + ([] if args.device == "cuda" else ["--disable_tta"])
+                           + (["--roi", dataset.labels_ts] if localised_by_labels(trainer, row_settings) else []), env,
                            os.path.join(logs, f"predict_{tag}.log"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
         results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer,
@@ -204,6 +219,8 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              f"8/16/32 network, patch 32^3, {args.epochs} epochs x {args.iterations} iterations, Adan 3e-3, "
              f"classification_loss_weight 0.2, seed "
              f"{args.seed}; checkpoint_final.pth; predict-cls{' --disable_tta' if args.device == 'cpu' else ''}. "
+             f"Rows marked --roi have no decoder and are localised by the held-out lesion labels, the others by "
+             f"their predicted lesion. "
              f"95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One training per row: "
              f"differences inside the intervals are not differences.", "",
              "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | train s |",
