@@ -107,27 +107,6 @@ def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model
     assert proc.returncode != 0 and "case_001" in proc.stderr and "no class label" in proc.stderr
 
 
-def test_classification_only_training_and_prediction_with_roi_masks(workspace, fusion_model, tmp_path):
-    run(["nnunet-mvext", "add-config", DATASET_ID, "3d_tiny_cpu", "--name", "3d_tiny_clsonly"], workspace.env)
-    workspace.set_trainer_settings("3d_tiny_clsonly", num_epochs=1, segmentation=False)
-    trainer = "nnUNetTrainerFusionConcat"
-    run(["nnUNetv2_train", DATASET_ID, "3d_tiny_clsonly", "0", "-tr", trainer, "-device", "cpu"], workspace.env)
-    folder = os.path.join(workspace.model_folder(trainer, "3d_tiny_clsonly"), "fold_0", "validation")
-    assert "auc" in json.load(open(os.path.join(folder, "classification_summary.json")))
-    header, *rows = list(csv.reader(open(os.path.join(folder, "classification.csv"))))
-    assert {r[header.index("roi")] for r in rows} == {"lesion"}
-    images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
-    out = tmp_path / "pred"
-    args = ["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_tiny_clsonly", "-f",
-            "0", "-tr", trainer, "-device", "cpu", "--disable_tta"]
-    refused = run(args, workspace.env, check=False)
-    assert refused.returncode == 2 and "--roi" in refused.stderr and not out.exists()
-    run(args + ["--roi", os.path.join(workspace.raw, workspace.dataset_name, "labelsTs")], workspace.env)
-    header, *rows = list(csv.reader(open(out / "classification.csv")))
-    assert rows and all(r[header.index("roi")] == "lesion" for r in rows)
-    assert not [p for p in os.listdir(out) if p.endswith(".nii.gz")]
-
-
 def test_predict_cls_names_the_case_with_a_wrong_channel_count_before_loading(workspace, fusion_model, tmp_path):
     images = tmp_path / "two_channels"
     images.mkdir()

@@ -2,7 +2,9 @@
 nnUNetv2_train -tr nnUNetTrainerMultiViewABAF -> branch-named validation -> predict-cls --roi -> evaluate-cls.
 
 The workspace's dataset is reused (a new dataset costs about 50 s of nnUNetv2_plan_and_preprocess on a 2-core
-machine); ``phase_channels: [[0]]`` makes it one-channel data, so the views alone are fused."""
+machine); ``phase_channels: [[0]]`` makes it one-channel data, so the views alone are fused. It is also the suite's
+end-to-end run of a classification-only model (``segmentation: false``: lesion-centred training, validation localised
+by the ground truth, predict-cls --roi), the path the 3D fusion trainers take with that setting."""
 
 import csv
 import glob
@@ -33,8 +35,10 @@ def test_training_logs_and_validates_per_branch(multiview_model):
     log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
     assert "2.5D views axial = axis 0 (32 planes), coronal = axis 1 (32 planes), sagittal = axis 2" in log
     assert "mean phase weights beta (validation patches): arterial_axial" in log
-    header = next(csv.reader(open(os.path.join(folder, "validation", "classification.csv"))))
+    header, *rows = list(csv.reader(open(os.path.join(folder, "validation", "classification.csv"))))
     assert [h for h in header if h.startswith("beta_")] == [f"beta_{b}" for b in BRANCHES]
+    # no decoder: the final validation localises with the ground-truth lesion, as predict-cls --roi does
+    assert rows and {r[header.index("roi")] for r in rows} == {"lesion"}
     assert not os.path.isfile(os.path.join(folder, "validation", "summary.json"))  # no segmentation
     info = torch.load(os.path.join(folder, "checkpoint_final.pth"), map_location="cpu",
                       weights_only=False)["case_classification"]
