@@ -18,7 +18,8 @@ same network with one phase group holding all channels, ``phase_channels: [[0, â
 (``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
 each alone); classification only, localised by the held-out labels (``predict-cls --roi labelsTs``, no decoder): ABAF
 over 2.5D views (``nnUNetTrainerMultiViewABAF``, every phase x axial, coronal, sagittal) and ABAF over 3D phase
-encoders (``segmentation: false``). ``--rows`` runs a subset; results are
+encoders (``segmentation: false``); ABAF with ``classification_loss_weight`` 0.5 and 1.0 (the other rows: 0.2). The
+fold's validation Dice per label (nnU-Net's ``summary.json``) is recorded with each row. ``--rows`` runs a subset; results are
 kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
 completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
@@ -96,7 +97,21 @@ def rows_for(num_phases: int) -> dict:
     # classification only, localised by the held-out labels (predict-cls --roi): 2.5D views vs 3D phase encoders
     rows["views_abaf_roi"] = ("nnUNetTrainerMultiViewABAF", "3d_views", {})
     rows["abaf_roi"] = (HEADS["abaf"], "3d_fusion_roi", {"segmentation": False})
+    # the weight of the classification loss against the segmentation loss (the rows above use 0.2)
+    for weight in (0.5, 1.0):
+        rows[f"abaf_weight{weight}"] = (HEADS["abaf"], f"3d_abaf_weight{weight}", {"classification_loss_weight": weight})
     return rows
+
+
+def validation_dice(results_folder: str, dataset_name: str, trainer: str, configuration: str) -> dict:
+    """nnU-Net's Dice per label on the fold's validation cases (``fold_0/validation/summary.json``; {} without a
+    decoder)."""
+    summary = os.path.join(results_folder, dataset_name, f"{trainer}__nnUNetPlans__{configuration}", "fold_0",
+                           "validation", "summary.json")
+    if not os.path.isfile(summary):
+        return {}
+    with open(summary) as f:
+        return {label: m["Dice"] for label, m in json.load(f)["mean"].items()}
 
 
 def localised_by_labels(trainer: str, row_settings: dict) -> bool:
@@ -115,6 +130,8 @@ def row_label(row: str, trainer: str) -> str:
         return f"{trainer} (every phase x axial, coronal, sagittal; --roi labelsTs)"
     if row == "abaf_roi":
         return f"{trainer}, segmentation false (3D phase encoders; --roi labelsTs)"
+    if row.startswith("abaf_weight"):
+        return f"{trainer}, classification_loss_weight {row[len('abaf_weight'):]}"
     return trainer
 
 
@@ -135,7 +152,8 @@ def main() -> None:
     dataset = generate_or_load(args, spec, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
-                # as the demo: with 1.0 the lesion label was not learnt in a few hundred iterations
+                # as the demo: with 1.0 the lesion label was not learnt in a few hundred iterations (rows
+                # abaf_weight0.5 and abaf_weight1.0 measure it)
                 "classification_loss_weight": 0.2,
                 "save_every": max(1, args.epochs // 2), "validation_mirroring": args.device == "cuda"}
     rows = rows_for(spec["num_phases"])
@@ -168,11 +186,18 @@ def main() -> None:
                            + (["--roi", dataset.labels_ts] if localised_by_labels(trainer, row_settings) else []), env,
                            os.path.join(logs, f"predict_{tag}.log"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
-        results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer,
+        dice = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer, configuration)
+        results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer, "validation_dice": dice,
                         "row_settings": row_settings, "command": recorded_command(__file__)}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
         logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"), with_interval(results[row], "accuracy"))
+    for row, (trainer, configuration, _) in rows.items():  # rows measured before the Dice was recorded
+        if row in results and "validation_dice" not in results[row]:
+            results[row]["validation_dice"] = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer,
+                                                              configuration)
+    with open(results_file, "w") as f:
+        json.dump(results, f, indent=1)
     report(table(args, spec, dataset, results, rows), args.append)
 
 
@@ -207,6 +232,12 @@ def measured_by(results: dict, rows: dict) -> list[str]:
             for c, r in commands.items()] + [""]
 
 
+def dice_text(m: dict) -> str:
+    if "validation_dice" not in m:
+        return "not recorded"
+    return ", ".join(f"{label}: {d:.3f}" for label, d in m["validation_dice"].items()) or "no decoder"
+
+
 def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (2 cores)"
     lines = [f"### Multi-phase classification, {args.data} data, {datetime.date.today()}, {device}, "
@@ -223,17 +254,19 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              f"their predicted lesion. "
              f"95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One training per row: "
              f"differences inside the intervals are not differences.", "",
-             "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | "
+             "fold-0 validation Dice per label | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, (trainer, _, _) in rows.items():
         label = row_label(row, trainer)
         if row not in results:
-            lines.append(f"| {label} | not run | | | | | | |")
+            lines.append(f"| {label} | not run | | | | | | | |")
             continue
         m = results[row]
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
         lines.append(f"| {label} | {with_interval(m, 'auc')} | {with_interval(m, 'accuracy')} | {m['macro_f1']:.3f} | "
-                     f"{with_interval(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | {m['train_seconds']:.0f} |")
+                     f"{with_interval(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | "
+                     f"{dice_text(m)} | {m['train_seconds']:.0f} |")
     return lines
 
 
