@@ -19,9 +19,9 @@ same network with one phase group holding all channels, ``phase_channels: [[0, â
 each alone); classification only, localised by the held-out labels (``predict-cls --roi labelsTs``, no decoder): ABAF
 over 2.5D views (``nnUNetTrainerMultiViewABAF``, every phase x axial, coronal, sagittal) and ABAF over 3D phase
 encoders (``segmentation: false``); ABAF with ``classification_loss_weight`` 0.5 and 1.0 (the other rows: 0.2). The
-fold's validation Dice per label (nnU-Net's ``summary.json``) is recorded with each row. ``--rows`` runs a subset; results are
-kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the table can be
-completed in several steps. The table (with every row measured so far) is appended to ``--append``.
+fold's validation Dice per label (nnU-Net's ``summary.json``) is recorded with each row. ``--rows`` runs a subset;
+results are kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the
+table can be completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
 CPU run recorded in RESULTS.md (about 5 minutes per row on 2 cores)::
 
@@ -40,6 +40,7 @@ import logging
 import os
 import sys
 import time
+from typing import Optional
 
 import torch
 
@@ -99,17 +100,21 @@ def rows_for(num_phases: int) -> dict:
     rows["abaf_roi"] = (HEADS["abaf"], "3d_fusion_roi", {"segmentation": False})
     # the weight of the classification loss against the segmentation loss (the rows above use 0.2)
     for weight in (0.5, 1.0):
-        rows[f"abaf_weight{weight}"] = (HEADS["abaf"], f"3d_abaf_weight{weight}", {"classification_loss_weight": weight})
+        rows[f"abaf_weight{weight}"] = (HEADS["abaf"], f"3d_abaf_weight{weight}",
+                                        {"classification_loss_weight": weight})
     return rows
 
 
-def validation_dice(results_folder: str, dataset_name: str, trainer: str, configuration: str) -> dict:
-    """nnU-Net's Dice per label on the fold's validation cases (``fold_0/validation/summary.json``; {} without a
-    decoder)."""
+def validation_dice(results_folder: str, dataset_name: str, trainer: str, configuration: str,
+                    row_settings: dict) -> Optional[dict]:
+    """nnU-Net's Dice per label on the fold's validation cases (``fold_0/validation/summary.json``); {} for a row
+    without a decoder, None where a decoder's summary is missing."""
+    if localised_by_labels(trainer, row_settings):
+        return {}
     summary = os.path.join(results_folder, dataset_name, f"{trainer}__nnUNetPlans__{configuration}", "fold_0",
                            "validation", "summary.json")
     if not os.path.isfile(summary):
-        return {}
+        return None
     with open(summary) as f:
         return {label: m["Dice"] for label, m in json.load(f)["mean"].items()}
 
@@ -186,16 +191,17 @@ def main() -> None:
                            + (["--roi", dataset.labels_ts] if localised_by_labels(trainer, row_settings) else []), env,
                            os.path.join(logs, f"predict_{tag}.log"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
-        dice = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer, configuration)
+        dice = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer, configuration, row_settings)
         results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer, "validation_dice": dice,
                         "row_settings": row_settings, "command": recorded_command(__file__)}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
-        logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"), with_interval(results[row], "accuracy"))
-    for row, (trainer, configuration, _) in rows.items():  # rows measured before the Dice was recorded
+        logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"),
+                    with_interval(results[row], "accuracy"))
+    for row, (trainer, configuration, row_settings) in rows.items():  # rows measured before the Dice was recorded
         if row in results and "validation_dice" not in results[row]:
             results[row]["validation_dice"] = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer,
-                                                              configuration)
+                                                              configuration, row_settings)
     with open(results_file, "w") as f:
         json.dump(results, f, indent=1)
     report(table(args, spec, dataset, results, rows), args.append)
@@ -233,8 +239,8 @@ def measured_by(results: dict, rows: dict) -> list[str]:
 
 
 def dice_text(m: dict) -> str:
-    if "validation_dice" not in m:
-        return "not recorded"
+    if m.get("validation_dice") is None:
+        return "missing"
     return ", ".join(f"{label}: {d:.3f}" for label, d in m["validation_dice"].items()) or "no decoder"
 
 

@@ -40,8 +40,9 @@ def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace
 
 
 def test_val_rebuilds_the_network_from_the_model_folder(workspace, mbtfe_model):
-    """``--val`` loads checkpoint_final.pth into the network nnU-Net rebuilds from the model folder's plans, the path
-    nnUNetv2_predict takes too (its CLI is run end to end for the Adan trainer in test_nnunet_cli.py)."""
+    """``--val`` rebuilds the network through the trainer (from the preprocessed plans) and loads checkpoint_final.pth
+    into it. nnUNetv2_predict's rebuild from the model folder's plans.json is the strict load of the test above; its
+    CLI is run end to end for the Adan trainer in test_nnunet_cli.py."""
     summary = os.path.join(mbtfe_model, "fold_0", "validation", "summary.json")
     os.remove(summary)
     run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu", "--val"], workspace.env)

@@ -62,6 +62,7 @@ def predictions(workspace, multiview_model, tmp_path_factory):
 def test_predict_cls_needs_roi_and_classifies_with_it(predictions):
     refused, out, _ = predictions
     assert refused.returncode == 2 and "pass --roi FOLDER" in refused.stderr
+    assert not (out.parent / "no_roi").exists()  # refused before any output was written
     rows = list(csv.DictReader(open(out / "classification.csv")))
     assert len(rows) == 2 and all(abs(float(r["p_persistent"]) + float(r["p_washout"]) - 1) < 1e-4 for r in rows)
     assert not glob.glob(str(out / "*.nii.gz"))

@@ -127,3 +127,18 @@ def test_the_network_is_built_from_the_stored_description():
     pm = PlansManager(plans)
     with pytest.raises(MVExtError, match="3D fusion model"):
         cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+
+
+@pytest.mark.parametrize("ablation", [[], ["patch_pooling"]])
+def test_the_3d_fusion_network_pools_the_patch_only_when_the_stored_description_says_so(ablation):
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+    from nnunet_mvext.trainers.settings_trainer import settings_from_plans
+
+    cls = nnUNetTrainerFusionABAF
+    plans = _plans({"protocol_ablation": ablation})
+    settings = settings_from_plans(plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes)
+    plans["configurations"]["3d_fullres"]["case_classification"] = cls.describe_model(plans, "3d_fullres",
+                                                                                      DATASET_JSON, settings)
+    pm = PlansManager(plans)
+    net = cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+    assert net.patch_pooling == bool(ablation)
