@@ -15,7 +15,7 @@ like the views: ``segmentation: false``, the 3D single-encoder classifier of the
 (3 stages, 8/16/32 features, patch 32^3), epochs, iterations, optimizer and seed for every row. Results are kept in
 ``WORKDIR/results.json``; ``--resume`` continues in the same work folder, so the table can be completed row by row.
 
-CPU run (about 3 minutes per row on 2 shared cores)::
+CPU run (about 1 minute per row on 2 cores at the default 200 iterations)::
 
     python benchmarks/multiview_results.py --workdir /tmp/mvr --append benchmarks/RESULTS.md
 """
@@ -170,7 +170,7 @@ def epoch_times(fold_folder: str) -> float:
 
 
 def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
-    lines = [f"### Multi-view (2.5D) classification, shape data, {datetime.date.today()}, CPU (2 shared cores), "
+    lines = [f"### Multi-view (2.5D) classification, shape data, {datetime.date.today()}, CPU (2 cores), "
              f"torch {torch.__version__}", "", f"`{recorded_command(__file__)}`", "",
              f"One channel, 4 classes ({', '.join(SHAPE_CLASSES)}; a single view cannot tell round from the spike "
              f"along its own axis: at most 0.75 accuracy), {len(dataset.train_cases)} training cases (fold 0: 80 % "
