@@ -45,7 +45,8 @@ from typing import Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import held_out_metrics, recorded_command, report, with_interval  # noqa: E402
+from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
+                          with_interval)
 
 from nnunet_mvext.errors import MVExtError  # noqa: E402
 from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
@@ -225,19 +226,6 @@ def generate_or_load(args, spec: dict, env: dict, logs: str):
     return dataset
 
 
-def measured_by(results: dict, rows: dict) -> list[str]:
-    """Lines naming the runs that measured the rows, where an earlier run in the work folder (``--resume``) did."""
-    commands = {}
-    for row in rows:
-        if row in results:
-            commands.setdefault(results[row].get("command"), []).append(row)
-    if set(commands) <= {recorded_command(__file__)}:
-        return []
-    return [f"Rows measured by `{c}`: {', '.join(r)}" if c else
-            f"Rows measured by an earlier run that did not record its command: {', '.join(r)}"
-            for c, r in commands.items()] + [""]
-
-
 def dice_text(m: dict) -> str:
     if m.get("validation_dice") is None:
         return "missing"
@@ -249,7 +237,7 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
     lines = [f"### Multi-phase classification, {args.data} data, {datetime.date.today()}, {device}, "
              f"torch {torch.__version__}", "",
              f"`{recorded_command(__file__)}`", "",
-             *measured_by(results, rows),
+             *measured_by(results, rows, recorded_command(__file__)),
              f"{spec['num_phases']} phases, {spec['num_classes']} classes, {len(dataset.train_cases)} training cases "
              f"(fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration up to "
              f"{args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "

@@ -33,7 +33,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import held_out_metrics, recorded_command, report, with_interval  # noqa: E402
+from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
+                          with_interval)
 
 from nnunet_mvext.errors import MVExtError  # noqa: E402
 from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
@@ -143,10 +144,12 @@ def main() -> None:
         epoch_seconds = epoch_times(os.path.join(folder, "fold_0"))
         metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
         results[row] = {**metrics, "train_seconds": train_seconds, "peak_rss_mib": peak_rss_mib(train_log),
-                        "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra}
+                        "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra,
+                        "command": recorded_command(__file__)}
         with open(results_file, "w") as f:
             json.dump(results, f, indent=1)
-        logger.info("%s: accuracy %s, AUC %s", row, with_interval(results[row], "accuracy"), with_interval(results[row], "auc"))
+        logger.info("%s: accuracy %s, AUC %s", row, with_interval(results[row], "accuracy"),
+                    with_interval(results[row], "auc"))
     report(table(args, dataset, results, table_rows), args.append)
 
 
@@ -172,6 +175,7 @@ def epoch_times(fold_folder: str) -> float:
 def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
     lines = [f"### Multi-view (2.5D) classification, shape data, {datetime.date.today()}, CPU (2 cores), "
              f"torch {torch.__version__}", "", f"`{recorded_command(__file__)}`", "",
+             *measured_by(results, table_rows, recorded_command(__file__)),
              f"One channel, 4 classes ({', '.join(SHAPE_CLASSES)}; a single view cannot tell round from the spike "
              f"along its own axis: at most 0.75 accuracy), {len(dataset.train_cases)} training cases (fold 0: 80 % "
              f"train, 20 % validation), {len(dataset.test_cases)} held-out cases; 3-stage 8/16/32 plan, patch 32^3, "

@@ -115,3 +115,17 @@ def with_interval(metrics: dict, key: str) -> str:
         return "n/a"
     ci = metrics.get("intervals", {}).get(key, {})
     return f"{value:.3f}" if ci.get("low") is None else f"{value:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def measured_by(results: dict, rows, this_command: str) -> list[str]:
+    """Lines naming the runs that measured the rows (each row's ``command`` in ``results``), where an earlier run in
+    the work folder (``--resume``) did; nothing when this command measured them all."""
+    commands = {}
+    for row in rows:
+        if row in results:
+            commands.setdefault(results[row].get("command"), []).append(row)
+    if set(commands) <= {this_command}:
+        return []
+    return [f"Rows measured by `{c}`: {', '.join(r)}" if c else
+            f"Rows measured by an earlier run that did not record its command: {', '.join(r)}"
+            for c, r in commands.items()] + [""]
