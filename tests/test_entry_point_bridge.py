@@ -232,9 +232,9 @@ def test_trainers_command_warns_when_a_builtin_shadows_a_name(tmp_path):
                         "nnUNetTrainerAdan, an nnU-Net built-in"), row
     assert "WARNING: 'nnUNetTrainerAdan' from shadow-plugin is shadowed" in listing.stderr
     assert "rename yours" in listing.stderr and listing.returncode == 0
-    for name in OUR_TRAINERS:
+    for name in OUR_TRAINERS:  # ours are listed as resolving, with our distribution's name
         ours = [r for r in listing.stdout.splitlines() if r.startswith(name + " ")]
-        assert ours and ours[0].rstrip().endswith("yes"), listing.stdout
+        assert ours and "nnunet-mvext" in ours[0] and ours[0].rstrip().endswith("yes"), listing.stdout
 
 
 def test_trainers_command_names_the_users_folder_that_shadows_ours(tmp_path):

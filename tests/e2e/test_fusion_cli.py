@@ -58,7 +58,7 @@ def test_training_writes_classification_validation(fusion_model):
     assert set(ckpt["training_case_ids"]) and not set(ckpt["training_case_ids"]) & {r[0] for r in rows[1:]}
 
 
-def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
+def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog):
     images = os.path.join(workspace.raw, workspace.dataset_name, "imagesTs")
     out = tmp_path / "pred"
     run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr",
@@ -76,9 +76,13 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path):
     assert sorted(p[:-7] for p in os.listdir(out) if p.endswith(".nii.gz")) == cases
     assert (out / "dataset.json").is_file() and (out / "plans.json").is_file()  # as nnUNetv2_predict writes them
 
-    again = run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0",
-                 "-tr", TRAINER, "-device", "cpu"], workspace.env, check=False)
-    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    # a second run into the same folder is refused before anything loads (in-process: the check comes first)
+    from nnunet_mvext.cli import main
+
+    with caplog.at_level("ERROR"):
+        assert main(["predict-cls", "-i", images, "-o", str(out), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0", "-tr",
+                     TRAINER, "-device", "cpu"]) == 2
+    assert "refusing to overwrite" in caplog.text
 
     reference = os.path.join(workspace.raw, workspace.dataset_name, "labelsTs", "classification.csv")
     run(["nnunet-mvext", "evaluate-cls", "-ref", reference, "-pred", out / "classification.csv", "-o", out / "eval"],

@@ -1,4 +1,4 @@
-"""MBTFE through nnU-Net's CLI: train, --val, the plan command and its memory-aware patch size."""
+"""MBTFE through nnU-Net's CLI: train (with its final validation), the plan command and its memory-aware patch size."""
 
 import glob
 import json
@@ -37,16 +37,6 @@ def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace
     plans = PlansManager(os.path.join(mbtfe_model, "plans.json"))
     net = nnUNetTrainerMBTFE.build_network_architecture(plans, plans.get_configuration(CONFIG), 3, 3, True)
     net.load_state_dict(ckpt["network_weights"], strict=True)
-
-
-def test_val_rebuilds_the_network_from_the_model_folder(workspace, mbtfe_model):
-    """``--val`` rebuilds the network through the trainer (from the preprocessed plans) and loads checkpoint_final.pth
-    into it. nnUNetv2_predict's rebuild from the model folder's plans.json is the strict load of the test above; its
-    CLI is run end to end for the Adan trainer in test_nnunet_cli.py."""
-    summary = os.path.join(mbtfe_model, "fold_0", "validation", "summary.json")
-    os.remove(summary)
-    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu", "--val"], workspace.env)
-    assert os.path.isfile(summary)
 
 
 def test_plan_command_reuses_preprocessed_data(workspace):

@@ -74,10 +74,3 @@ def test_misspelled_key_stops_before_anything_is_written(workspace):
     assert proc.returncode != 0
     assert "unknown key 'num_epocs'" in proc.stderr and "Did you mean 'num_epochs'" in proc.stderr
     assert not os.path.exists(workspace.model_folder("nnUNetTrainerMVAdan", "3d_typo"))
-
-
-def test_trainers_command_lists_ours(workspace):
-    proc = run(["nnunet-mvext", "trainers"], workspace.env)
-    for name in ("nnUNetTrainerMVAdan", "nnUNetTrainerMVDiceLoss"):
-        row = [r for r in proc.stdout.splitlines() if r.startswith(name + " ")]
-        assert row and "nnunet-mvext" in row[0] and row[0].rstrip().endswith("yes"), proc.stdout
