@@ -9,19 +9,16 @@ for ``PlainConvUNet`` plans, ``ResidualEncoder`` for ``ResidualEncoderUNet`` pla
 - separate weights (default): P encoders;
 - ``shared_encoder=True``: one encoder, phases folded into the batch, (B, P*c, *S) -> (B*P, c, *S): one call.
 
-**Lesion-pooled embedding.** With a region-of-interest mask ``m`` (B, 1, *S) (the lesion: ground truth in training,
-the predicted lesion at inference), each of the last two stages is pooled over the region::
-
-    w^i   = area_downsample(m, S_i)                         (B, 1, *S_i)  fraction of each voxel in the region
-    e_p^i = sum_v w^i_v s_p^i_v / sum_v w^i_v               (B, C_i)
-    f_p   = [e_p^{n-1}; e_p^{n-2}]                          (B, D),  D = C_{n-1} + C_{n-2}
-
-The first release averaged the instance-normalised bottleneck over the whole patch, which measured about 0.39 per
-channel whatever the input: the lesion is a small part of a patch. Two scales keep a lesion that shrinks below one
-bottleneck voxel visible. A sample whose mask is empty (or no mask given) falls back to the global mean of each
-stage; ``has_roi`` (B,) in the head output flags which samples were pooled over their region.
-``patch_pooling=True`` (trainer setting ``protocol_ablation``, for ablation studies) ignores the region and pools
-both stages over the whole patch, as the first release did (which pooled the bottleneck alone).
+**Lesion embedding.** With a region-of-interest mask ``m`` (B, 1, *S) (the lesion: ground truth in training, the
+predicted lesion at inference), every stage of each phase is pooled over the lesion and over a ring around it, and
+the phase embedding is ``f_p = W_p [l_p^i; l_p^i - c_p^i]_i`` (B, D) (:mod:`.lesion_embedding`, which states the
+equations and why). ``lesion_context="patch"`` compares the lesion with the whole patch instead of the ring. A sample
+whose mask is empty (or no mask given) falls back to the global mean of each stage; ``has_roi`` (B,) in the head
+output flags which samples were pooled over their region. ``patch_pooling=True`` (trainer setting
+``protocol_ablation``, for ablation studies) ignores the region, as the first release did.
+``phase_dropout`` q (training only): each phase's embedding of each sample is replaced by zeros with probability q
+(at least one phase kept per sample), so that the head does not rely on one phase alone and tolerates a missing
+phase at inference (``absent_phases``).
 
 Segmentation: skips fused per stage by a 1x1 conv, ``s^i = W_i [s_1^i; ...; s_P^i]`` (B, C_i, *S_i), then nnU-Net's
 ``UNetDecoder``. ``forward(x)`` returns the segmentation output exactly like ``PlainConvUNet`` (so nnU-Net's
@@ -47,30 +44,27 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
+from nnunet_mvext.architectures.lesion_embedding import LesionEmbedding
 from nnunet_mvext.architectures.phase_fusion_heads import build_head
 from nnunet_mvext.errors import MVExtError
 
 ENCODERS = {"PlainConvUNet": PlainConvEncoder, "ResidualEncoderUNet": ResidualEncoder}
 DECODER_ONLY_KWARGS = ("n_conv_per_stage_decoder", "deep_supervision", "num_classes")
-#: version of the network layout stored with trained models; 1: whole-patch mean embedding (first release)
-NETWORK_VERSION = 2
-POOLED_STAGES = 2
+#: version of the network layout stored with trained models; 1: whole-patch mean embedding (first release);
+#: 2: lesion mean of the last two stages; 3: lesion against its surroundings at every stage (:mod:`.lesion_embedding`)
+NETWORK_VERSION = 3
 
 
-def roi_pool(features: torch.Tensor, roi: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of ``features`` (N, C, *S_i) over the region ``roi`` (N, 1, *S) -> ((N, C), has_roi (N,) bool).
-
-    ``roi`` is area-downsampled to ``S_i`` (a soft mask); samples with an empty region get the global mean.
-    """
-    spatial = tuple(range(2, features.ndim))
-    global_mean = features.mean(dim=spatial)
-    if roi is None:
-        return global_mean, torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
-    w = F.interpolate(roi.to(features.dtype), size=features.shape[2:], mode="area")
-    mass = w.sum(dim=spatial)                                                      # (N, 1)
-    has_roi = mass[:, 0] > 0
-    pooled = (features * w).sum(dim=spatial) / mass.clamp_min(1e-6)
-    return torch.where(has_roi[:, None], pooled, global_mean), has_roi
+def phase_dropout_mask(present: torch.Tensor, probability: float) -> torch.Tensor:
+    """Phase dropout: ``present`` (B, P) bool with each present phase dropped with ``probability``; every sample
+    keeps at least one of its present phases (a random one, if the draw dropped them all)."""
+    b, p = present.shape
+    if probability <= 0 or p < 2:
+        return present
+    keep = present & (torch.rand(b, p, device=present.device) >= probability)
+    fallback = torch.multinomial(present.float().clamp_min(1e-6), 1)[:, 0]               # a random present phase
+    forced = F.one_hot(fallback, p).bool()
+    return torch.where(keep.any(1, keepdim=True), keep, forced)
 
 
 def default_phase_channels(num_input_channels: int) -> list[list[int]]:
@@ -103,7 +97,8 @@ class MultiPhaseFusionNet(nn.Module):
     def __init__(self, encoder_class_name: str, arch_kwargs: dict, num_input_channels: int, num_seg_classes: int,
                  num_case_classes: int, fusion: str = "abaf", phase_channels: Optional[Sequence[Sequence[int]]] = None,
                  shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
-                 segmentation: bool = True, patch_pooling: bool = False):
+                 segmentation: bool = True, patch_pooling: bool = False, lesion_context: str = "ring",
+                 phase_dropout: float = 0.0, lesion_mean_only: bool = False):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -131,12 +126,13 @@ class MultiPhaseFusionNet(nn.Module):
             self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
             self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
                                        deep_supervision)
-        self.pooled_stages = min(POOLED_STAGES, len(channels))
-        self.embedding_dim = sum(channels[-self.pooled_stages:])
+        self.embedding = LesionEmbedding(channels, len(groups), lesion_context, patch_pooling, lesion_mean_only)
+        self.embedding_dim = self.embedding.dim
         self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
         self.fusion = fusion
         self.patch_pooling = patch_pooling
+        self.phase_dropout = phase_dropout
         self.classification_output = False
 
     def phase_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -150,20 +146,26 @@ class MultiPhaseFusionNet(nn.Module):
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
 
     def phase_embeddings(self, skips: list[torch.Tensor], roi: Optional[torch.Tensor]):
-        """Lesion-pooled embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips."""
+        """Lesion embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips (stage i: (B, P, C_i, *S_i))."""
         b, p = skips[-1].shape[:2]
-        roi_folded = None if roi is None or self.patch_pooling else roi.repeat_interleave(p, dim=0)
-        parts, has_roi = [], None
-        for s in skips[-self.pooled_stages:]:
-            pooled, has_roi = roi_pool(s.flatten(0, 1), roi_folded)                 # (B*P, C_i)
-            parts.append(pooled.reshape(b, p, -1))
-        return torch.cat(parts, dim=2), has_roi.reshape(b, p)[:, 0]
+        roi_folded = None if roi is None else roi.repeat_interleave(p, dim=0)
+        pooled, has_roi = self.embedding.pooled([s.flatten(0, 1) for s in skips], roi_folded)  # (B*P, 2 sum C_i)
+        return self.embedding.project(pooled.reshape(b, p, -1)), has_roi.reshape(b, p)[:, 0]
 
-    def forward_with_classification(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
-        """``x`` (B, C, *S), ``roi`` (B, 1, *S) region mask or None -> (segmentation or None, head output)."""
+    def forward_with_classification(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None,
+                                    absent_phases: Optional[torch.Tensor] = None):
+        """``x`` (B, C, *S), ``roi`` (B, 1, *S) region mask or None, ``absent_phases`` (B, P) bool or None (phases
+        whose series is missing: their embedding is zero, as in phase dropout) -> (segmentation or None, head
+        output)."""
         skips = self.phase_skips(x)
         embeddings, has_roi = self.phase_embeddings(skips, roi)
-        head = self.head(embeddings)
+        b, p = embeddings.shape[:2]
+        present = torch.ones(b, p, dtype=torch.bool, device=embeddings.device)
+        if absent_phases is not None:
+            present = present & ~absent_phases.to(device=embeddings.device, dtype=torch.bool)
+        if self.training:
+            present = phase_dropout_mask(present, self.phase_dropout)
+        head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)
         head["has_roi"] = has_roi
         if self.decoder is None:
             return None, head

@@ -43,11 +43,12 @@ own anisotropy handling carries over: with 5 mm slices along axis 0 the plan has
 - no convolution and no pooling across the thick slices until the plan's spacing is comparable, exactly as the 3D
 network does. A view never resamples its slab to isotropic pixels.
 
-**Lesion-pooled embedding** per branch, as in ``MultiPhaseFusionNet``: the mask's central plane (the slab position
-k = 0, interpolated alike) is area-downsampled to each of the last two stages and each stage is averaged over it
-(:func:`~nnunet_mvext.architectures.multiphase_fusion_net.roi_pool`), ``f = [e^{n-1}; e^{n-2}]`` (B, D); a branch
-whose central mask plane is empty falls back to the global mean of the slab's features. ``has_roi`` (B,) in the head
-output says whether the 3D mask holds any voxel.
+**Lesion embedding** per branch, as in ``MultiPhaseFusionNet`` (:mod:`.lesion_embedding`): the mask's central plane
+(the slab position k = 0, interpolated alike) is area-downsampled to every stage, and each stage gives the lesion mean
+and its difference to a one-pixel ring around the lesion, ``f = W [l^i; l^i - c^i]_i`` (B, D); a branch whose central
+mask plane is empty falls back to the global mean of the slab's features. ``has_roi`` (B,) in the head output says
+whether the 3D mask holds any voxel. ``phase_dropout`` drops all views of a phase together (training only);
+``absent_phases`` (B, P) marks missing phases at inference: every view of such a phase is left out of the fusion.
 
 There is no segmentation decoder (``decoder = None``): the views do not cover the patch. ``forward_with_classification``
 returns ``(None, head output)``, like ``MultiPhaseFusionNet`` with ``segmentation=False``.
@@ -66,8 +67,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from nnunet_mvext.architectures.multiphase_fusion_net import (DECODER_ONLY_KWARGS, ENCODERS, POOLED_STAGES,
-                                                              default_phase_channels, roi_pool,
+from nnunet_mvext.architectures.lesion_embedding import LesionEmbedding
+from nnunet_mvext.architectures.multiphase_fusion_net import (DECODER_ONLY_KWARGS, ENCODERS, default_phase_channels,
+                                                              phase_dropout_mask,
                                                               validate_phase_channels)
 from nnunet_mvext.architectures.phase_fusion_heads import build_head
 from nnunet_mvext.errors import MVExtError
@@ -176,7 +178,8 @@ class MultiViewFusionNet(nn.Module):
     def __init__(self, encoder_class_name: str, arch_kwargs: dict, num_input_channels: int, num_case_classes: int,
                  fusion: str = "abaf", views: Sequence[str] = DEFAULT_VIEWS, view_slices: int = 1,
                  phase_channels: Optional[Sequence[Sequence[int]]] = None, shared_encoder: bool = False,
-                 head_options: Optional[dict] = None):
+                 head_options: Optional[dict] = None, lesion_context: str = "ring", phase_dropout: float = 0.0,
+                 lesion_mean_only: bool = False):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -204,9 +207,11 @@ class MultiViewFusionNet(nn.Module):
             self.encoders = nn.ModuleList([encoder(len(g), a) for g in groups for a in self.view_axes])
         channels = list(self.encoders[0].output_channels)
         self.decoder = None
-        self.pooled_stages = min(POOLED_STAGES, len(channels))
-        self.embedding_dim = sum(channels[-self.pooled_stages:])
         self.num_branches = len(groups) * len(self.views)
+        self.embedding = LesionEmbedding(channels, self.num_branches, lesion_context,
+                                         lesion_mean_only=lesion_mean_only)
+        self.embedding_dim = self.embedding.dim
+        self.phase_dropout = phase_dropout
         self.head = build_head(fusion, self.num_branches, self.embedding_dim, num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
         self.fusion = fusion
@@ -236,19 +241,27 @@ class MultiViewFusionNet(nn.Module):
                 p = len(inputs)
                 skips = self.encoders[v](torch.cat(inputs, 0))                             # phases folded: (P B, ...)
                 mask = None if masks[v] is None else masks[v].repeat(p, 1, 1, 1)
-                pooled = torch.cat([roi_pool(s, mask)[0] for s in skips[-self.pooled_stages:]], 1)
+                pooled = self.embedding.pooled(skips, mask)[0]
                 for i, e in enumerate(pooled.split(b, 0)):
                     per_branch[i * views + v] = e
             else:
                 for i, inp in enumerate(inputs):
                     skips = self.encoders[i * views + v](inp)
-                    per_branch[i * views + v] = torch.cat(
-                        [roi_pool(s, masks[v])[0] for s in skips[-self.pooled_stages:]], 1)
-        return torch.stack(per_branch, 1)
+                    per_branch[i * views + v] = self.embedding.pooled(skips, masks[v])[0]
+        return self.embedding.project(torch.stack(per_branch, 1))
 
-    def forward_with_classification(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
-        """``x`` (B, C, *S), ``roi`` (B, 1, *S) lesion mask or None -> (None, head output)."""
-        head = self.head(self.branch_embeddings(x, roi))
+    def forward_with_classification(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None,
+                                    absent_phases: Optional[torch.Tensor] = None):
+        """``x`` (B, C, *S), ``roi`` (B, 1, *S) lesion mask or None, ``absent_phases`` (B, P) bool or None ->
+        (None, head output)."""
+        embeddings = self.branch_embeddings(x, roi)
+        present = torch.ones(x.shape[0], len(self.phase_channels), dtype=torch.bool, device=x.device)
+        if absent_phases is not None:
+            present = present & ~absent_phases.to(device=x.device, dtype=torch.bool)
+        if self.training:
+            present = phase_dropout_mask(present, self.phase_dropout)
+        present = present.repeat_interleave(len(self.views), dim=1)                       # (B, P * V), phase-major
+        head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)
         has_roi = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if roi is None else \
             roi.flatten(1).sum(1) > 0
         head["has_roi"] = has_roi

@@ -20,7 +20,7 @@ LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
                        "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
-                       "views", "view_slices", "patch_pooling")
+                       "views", "view_slices", "patch_pooling", "lesion_context", "lesion_mean_embedding")
 
 
 def _plain_labels(labels: Mapping) -> dict[str, int]:
@@ -94,8 +94,10 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
-            # stored only when set, so that models and folds trained before the ablation setting still agree
-            **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {})}
+            "lesion_context": settings.lesion_context,
+            # ablation items are stored only when set
+            **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {}),
+            **({"lesion_mean_embedding": True} if "lesion_mean_embedding" in settings.protocol_ablation else {})}
 
 
 def check_stored_info(info: Optional[dict], source: str) -> dict:
@@ -105,8 +107,8 @@ def check_stored_info(info: Optional[dict], source: str) -> dict:
                          f"nnUNetv2_predict for segmentation models.")
     version = info.get("network_version", 1)
     if version != NETWORK_VERSION:
-        raise MVExtError(f"{source} was trained with fusion network version {version} (an earlier nnunet-mvext that "
-                         f"pooled the whole patch); this release needs version {NETWORK_VERSION}. Retrain the model "
+        raise MVExtError(f"{source} was trained with fusion network version {version} (an earlier nnunet-mvext with "
+                         f"another lesion embedding); this release needs version {NETWORK_VERSION}. Retrain the model "
                          f"with this release (nnUNetv2_train ... -tr <the same trainer>).")
     return info
 

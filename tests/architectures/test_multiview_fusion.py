@@ -185,7 +185,7 @@ def test_branch_order_is_phase_major_and_each_branch_sees_its_phase_and_view():
         x3 = x.clone()
         x3[:, 0, 4] += 5                                                    # phase 0, axial plane 4 only
         c = net.branch_embeddings(x3, roi)
-    assert a.shape == (1, 6, 16 + 8)
+    assert a.shape == (1, 6, 2 * (4 + 8 + 16))
     changed = [not torch.allclose(a[0, i], b[0, i]) for i in range(6)]
     assert changed == [False, False, False, True, True, True]
     # centre (4, 6, 5): axial plane 4 is the whole axial slab; coronal/sagittal slabs cross it along a line

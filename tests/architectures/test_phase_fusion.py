@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet, roi_pool
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.architectures.phase_fusion_heads import ABAFHead, ConcatHead, DecisionHead, DSNHead
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.segmentation_losses import deep_supervision_weights
@@ -175,16 +175,6 @@ def test_every_parameter_gets_a_gradient_under_nnunets_deep_supervision_weights(
         assert len(net.encoders) == 3
 
 
-def test_roi_pooling_averages_over_the_region_only_and_falls_back_to_the_global_mean():
-    features = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
-    roi = torch.zeros(2, 1, 8, 8, 8)
-    roi[0, :, :2, :2, :2] = 1          # exactly feature voxel (0, 0, 0) of sample 0
-    pooled, has_roi = roi_pool(features, roi)
-    assert has_roi.tolist() == [True, False]
-    assert float(pooled[0, 0]) == float(features[0, 0, 0, 0, 0])
-    assert float(pooled[1, 0]) == float(features[1].mean())
-
-
 def test_the_embedding_depends_on_the_lesion_not_on_the_rest_of_the_patch():
     name, kw = _plan()
     net = MultiPhaseFusionNet(name, kw, 3, 3, K, "concat").eval()
@@ -194,8 +184,8 @@ def test_the_embedding_depends_on_the_lesion_not_on_the_rest_of_the_patch():
     _, a = net.forward_with_classification(x, roi)
     _, b = net.forward_with_classification(x, 1 - roi)
     assert not torch.allclose(a["embedding"], b["embedding"])
-    # the embedding has the last two stages' channels per phase
-    assert a["embedding"].shape == (1, 3 * (16 + 8))
+    # the embedding has [lesion mean; lesion - ring] of every stage per phase (4 + 8 + 16 channels)
+    assert a["embedding"].shape == (1, 3 * 2 * (4 + 8 + 16))
 
 
 def test_shared_encoder_folds_phases_into_the_batch_calling_the_encoder_once():
@@ -230,7 +220,7 @@ def test_grouped_phases():
     net = MultiPhaseFusionNet(name, kw, 4, 3, K, "concat", phase_channels=[[0, 1], [2, 3]])
     net.classification_output = True
     _, head = net(torch.randn(1, 4, 8, 16, 16))
-    assert head["embedding"].shape == (1, 2 * (16 + 8))
+    assert head["embedding"].shape == (1, 2 * 2 * (4 + 8 + 16))
 
 
 def test_classification_only_network_has_no_decoder_and_says_so():
