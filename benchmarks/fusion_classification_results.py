@@ -73,6 +73,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
     parser.add_argument("--misregistration", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="trainer_settings seed and dataset seed")
+    parser.add_argument("--class-priors", type=float, nargs="+", default=None,
+                        help="class frequencies of the generated data (default: alternating / uniform)")
     parser.add_argument("--rows", nargs="+", default=None,
                         help="subset of rows: concat dsn abaf decision early phase0 phase1 ... (default: all)")
     parser.add_argument("--resume", action="store_true", help="continue an earlier run in --workdir")
@@ -212,7 +214,7 @@ def generate_or_load(args, spec: dict, env: dict, logs: str):
     name = f"Dataset{spec['dataset_id']:03d}_MVExtSynthetic"
     kwargs = dict(dataset_id=spec["dataset_id"], num_train=args.num_train, num_test=args.num_test, shape=args.shape,
                   seed=args.seed, misregistration_voxels=args.misregistration, num_phases=spec["num_phases"],
-                  num_classes=spec["num_classes"], box_labels=spec["box_labels"])
+                  num_classes=spec["num_classes"], box_labels=spec["box_labels"], class_priors=args.class_priors)
     if os.path.isdir(os.path.join(env["nnUNet_raw"], name)):
         from nnunet_mvext.synthetic_dataset import SyntheticDataset
 

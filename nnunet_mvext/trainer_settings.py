@@ -67,11 +67,15 @@ def _odd_positive(v) -> bool:
     return v >= 1 and v % 2 == 1
 
 
-PROTOCOL_ABLATIONS = ("lesion_only_sampling", "per_phase_augmentation", "patch_pooling")
+PROTOCOL_ABLATIONS = ("lesion_only_sampling", "per_phase_augmentation", "patch_pooling", "lesion_mean_embedding")
 
 
 def _ablations(v) -> bool:
     return all(isinstance(x, str) and x in PROTOCOL_ABLATIONS for x in v) and len(set(v)) == len(v)
+
+
+def _probability_below_one(v) -> bool:
+    return 0 <= v < 1
 
 
 def _betas(v) -> bool:
@@ -153,13 +157,35 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
                 "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
                 applies_to="fusion"),
+    SettingSpec("lesion_context", "ring", (str,), "one of 'ring', 'patch'",
+                "Fusion trainers: what the lesion is compared with at every encoder stage (embedding [lesion mean; "
+                "lesion mean - context mean]): a one-voxel ring around it at each stage's resolution, or the whole "
+                "patch.", choices=("ring", "patch"), applies_to="fusion"),
+    SettingSpec("case_sampling", "uniform", (str,), "one of 'uniform', 'sqrt_balanced', 'balanced'",
+                "Fusion trainers: how often each training case is drawn. uniform: nnU-Net's sampling; balanced: each "
+                "case class equally often; sqrt_balanced: class frequency proportional to the square root of its "
+                "case count.", choices=("uniform", "sqrt_balanced", "balanced"), applies_to="fusion"),
+    SettingSpec("label_smoothing", 0.0, (float, int), "a number in [0, 1)",
+                "Fusion trainers: label smoothing of the classification cross-entropy.", _probability_below_one,
+                applies_to="fusion"),
+    SettingSpec("phase_dropout", 0.0, (float, int), "a number in [0, 1)",
+                "Fusion trainers: in training, each phase's embedding of each sample is dropped (zero, left out of "
+                "the fusion weights) with this probability; at least one phase is kept.", _probability_below_one,
+                applies_to="fusion"),
+    SettingSpec("phase_misalignment_voxels", 0, (int,), "an integer >= 0",
+                "Fusion trainers: augmentation; every phase but the first is shifted by a random integer offset in "
+                "[-n, n] voxels per axis (probability 0.5 per phase), as patients move between phases "
+                "(batchgeneratorsv2's ChannelMisalignmentTransform). 0: off.", _non_negative, applies_to="fusion"),
     SettingSpec("protocol_ablation", [], (list,),
-                "a list of 'lesion_only_sampling', 'per_phase_augmentation', 'patch_pooling' (each at most once)",
-                "Fusion trainers, for ablation studies only: turn back items of the first release's protocol. "
+                "a list of 'lesion_only_sampling', 'per_phase_augmentation', 'patch_pooling', "
+                "'lesion_mean_embedding' (each at most once)",
+                "Fusion trainers, for ablation studies only: turn back items of earlier releases' protocol. "
                 "lesion_only_sampling: every training and validation sample centred on the lesion, for the "
                 "segmentation loss too (oversample_foreground_percent 1.0); per_phase_augmentation: nnU-Net's "
                 "intensity transforms drawn per phase; patch_pooling: the embedding pools the whole patch, not the "
-                "lesion (3D fusion trainers only).", _ablations, applies_to="fusion"),
+                "lesion (3D fusion trainers only); lesion_mean_embedding: the embedding of release 2 (lesion mean of "
+                "the last two encoder stages, no comparison with the surroundings).", _ablations,
+                applies_to="fusion"),
     SettingSpec("validation_mirroring", True, (bool,), "true or false",
                 "Fusion trainers: test-time mirroring in the final validation (nnU-Net's behaviour). false: as "
                 "predict-cls --disable_tta, for CPU runs.", applies_to="fusion"),

@@ -9,6 +9,17 @@ probability ``p_per_channel`` (blur, low resolution: 0.5), the sample-level prob
 so each phase is still transformed as often as before, only now together. Gaussian noise stays independent per
 phase (it is not a contrast change). Spatial transforms and mirroring were already drawn once per sample.
 
+**Case sampling.** :class:`CaseSamplingDataset` wraps the training dataset so that nnU-Net's loader, which draws
+``np.random.choice(dataset.identifiers)``, draws each case with a probability set by its class (``case_sampling``):
+each identifier is listed ``m_i`` times, ``m_i`` proportional to ``n_{k(i)}^{-a}`` (``a`` = 1: every class equally
+often; 0.5: class frequency proportional to ``sqrt(n_k)``), rounded with the smallest class's cases listed
+``RESOLUTION`` times, so the drawn frequencies are within ``1 / (2 RESOLUTION)`` of the intended ones. nnU-Net's
+loader and its workers are used unchanged.
+
+**Phase misalignment.** :func:`with_phase_misalignment` appends to nnU-Net's training transforms one
+batchgeneratorsv2 ``ChannelMisalignmentTransform`` per phase but the first (the reference, on which the label is
+drawn): a random integer shift in ``[-n, n]`` voxels per axis with probability 0.5, drawn per phase and sample.
+
 **Region-centred sampling.** :class:`RoiCentredDataset` wraps an nnU-Net dataset so that nnU-Net's foreground
 sampling picks only the region-of-interest label's locations: the lesion, or for cases without lesion voxels the
 fallback label when one is set. The fusion trainers use it for the lesion-centred validation patches of the
@@ -18,16 +29,21 @@ nnU-Net's sampling for).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
+import numpy as np
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
 from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.spatial.channel_misalignment import ChannelMisalignmentTransform
 from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+#: ``case_sampling`` -> the exponent ``a`` of the class count
+SAMPLING_EXPONENTS = {"uniform": 0.0, "sqrt_balanced": 0.5, "balanced": 1.0}
+RESOLUTION = 8
 PHASE_SYNCHRONISED = (GaussianBlurTransform, MultiplicativeBrightnessTransform, ContrastTransform,
                       SimulateLowResolutionTransform, GammaTransform)
 
@@ -65,3 +81,55 @@ class RoiCentredDataset:
                 properties = {**properties, "class_locations": {label: locations[label]}}
                 break
         return data, seg, seg_prev, properties
+
+
+def case_multiplicities(case_classes: Mapping[str, int], exponent: float) -> dict[str, int]:
+    """How often each case is listed so that class k is drawn with frequency proportional to ``n_k^(1 - a)``."""
+    counts: dict[int, int] = {}
+    for k in case_classes.values():
+        counts[k] = counts.get(k, 0) + 1
+    weight = {k: n ** -exponent for k, n in counts.items()}
+    smallest = min(weight.values())
+    return {case: max(1, int(round(RESOLUTION * weight[k] / smallest))) for case, k in case_classes.items()}
+
+
+class CaseSamplingDataset:
+    """An nnU-Net dataset whose ``identifiers`` list each case :func:`case_multiplicities` times."""
+
+    def __init__(self, dataset, case_classes: Mapping[str, int], exponent: float):
+        self.dataset = dataset
+        multiplicity = case_multiplicities({k: case_classes[k] for k in dataset.identifiers}, exponent)
+        self.identifiers = [k for k in dataset.identifiers for _ in range(multiplicity[k])]
+
+    def __getattr__(self, name):
+        if name in ("dataset", "identifiers"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def with_phase_misalignment(transforms: ComposeTransforms, phase_channels: Sequence[Sequence[int]],
+                            max_shift: int, probability: float = 0.5) -> ComposeTransforms:
+    """nnU-Net's training transforms followed by a random shift of every phase but the first (see the module
+    docstring); nothing is added for ``max_shift`` 0 or a single phase."""
+    if max_shift <= 0:
+        return transforms
+    for group in list(phase_channels)[1:]:
+        transforms.transforms.append(ChannelMisalignmentTransform(
+            im_channels_2_misalign=list(group), rad_or_deg="rad", rotation_ax_cor_sag=(0.0, 0.0, 0.0),
+            shift_zyx=(max_shift,) * 3, p_shift=probability))
+    return transforms
+
+
+def lesion_component(mask: np.ndarray) -> np.ndarray:
+    """The connected component of ``mask`` (*S) a patch is about: the one holding the patch centre, else the largest.
+
+    Training pools over this component and inference over the one it localised, so that both see one lesion."""
+    from scipy import ndimage
+
+    components, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    centre = components[tuple(s // 2 for s in mask.shape)]
+    if centre == 0:
+        centre = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+    return components == centre

@@ -10,12 +10,19 @@ configuration's plan. Protocol (README, "Multi-phase case classification"):
   lesion; for cases without lesion voxels the ``fallback_roi_label``, if set): no extra forward pass, so step time
   and memory are those of the network itself. Lesion-free cases without a fallback label are listed at the start and
   never enter the classification loss.
-- **Pooling.** Each phase's features are averaged over the ground-truth region of the patch (two scales).
-- **Augmentation.** nnU-Net's transforms with the intensity transforms drawn once per sample for all phases
-  (:mod:`nnunet_mvext.classification.training_data`).
-- **Per-epoch metric.** The AUC of lesion-centred validation patches (a second, lesion-centred loader over the
-  validation cases), logged as such, with its moving average; ``checkpoint_best_auc.pth`` keeps the best moving
-  average (not for fold ``all``, whose "validation" cases are training cases).
+- **Embedding.** Each phase's features are compared between the ground-truth lesion of the patch (one connected
+  component: the one at the patch centre, else the largest, as inference uses one) and its surroundings at every
+  encoder stage (:mod:`nnunet_mvext.architectures.lesion_embedding`).
+- **Augmentation.** nnU-Net's transforms with the intensity transforms drawn once per sample for all phases, and
+  optionally a random shift per phase (``phase_misalignment_voxels``)
+  (:mod:`nnunet_mvext.classification.training_data`). ``phase_dropout``, ``label_smoothing`` and ``case_sampling``
+  are trainer settings.
+- **Per-epoch metric.** Every validation case once per epoch, from one patch centred on its ground-truth lesion
+  (deterministic, no augmentation, no mirroring): macro AUC, macro-F1 and Cohen's kappa over the classes present
+  (:mod:`nnunet_mvext.classification.epoch_metrics`), logged with the macro AUC's moving average;
+  ``checkpoint_best_auc.pth`` keeps the best moving average of the macro AUC (not for fold ``all``, whose
+  "validation" cases are training cases). It is selected on the validation cases of the fold, so its validation
+  metrics are optimistic; held-out cases or ``checkpoint_final.pth`` give unbiased ones.
 - **Final validation.** Each validation case's sliding window runs once: the segmentation is exported and scored as
   nnU-Net does, and the same probabilities localise the case for the classification, exactly as ``predict-cls``
   does (:mod:`nnunet_mvext.classification.case_prediction`). ``segmentation: false`` localises the validation cases
@@ -32,17 +39,16 @@ import multiprocessing
 import os
 import pydoc
 from time import sleep
+from typing import Optional
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.paths import nnUNet_results
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.file_path_utilities import check_workers_alive_and_busy
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -55,9 +61,11 @@ from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
 from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
                                                       fusion_model_info)
+from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
-from nnunet_mvext.classification.training_data import RoiCentredDataset, phase_consistent
+from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
+                                                       lesion_component, phase_consistent, with_phase_misalignment)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
@@ -111,13 +119,14 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.lesion_label = info["lesion_label"]
         self.fallback_label = info["fallback_roi_label"]
         self.phase_names = phase_names_of(dataset_json.get("channel_names", {}), info["phase_channels"])
-        for key in ("val_auc", "ema_val_auc"):
+        for key in ("val_auc", "ema_val_auc", "val_macro_f1", "val_kappa"):
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         self.case_labels: dict = {}
         self.class_weights = None
         self.lesion_free_cases: set = set()
         self._best_auc_ema = None
-        self._cls_val_loader = None
+        self._cls_val_dataset = None
+        self._cls_val_count = 0
         self._cls_samples = [0, 0]
         self._loaded_checkpoint = None
         ablation = self.trainer_settings.protocol_ablation
@@ -134,6 +143,11 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             + ("; every sample lesion-centred" + ("" if info["segmentation"] else " (classification only)")
                if self.lesion_centred_sampling else "")
             + ("; embedding pooled over the whole patch (ablation)" if info.get("patch_pooling") else "")
+            + ("; embedding: lesion mean of the last two stages (ablation)" if info.get("lesion_mean_embedding")
+               else f"; embedding: lesion against its {info['lesion_context']} at every stage")
+            + f"; case sampling {self.trainer_settings.case_sampling}, label smoothing "
+              f"{self.trainer_settings.label_smoothing}, phase dropout {self.trainer_settings.phase_dropout}, phase "
+              f"misalignment augmentation {self.trainer_settings.phase_misalignment_voxels} voxel(s)"
             + (f". Protocol ablation: {', '.join(ablation)}" if ablation else "") + ".",
             add_timestamp=False)
 
@@ -163,7 +177,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                   _import_arch_kwargs(configuration_manager), num_input_channels, num_output_channels,
                                   info["num_classes"], info["fusion"], info["phase_channels"],
                                   info["shared_encoder"], enable_deep_supervision, head_options,
-                                  info.get("segmentation", True), info.get("patch_pooling", False))
+                                  info.get("segmentation", True), info.get("patch_pooling", False),
+                                  info["lesion_context"], lesion_mean_only=info.get("lesion_mean_embedding", False))
         net.apply(net.initialize)
         return net
 
@@ -177,6 +192,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     def initialize(self):
         super().initialize()
+        net = self._unwrapped()
+        net.phase_dropout = float(self.trainer_settings.phase_dropout)
+        net.head.label_smoothing = float(self.trainer_settings.label_smoothing)
         checkpoint = self.trainer_settings.pretrained_checkpoint
         if checkpoint is not None:
             from nnunet_mvext.classification.pretrained import load_segmentation_weights
@@ -187,37 +205,37 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
     # ---------------------------------------------------------------- data
     def get_training_transforms(self, *args, **kwargs):
         transforms = nnUNetTrainerMV.get_training_transforms(*args, **kwargs)
-        return transforms if self.per_phase_augmentation else phase_consistent(transforms)
+        transforms = transforms if self.per_phase_augmentation else phase_consistent(transforms)
+        return with_phase_misalignment(transforms, self.case_info["phase_channels"],
+                                       self.trainer_settings.phase_misalignment_voxels)
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        if self.trainer_settings.case_sampling != "uniform":
+            dataset_tr = CaseSamplingDataset(dataset_tr, self.case_labels,
+                                             SAMPLING_EXPONENTS[self.trainer_settings.case_sampling])
+            drawn = np.bincount([self.case_labels[k] for k in dataset_tr.identifiers],
+                                minlength=len(self.case_class_names))
+            self.print_to_log_file(f"case sampling {self.trainer_settings.case_sampling}: classes drawn with "
+                                   f"frequencies {dict(zip(self.case_class_names, np.round(drawn / drawn.sum(), 3)))}")
         if not self.lesion_centred_sampling:
             return dataset_tr, dataset_val
         return (RoiCentredDataset(dataset_tr, self.lesion_label, self.fallback_label),
                 RoiCentredDataset(dataset_val, self.lesion_label, self.fallback_label))
 
-    def _lesion_centred_val_loader(self):
-        """Lesion-centred validation patches for the per-epoch classification metric (segmentation mode)."""
-        _, val_keys = self.do_split()
-        dataset = RoiCentredDataset(self.dataset_class(self.preprocessed_dataset_folder, val_keys),
-                                    self.lesion_label, self.fallback_label)
-        transforms = self.get_validation_transforms(
-            self._get_deep_supervision_scales(), is_cascaded=False,
-            foreground_labels=self.label_manager.foreground_labels, regions=None,
-            ignore_label=self.label_manager.ignore_label)
-        loader = nnUNetDataLoader(dataset, self.batch_size, self.configuration_manager.patch_size,
-                                  self.configuration_manager.patch_size, self.label_manager,
-                                  oversample_foreground_percent=1.0, transforms=transforms)
-        return SingleThreadedAugmenter(loader, None)
-
     def _region_of_interest(self, target, keys) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(roi (B, 1, *S) float, sample_weights (B,))`` from the full-resolution target of a batch."""
+        """``(roi (B, 1, *S) float, sample_weights (B,))`` from the full-resolution target of a batch: per sample one
+        connected component of the lesion label (:func:`lesion_component`; the fallback label for lesion-free cases
+        when set); weight 1 for samples whose patch holds it, 0 for the others."""
         seg = target[0] if isinstance(target, list) else target
         roi = seg == self.lesion_label
         if self.fallback_label is not None:
             fallback = torch.tensor([k in self.lesion_free_cases for k in keys], device=seg.device)
             fallback = fallback.view(-1, *[1] * (seg.ndim - 1))
             roi = torch.where(fallback, seg == self.fallback_label, roi)
+        masks = roi.cpu().numpy()
+        single = np.stack([lesion_component(m[0])[None] for m in masks])
+        roi = torch.from_numpy(single).to(seg.device)
         has_roi = roi.flatten(1).any(1)
         return roi.float(), has_roi.float()
 
@@ -243,8 +261,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                    "cases: no checkpoint_best_auc.pth is written and the classification summary is "
                                    "marked as computed on training cases.")
         super().on_train_start()
-        if self.case_info["segmentation"]:
-            self._cls_val_loader = self._lesion_centred_val_loader()
+        self._cls_val_dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(val_keys))
 
     def on_train_epoch_start(self):
         self._cls_samples = [0, 0]
@@ -292,55 +309,83 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
     def validation_step(self, batch: dict) -> dict:
         net = self._unwrapped()
         if net.decoder is not None:
-            out = super().validation_step(batch)
-            cls_batch = next(self._cls_val_loader)
-        else:  # classification only: the validation loader is lesion-centred already; no pseudo Dice (nan)
-            n = len(self.label_manager.foreground_labels)
-            out = {"tp_hard": np.zeros(n), "fp_hard": np.zeros(n), "fn_hard": np.zeros(n)}
-            cls_batch = batch
-        data = cls_batch["data"].to(self.device, non_blocking=True)
-        target = cls_batch["target"]
+            return super().validation_step(batch)
+        # classification only: the loss of the lesion-centred validation batch; no pseudo Dice (nan)
+        n = len(self.label_manager.foreground_labels)
+        out = {"tp_hard": np.zeros(n), "fp_hard": np.zeros(n), "fn_hard": np.zeros(n)}
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
         target = [t.to(self.device) for t in target] if isinstance(target, list) else target.to(self.device)
-        roi, has_roi = self._region_of_interest(target, cls_batch["keys"])
-        y = np.array([self.case_labels[k] for k in cls_batch["keys"]])
+        roi, has_roi = self._region_of_interest(target, batch["keys"])
+        y = torch.tensor([self.case_labels[k] for k in batch["keys"]], dtype=torch.long, device=self.device)
         with torch.no_grad(), (autocast(self.device.type, enabled=True) if self.device.type == "cuda"
                                else dummy_context()):
             _, head = net.forward_with_classification(data, roi)
-            if net.decoder is None:
-                loss = net.head.loss(head, torch.from_numpy(y).to(self.device), self.class_weights, has_roi)
-                out["loss"] = loss.detach().cpu().numpy()
-        keep = has_roi.bool().cpu().numpy()
-        out["cls_probs"] = torch.softmax(head["logits"].float(), 1).cpu().numpy()[keep]
-        out["cls_labels"] = y[keep]
-        out["cls_beta"] = None if head["beta"] is None else head["beta"].float().cpu().numpy()[keep]
+            out["loss"] = net.head.loss(head, y, self.class_weights, has_roi).detach().cpu().numpy()
         return out
 
+    def classification_validation(self) -> tuple[list, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Every validation case once (this rank's share under DDP), classified from one patch centred on its
+        ground-truth lesion (the fallback label's region for lesion-free cases, when set), without mirroring:
+        ``(case ids, labels (N,), probabilities (N, K), beta (N, P) or None)``. Cases without a region are skipped."""
+        net = self._unwrapped()
+        keys = list(self._cls_val_dataset.identifiers)
+        if self.is_ddp:
+            keys = keys[self.local_rank:: dist.get_world_size()]
+        cases, probs, betas = [], [], []
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            for k in keys:
+                data, seg, _, _ = self._cls_val_dataset.load_case(k)
+                region = select_region(np.asarray(seg[0]), self.lesion_label, data.shape[1:], None,
+                                       self.fallback_label)
+                if region.mask is None:
+                    continue
+                result = classify_case(net, torch.from_numpy(np.asarray(data[:])), region,
+                                       self.configuration_manager.patch_size, None, self.device)
+                cases.append(k)
+                probs.append(result["probabilities"])
+                betas.append(result["beta"])
+        labels = np.array([self.case_labels[k] for k in cases], dtype=int)
+        k = len(self.case_class_names)
+        probs = np.stack(probs) if probs else np.zeros((0, k))
+        beta = np.stack(betas) if betas and betas[0] is not None else None
+        return cases, labels, probs, beta
+
     def on_validation_epoch_end(self, val_outputs: list):
-        probs = np.concatenate([o.pop("cls_probs") for o in val_outputs])
-        labels = np.concatenate([o.pop("cls_labels") for o in val_outputs])
-        betas = [o.pop("cls_beta") for o in val_outputs]
         super().on_validation_epoch_end(val_outputs)
+        _, labels, probs, beta = self.classification_validation()
         if self.is_ddp:
             gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (probs, labels))
-            probs = np.concatenate([g[0] for g in gathered])
-            labels = np.concatenate([g[1] for g in gathered])
-        auc = classification_metrics(labels, probs, self.case_class_names)["auc"] if len(labels) else None
+            dist.all_gather_object(gathered, (labels, probs, beta))
+            labels = np.concatenate([g[0] for g in gathered])
+            probs = np.concatenate([g[1] for g in gathered])
+            beta = None if gathered[0][2] is None else np.concatenate([g[2] for g in gathered if len(g[0])])
+        metrics = epoch_classification_metrics(labels, probs)
+        auc = metrics["macro_auc"]
         history = self.logger.get_value("ema_val_auc", step=None)
         previous = history[-1] if self.current_epoch > 0 and len(history) >= self.current_epoch else None
         ema = auc if previous is None else (previous if auc is None else 0.9 * previous + 0.1 * auc)
         self.logger.log("val_auc", auc, self.current_epoch)
         self.logger.log("ema_val_auc", ema, self.current_epoch)
-        if betas and betas[0] is not None and len(np.concatenate(betas)):
-            mean_beta = np.concatenate(betas).mean(0)
-            self.print_to_log_file("mean phase weights beta (validation patches): " + ", ".join(
-                f"{n} {b:.3f}" for n, b in zip(self.phase_names, mean_beta)))
+        self.logger.log("val_macro_f1", metrics["macro_f1"], self.current_epoch)
+        self.logger.log("val_kappa", metrics["cohen_kappa"], self.current_epoch)
+        self._cls_val_count = len(labels)
+        if beta is not None and len(beta):
+            self.print_to_log_file("mean phase weights beta (validation cases): " + ", ".join(
+                f"{n} {b:.3f}" for n, b in zip(self.phase_names, beta.mean(0))))
 
     def on_epoch_end(self):
         auc = self.logger.get_value("val_auc", step=-1)
         ema = self.logger.get_value("ema_val_auc", step=-1)
-        self.print_to_log_file("val AUC (lesion-centred validation patches)", None if auc is None else np.round(auc, 4),
-                               "moving average", None if ema is None else np.round(ema, 4))
+        f1 = self.logger.get_value("val_macro_f1", step=-1)
+        kappa = self.logger.get_value("val_kappa", step=-1)
+
+        def r(v):
+            return None if v is None else np.round(v, 4)
+
+        self.print_to_log_file(f"classification of the {self._cls_val_count} validation cases (one patch centred on "
+                               f"the ground-truth lesion): macro AUC {r(auc)} (moving average {r(ema)}), macro-F1 "
+                               f"{r(f1)}, kappa {r(kappa)}")
         if self._best_auc_ema is None:  # after --c: the best of the epochs before
             earlier = [v for v in self.logger.get_value("ema_val_auc", step=None)[:-1] if v is not None]
             self._best_auc_ema = max(earlier) if earlier else None
@@ -357,7 +402,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     def on_train_end(self):
         super().on_train_end()
-        self._cls_val_loader = None
+        self._cls_val_dataset = None
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_extras(self) -> dict:

