@@ -13,11 +13,18 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
   planes than ``view_slices`` along a view's axis, ``segmentation: true``, ``pretrained_checkpoint`` (3D
   weights) and ``protocol_ablation`` ``patch_pooling``; it stores ``views``, ``view_slices`` and the branch names
   (``<phase>_<view>``) with the model;
-- the training log and the validation CSV name the branches (``beta_<phase>_<view>``).
+- the training log and the validation CSV name the branches (``beta_<phase>_<view>``);
+- :meth:`MultiViewSetup._region_of_interest`: the network gets one lesion component per patch (the one at the patch
+  centre, else the largest: :func:`~nnunet_mvext.classification.training_data.central_component`), as at inference,
+  and a sample enters the classification loss (and the per-epoch metric) only when its slabs' central planes hold
+  region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every lesion voxel of the patch,
+  two lesions on either side of the centre gave a slab centre between them and no lesion voxel on any plane pooled,
+  while the sample still counted as lesion-pooled.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -26,6 +33,7 @@ from nnunet_mvext.architectures.multiview_fusion_net import DEFAULT_VIEWS, VIEW_
     validate_views
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info
 from nnunet_mvext.classification.prediction_table import phase_names_of
+from nnunet_mvext.classification.training_data import central_component
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.fusion_trainers import (_import_arch_kwargs, nnUNetTrainerFusion,
                                                    nnUNetTrainerFusionABAF, nnUNetTrainerFusionConcat,
@@ -109,6 +117,14 @@ class MultiViewSetup:
         info.update({"views": views, "view_slices": settings.view_slices,
                      "branch_names": branch_names(channel_names, info["phase_channels"], views)})
         return info
+
+    def _region_of_interest(self, target, keys) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(roi (B, 1, *S), sample_weights (B,))``: per sample the :func:`central_component` of the fusion trainers'
+        region, weighted 1 when the network's central planes hold region voxels in every view, else 0."""
+        roi, _ = super()._region_of_interest(target, keys)
+        one = np.stack([central_component(m) for m in roi[:, 0].bool().cpu().numpy()])[:, None]
+        roi = torch.from_numpy(one).to(device=roi.device, dtype=roi.dtype)
+        return roi, self._unwrapped().region_in_every_view(roi).to(roi.dtype)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,

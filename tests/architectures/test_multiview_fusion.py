@@ -238,6 +238,21 @@ def test_bad_views_are_refused(views, view_slices, message):
         MultiViewFusionNet(NAME, _plan()[1], 1, K, "abaf", views, view_slices)
 
 
+def test_has_roi_says_whether_every_view_pooled_region_voxels():
+    """Two lesions on either side of the patch centre: their centre of mass lies between them, no view's central plane
+    holds a lesion voxel, every branch pools the slab's global mean, and the sample is not lesion-pooled."""
+    net = MultiViewFusionNet(NAME, _plan()[1], 1, K, "concat").eval()
+    roi = torch.zeros(2, 1, 12, 12, 12)
+    roi[:, :, 1:4, 1:4, 1:4] = 1
+    roi[0, :, 8:11, 8:11, 8:11] = 1
+    with torch.no_grad():
+        _, head = net.forward_with_classification(torch.randn(2, 1, 12, 12, 12), roi)
+        _, planes = net.slabs(torch.zeros(2, 1, 12, 12, 12), roi)
+    assert [float(p[0].sum()) for p in planes] == [0.0, 0.0, 0.0]
+    assert head["has_roi"].tolist() == [False, True]
+    assert net.region_in_every_view(roi).tolist() == [False, True]
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_each_sample_is_pooled_over_its_own_mask_in_a_batch(shared):
     """B = 3 (one empty mask), P = 2 phases, 3 views: each sample's embeddings in the batch are those of the sample

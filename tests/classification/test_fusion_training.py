@@ -267,3 +267,16 @@ def test_per_epoch_validation_pairs_each_probability_with_its_own_case_label(tmp
         outputs.append(trainer.validation_step({"data": x, "target": target, "keys": keys}))
     trainer.on_validation_epoch_end(outputs)
     assert trainer.logger.get_value("val_auc", step=-1) == 1.0
+
+
+def test_the_central_component_is_the_one_at_the_patch_centre_else_the_largest():
+    from nnunet_mvext.classification.training_data import central_component
+
+    mask = np.zeros((8, 9, 8), bool)                    # even, odd, even: centre (3.5, 4, 3.5)
+    mask[0:3, 0:3, 0:3] = True                          # 27 voxels
+    mask[4, 4, 3] = True                                # one voxel next to the centre
+    mask[6:8, 6:9, 5:8] = True                          # 18 voxels
+    assert np.argwhere(central_component(mask)).tolist() == [[4, 4, 3]]
+    mask[4, 4, 3] = False
+    assert central_component(mask).sum() == 27
+    assert not central_component(np.zeros((4, 4, 4))).any()
