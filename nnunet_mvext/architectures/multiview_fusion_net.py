@@ -46,8 +46,13 @@ network does. A view never resamples its slab to isotropic pixels.
 **Lesion embedding** per branch, as in ``MultiPhaseFusionNet`` (:mod:`.lesion_embedding`): the mask's central plane
 (the slab position k = 0, interpolated alike) is area-downsampled to every stage, and each stage gives the lesion mean
 and its difference to a one-pixel ring around the lesion, ``f = W [l^i; l^i - c^i]_i`` (B, D); a branch whose central
-mask plane is empty falls back to the global mean of the slab's features. ``has_roi`` (B,) in the head output says
-whether the 3D mask holds any voxel. ``phase_dropout`` drops all views of a phase together (training only);
+mask plane is empty falls back to the global mean of the slab's features. ``has_roi`` (B,) in the head output
+(:meth:`MultiViewFusionNet.region_in_every_view`) says whether the mask's central plane holds region voxels in
+every view, i.e. whether every branch was pooled over the region: a mask of two lesions on either side of the patch
+centre has its centre of mass between them and no region voxel on any central plane. The multi-view trainers
+therefore pass one connected component (:func:`~nnunet_mvext.classification.training_data.central_component`), as
+inference does, and weight each sample's loss by ``has_roi`` (for one connected component, every plane through its
+centre of mass holds some of it). ``phase_dropout`` drops all views of a phase together (training only);
 ``absent_phases`` (B, P) marks missing phases at inference: every view of such a phase is left out of the fusion.
 
 There is no segmentation decoder (``decoder = None``): the views do not cover the patch. ``forward_with_classification``
@@ -262,10 +267,16 @@ class MultiViewFusionNet(nn.Module):
             present = phase_dropout_mask(present, self.phase_dropout)
         present = present.repeat_interleave(len(self.views), dim=1)                       # (B, P * V), phase-major
         head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)
-        has_roi = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if roi is None else \
-            roi.flatten(1).sum(1) > 0
-        head["has_roi"] = has_roi
+        head["has_roi"] = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if roi is None else \
+            self.region_in_every_view(roi)
         return None, head
+
+    def region_in_every_view(self, roi: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the mask's central plane (the one the branches pool over) holds region voxels in every view.
+        ``roi`` (B, 1, S_0, S_1, S_2)."""
+        centres = lesion_centres(roi, roi.shape[2:], roi.shape[0], roi.device)
+        planes = [extract_slab(roi.float(), a, centres[:, a], 1) for a in self.view_axes]
+        return torch.stack([p.flatten(1).sum(1) > 0 for p in planes], 1).all(1)
 
     def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
         if self.classification_output:

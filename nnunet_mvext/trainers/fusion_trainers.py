@@ -65,7 +65,7 @@ from nnunet_mvext.classification.epoch_metrics import epoch_classification_metri
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
 from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
-                                                       lesion_component, phase_consistent, with_phase_misalignment)
+                                                       central_component, phase_consistent, with_phase_misalignment)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
@@ -225,7 +225,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     def _region_of_interest(self, target, keys) -> tuple[torch.Tensor, torch.Tensor]:
         """``(roi (B, 1, *S) float, sample_weights (B,))`` from the full-resolution target of a batch: per sample one
-        connected component of the lesion label (:func:`lesion_component`; the fallback label for lesion-free cases
+        connected component of the lesion label (:func:`central_component`; the fallback label for lesion-free cases
         when set); weight 1 for samples whose patch holds it, 0 for the others."""
         seg = target[0] if isinstance(target, list) else target
         roi = seg == self.lesion_label
@@ -234,7 +234,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             fallback = fallback.view(-1, *[1] * (seg.ndim - 1))
             roi = torch.where(fallback, seg == self.fallback_label, roi)
         masks = roi.cpu().numpy()
-        single = np.stack([lesion_component(m[0])[None] for m in masks])
+        single = np.stack([central_component(m[0])[None] for m in masks])
         roi = torch.from_numpy(single).to(seg.device)
         has_roi = roi.flatten(1).any(1)
         return roi.float(), has_roi.float()

@@ -13,11 +13,18 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
   planes than ``view_slices`` along a view's axis, ``segmentation: true``, ``pretrained_checkpoint`` (3D
   weights) and ``protocol_ablation`` ``patch_pooling``; it stores ``views``, ``view_slices`` and the branch names
   (``<phase>_<view>``) with the model;
-- the training log and the validation CSV name the branches (``beta_<phase>_<view>``).
+- the training log and the validation CSV name the branches (``beta_<phase>_<view>``);
+- :meth:`MultiViewSetup._region_of_interest`: the network gets one lesion component per patch (the one at the patch
+  centre, else the largest: :func:`~nnunet_mvext.classification.training_data.central_component`, as every fusion
+  trainer), as at inference, and a sample enters the classification loss (and the per-epoch metric) only when its slabs' central planes hold
+  region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every lesion voxel of the patch,
+  two lesions on either side of the centre gave a slab centre between them and no lesion voxel on any plane pooled,
+  while the sample still counted as lesion-pooled.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -109,6 +116,12 @@ class MultiViewSetup:
         info.update({"views": views, "view_slices": settings.view_slices,
                      "branch_names": branch_names(channel_names, info["phase_channels"], views)})
         return info
+
+    def _region_of_interest(self, target, keys) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(roi (B, 1, *S), sample_weights (B,))``: the fusion trainers' region (one :func:`central_component` per
+        sample), weighted 1 when the network's central planes hold region voxels in every view, else 0."""
+        roi, _ = super()._region_of_interest(target, keys)
+        return roi, self._unwrapped().region_in_every_view(roi).to(roi.dtype)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,

@@ -236,3 +236,34 @@ def test_the_plain_forward_says_there_is_no_segmentation():
 def test_bad_views_are_refused(views, view_slices, message):
     with pytest.raises(MVExtError, match=message):
         MultiViewFusionNet(NAME, _plan()[1], 1, K, "abaf", views, view_slices)
+
+
+def test_has_roi_says_whether_every_view_pooled_region_voxels():
+    """Two lesions on either side of the patch centre: their centre of mass lies between them, no view's central plane
+    holds a lesion voxel, every branch pools the slab's global mean, and the sample is not lesion-pooled."""
+    net = MultiViewFusionNet(NAME, _plan()[1], 1, K, "concat").eval()
+    roi = torch.zeros(2, 1, 12, 12, 12)
+    roi[:, :, 1:4, 1:4, 1:4] = 1
+    roi[0, :, 8:11, 8:11, 8:11] = 1
+    with torch.no_grad():
+        _, head = net.forward_with_classification(torch.randn(2, 1, 12, 12, 12), roi)
+        _, planes = net.slabs(torch.zeros(2, 1, 12, 12, 12), roi)
+    assert [float(p[0].sum()) for p in planes] == [0.0, 0.0, 0.0]
+    assert head["has_roi"].tolist() == [False, True]
+    assert net.region_in_every_view(roi).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_each_sample_is_pooled_over_its_own_mask_in_a_batch(shared):
+    """B = 3 (one empty mask), P = 2 phases, 3 views: each sample's embeddings in the batch are those of the sample
+    alone with its own mask."""
+    torch.manual_seed(0)
+    net = MultiViewFusionNet(NAME, _plan()[1], 2, K, "concat", shared_encoder=shared).eval()
+    x = torch.randn(3, 2, 8, 12, 12)
+    roi = torch.zeros(3, 1, 8, 12, 12)
+    roi[0, :, 0:3, 0:4, 0:4] = 1
+    roi[2, :, 4:8, 7:12, 5:10] = 1
+    with torch.no_grad():
+        batch = net.branch_embeddings(x, roi)
+        for b in range(3):
+            torch.testing.assert_close(batch[b], net.branch_embeddings(x[b:b + 1], roi[b:b + 1])[0])

@@ -102,14 +102,19 @@ def test_decision_head_fuses_log_probabilities_with_global_weights():
     torch.testing.assert_close(head.loss(out, y), F.cross_entropy(out["logits"], y) + aux)
 
 
-def test_sample_weights_leave_samples_without_a_region_out_of_the_loss():
-    head = ConcatHead(P, D, K).eval()
+@pytest.mark.parametrize("head_class", [ConcatHead, DSNHead, ABAFHead, DecisionHead])
+def test_sample_weights_leave_samples_without_a_region_out_of_the_loss(head_class):
+    """Every head: the weighted loss is the mean of the per-sample losses of the weighted samples, each of which is the
+    sample's own loss alone (a head that ignored the weights would average all four)."""
+    head = head_class(P, D, K).eval()
     f, y = _f(), torch.tensor([0, 1, 1, 1])
     out = head(f)
-    per = F.cross_entropy(out["logits"], y, reduction="none")
-    torch.testing.assert_close(head.loss(out, y, None, torch.tensor([1.0, 0.0, 1.0, 0.0])), (per[0] + per[2]) / 2)
+    alone = [head.loss(head(f[b:b + 1]), y[b:b + 1]) for b in range(B)]
+    weighted = head.loss(out, y, None, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(weighted, (alone[0] + alone[2]) / 2)
+    assert not torch.allclose(weighted, sum(alone) / B)
     zero = head.loss(out, y, None, torch.zeros(4))
-    assert float(zero) == 0.0 and zero.requires_grad
+    assert float(zero.detach()) == 0.0 and zero.requires_grad
 
 
 def test_dsn_default_weight_makes_it_abaf_with_uniform_beta():
@@ -186,6 +191,26 @@ def test_the_embedding_depends_on_the_lesion_not_on_the_rest_of_the_patch():
     assert not torch.allclose(a["embedding"], b["embedding"])
     # the embedding has [lesion mean; lesion - ring] of every stage per phase (4 + 8 + 16 channels)
     assert a["embedding"].shape == (1, 3 * 2 * (4 + 8 + 16))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_each_sample_is_pooled_over_its_own_mask_in_a_batch(shared):
+    """B = 3 samples with different masks (one empty), P = 3 phases: each sample's embedding and has_roi in the batch
+    are those of the sample alone with its own mask (a mask paired with another sample's phases would differ)."""
+    name, kw = _plan()
+    torch.manual_seed(0)
+    net = MultiPhaseFusionNet(name, kw, 3, 3, K, "concat", shared_encoder=shared).eval()
+    x = torch.randn(3, 3, 8, 16, 16)
+    roi = torch.zeros(3, 1, 8, 16, 16)
+    roi[0, :, 0:3, 0:5, 0:5] = 1
+    roi[2, :, 4:8, 9:16, 6:14] = 1
+    with torch.no_grad():
+        _, batch = net.forward_with_classification(x, roi)
+        alone = [net.forward_with_classification(x[b:b + 1], roi[b:b + 1])[1] for b in range(3)]
+    assert batch["has_roi"].tolist() == [True, False, True]
+    for b in range(3):
+        torch.testing.assert_close(batch["embedding"][b], alone[b]["embedding"][0])
+        assert alone[b]["has_roi"].tolist() == [b != 1]
 
 
 def test_shared_encoder_folds_phases_into_the_batch_calling_the_encoder_once():

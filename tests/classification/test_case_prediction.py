@@ -82,3 +82,21 @@ def test_image_and_mask_are_mirrored_together():
     expected = torch.softmax(torch.tensor([0.0, 5.0]), 0).numpy()
     np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-5)
     assert out["roi"] == "lesion"
+
+
+def test_an_asymmetric_lesion_is_pooled_from_the_same_voxels_in_every_mirrored_copy():
+    """An L-shaped lesion away from the patch centre: a mask left unmirrored (or mirrored along other axes than the
+    image) would pool background voxels in some copies and lower the mean below the lesion's intensity 5."""
+    torch.manual_seed(0)
+    data = torch.rand(2, 12, 12, 12)     # background in [0, 1)
+    seg = np.zeros((12, 12, 12), np.uint8)
+    seg[3:7, 4:6, 5:6] = LESION
+    seg[3:4, 6:9, 5:8] = LESION
+    data[0][torch.from_numpy(seg == LESION)] = 5.0
+    region = select_region(seg, LESION, seg.shape)
+    assert region.centre == (4, 6, 6)    # the lesion spans patch planes 3..6 (of 0..7) along axis 0: not symmetric
+    net = _RecordingNet()
+    out = classify_case(net, data, region, (8, 8, 8), (0, 1, 2), torch.device("cpu"))
+    assert len(net.calls) == 8
+    expected = torch.softmax(torch.tensor([0.0, 5.0]), 0).numpy()
+    np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-5)

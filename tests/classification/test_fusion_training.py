@@ -4,9 +4,12 @@ The crops are made in memory (no nnU-Net run): the trainers' data pipeline is nn
 here the network, the heads and the augmentation are what is tested.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from sklearn.metrics import roc_auc_score
 
@@ -146,8 +149,6 @@ def test_the_embedding_pools_the_lesion_unless_the_patch_pooling_ablation_is_set
 
 @pytest.mark.parametrize("ablation", [[], ["per_phase_augmentation"]])
 def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_ablation(ablation):
-    from types import SimpleNamespace
-
     from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
 
     trainer = SimpleNamespace(per_phase_augmentation="per_phase_augmentation" in ablation,
@@ -160,3 +161,140 @@ def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_a
                  if isinstance(getattr(t, "transform", None), PHASE_SYNCHRONISED)]
     assert {type(t) for t in intensity} == set(PHASE_SYNCHRONISED)  # gamma appears twice in nnU-Net's list
     assert [t.synchronize_channels for t in intensity] == [not ablation] * len(intensity)
+
+
+def test_phase_synchronisation_keeps_how_often_each_phase_is_blurred_or_downsampled():
+    """nnU-Net applies blur and low resolution to each channel with probability p_sample * p_per_channel; drawn once for
+    all phases, the sample-level probability must carry p_per_channel (else each phase is transformed twice as often
+    with nnU-Net's p_per_channel 0.5)."""
+    def training_transforms():
+        return nnUNetTrainer.get_training_transforms(
+            PATCH, rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None, mirror_axes=(0, 1, 2),
+            do_dummy_2d_data_aug=False)
+
+    def per_channel_rates(transforms):
+        return {i: (t.apply_probability * float(t.transform.p_per_channel), t.transform.p_per_channel)
+                for i, t in enumerate(transforms.transforms)
+                if isinstance(getattr(t, "transform", None), PHASE_SYNCHRONISED)}
+
+    nnunet = per_channel_rates(training_transforms())
+    ours = per_channel_rates(phase_consistent(training_transforms()))
+    assert sorted(ours) == sorted(nnunet) and len(ours) == 6  # gamma twice in nnU-Net's list
+    assert any(p_per_channel < 1 for _, p_per_channel in nnunet.values())  # blur and low resolution: 0.5
+    for i, (rate, p_per_channel) in ours.items():
+        assert p_per_channel == 1
+        assert rate == pytest.approx(nnunet[i][0])
+
+
+def _bare_fusion_trainer(network, case_labels: dict, class_names=("c0", "c1", "c2"), tmp_path=None):
+    """A fusion trainer with the attributes its training and validation steps read, without nnU-Net's __init__
+    (which would need a preprocessed data set)."""
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+
+    trainer = object.__new__(nnUNetTrainerFusionABAF)
+    trainer.__dict__.update(
+        device=torch.device("cpu"), is_ddp=False, local_rank=0, network=network, case_labels=case_labels,
+        case_class_names=list(class_names), phase_names=["p0", "p1", "p2"], lesion_label=2, fallback_label=None,
+        lesion_free_cases=set(), class_weights=None, _cls_samples=[0, 0], current_epoch=0, grad_scaler=None,
+        trainer_settings=SimpleNamespace(classification_loss_weight=1.0),
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.0),
+        label_manager=SimpleNamespace(foreground_labels=[1, 2]))
+    trainer.logger = MetaLogger(str(tmp_path), False)
+    for key in ("val_auc", "ema_val_auc", "val_macro_f1", "val_kappa"):
+        trainer.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+    return trainer
+
+
+def test_the_classification_loss_of_a_batch_is_that_of_the_patches_holding_the_lesion(tmp_path):
+    """Three patches, the middle one without lesion voxels (organ only): the training step's loss is the mean
+    cross-entropy of the other two, computed from the network's output for the same batch."""
+    torch.manual_seed(0)
+    net = _tiny_net("concat").eval()                                   # eval: no dropout, the loss is deterministic
+    x = torch.randn(3, 3, *PATCH)
+    target = torch.zeros(3, 1, *PATCH)
+    target[:, :, 2:14, 2:14, 2:14] = 1                                  # organ everywhere
+    target[0, :, 3:7, 4:9, 5:8] = 2
+    target[2, :, 9:13, 8:12, 2:6] = 2
+    keys = ["case_a", "case_b", "case_c"]
+    trainer = _bare_fusion_trainer(net, {"case_a": 0, "case_b": 1, "case_c": 1}, ("c0", "c1"), tmp_path)
+    with torch.no_grad():
+        _, head = net.forward_with_classification(x, (target == 2).float())
+    per_sample = F.cross_entropy(head["logits"], torch.tensor([0, 1, 1]), reduction="none")
+    out = trainer.train_step({"data": x, "target": target, "keys": keys})
+    assert float(out["loss"]) == pytest.approx(float(per_sample[[0, 2]].mean()), rel=1e-5)
+    assert float(out["loss"]) != pytest.approx(float(per_sample.mean()), rel=1e-3)   # the test can tell the two apart
+    assert trainer._cls_samples == [2, 3]
+
+
+class _CaseReadingNet(torch.nn.Module):
+    """Reads the case class from the image: logit_k = -10 (v - k)^2, v the mean of channel 0 over the region (the whole
+    patch when the region is empty). A stand-in for a trained network: probabilities that depend on the case."""
+
+    decoder = None
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        from nnunet_mvext.architectures.phase_fusion_heads import ConcatHead
+
+        self.head = ConcatHead(1, 1, num_classes)
+        self.num_classes = num_classes
+
+    def forward_with_classification(self, x, roi):
+        mass = roi.flatten(1).sum(1)
+        inside = (x[:, 0:1] * roi).flatten(1).sum(1) / mass.clamp_min(1)
+        v = torch.where(mass > 0, inside, x[:, 0].flatten(1).mean(1))
+        logits = -10 * (v[:, None] - torch.arange(self.num_classes, dtype=x.dtype)[None]) ** 2
+        return None, {"logits": logits, "beta": None, "aux_logits": None, "embedding": logits, "has_roi": mass > 0}
+
+
+class _ValidationCases:
+    """A stand-in for nnU-Net's dataset of the validation cases: ``identifiers`` and ``load_case``."""
+
+    def __init__(self, cases: dict):
+        self.cases = cases
+        self.identifiers = list(cases)
+
+    def load_case(self, key):
+        data, seg = self.cases[key]
+        return data, seg, None, {}
+
+
+def test_per_epoch_validation_pairs_each_probability_with_its_own_case_label(tmp_path, monkeypatch):
+    """Every validation case once, keys in no sorted order, distinct labels, one lesion-free case that must be left
+    out together with its label: the per-epoch macro AUC and macro-F1 are 1 only if every probability meets the
+    label of its own case."""
+    labels = {"case_e": 2, "case_a": 0, "case_free": 0, "case_d": 1, "case_b": 2, "case_c": 0, "case_f": 1}
+    cases = {}
+    for k, label in labels.items():
+        x = torch.full((3, 20, 20, 20), 2.0)                          # outside the lesion: reads as class 2
+        seg = np.zeros((1, 20, 20, 20), np.int16)
+        if k != "case_free":
+            seg[0, 4:9, 5:11, 6:10] = 2
+            x[0][torch.from_numpy(seg[0] == 2)] = float(label)
+        cases[k] = (x.numpy(), seg)
+    trainer = _bare_fusion_trainer(_CaseReadingNet(3), labels, tmp_path=tmp_path)
+    trainer._cls_val_dataset = _ValidationCases(cases)
+    trainer.configuration_manager = SimpleNamespace(patch_size=PATCH)
+    keys, y, probs, _ = trainer.classification_validation()
+    assert keys == [k for k in labels if k != "case_free"]
+    assert y.tolist() == [labels[k] for k in keys] and probs.argmax(1).tolist() == y.tolist()
+    monkeypatch.setattr(nnUNetTrainer, "on_validation_epoch_end", lambda self, outputs: None)
+    trainer.on_validation_epoch_end([])
+    assert trainer.logger.get_value("val_auc", step=-1) == 1.0
+    assert trainer.logger.get_value("val_macro_f1", step=-1) == 1.0
+    assert trainer._cls_val_count == 6
+
+
+def test_the_central_component_is_the_one_at_the_patch_centre_else_the_largest():
+    from nnunet_mvext.classification.training_data import central_component
+
+    mask = np.zeros((8, 9, 8), bool)                    # even, odd, even: centre (3.5, 4, 3.5)
+    mask[0:3, 0:3, 0:3] = True                          # 27 voxels
+    mask[4, 4, 3] = True                                # one voxel next to the centre
+    mask[6:8, 6:9, 5:8] = True                          # 18 voxels
+    assert np.argwhere(central_component(mask)).tolist() == [[4, 4, 3]]
+    mask[4, 4, 3] = False
+    assert central_component(mask).sum() == 27
+    assert not central_component(np.zeros((4, 4, 4))).any()

@@ -142,3 +142,28 @@ def test_the_3d_fusion_network_pools_the_patch_only_when_the_stored_description_
     pm = PlansManager(plans)
     net = cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
     assert net.patch_pooling == bool(ablation)
+
+
+def test_training_pools_one_lesion_component_per_patch_and_weights_from_the_planes_pooled():
+    """Two lesions in a patch: the network gets the one at the patch centre, else the largest, and the sample counts
+    as lesion-pooled only when every view's central plane holds it. With every lesion voxel, sample 0's centre of mass
+    (9.4 per axis) falls between its two lesions and no view pooled a lesion voxel, yet the sample counted."""
+    net = MultiViewFusionNet(ARCH["network_class_name"], {**ARCH["arch_kwargs"], "conv_op": nn.Conv3d,
+                                                          "norm_op": nn.InstanceNorm3d, "nonlin": nn.LeakyReLU},
+                             1, 3, "concat")
+    trainer = object.__new__(_trainer("nnUNetTrainerMultiViewABAF"))
+    trainer.__dict__.update(network=net, is_ddp=False, lesion_label=2, fallback_label=None, lesion_free_cases=set())
+    target = torch.zeros(3, 1, 16, 16, 16)
+    target[:, :, 0:16, 0:16, 0:16] = 1                                    # organ
+    target[0, :, 1:4, 1:4, 1:4] = 2                                       # 27 voxels
+    target[0, :, 11:15, 11:15, 11:15] = 2                                 # 64 voxels, the larger: chosen
+    target[1, :, 7:9, 7:9, 7:9] = 2                                       # 8 voxels at the patch centre: chosen
+    target[1, :, 0:5, 10:16, 10:16] = 2                                   # 180 voxels
+    roi, weights = trainer._region_of_interest(target, ["a", "b", "c"])
+    expected = torch.zeros_like(roi)
+    expected[0, :, 11:15, 11:15, 11:15] = 1
+    expected[1, :, 7:9, 7:9, 7:9] = 1
+    torch.testing.assert_close(roi, expected)
+    assert weights.tolist() == [1.0, 1.0, 0.0]
+    _, planes = net.slabs(torch.zeros(3, 1, 16, 16, 16), roi)
+    assert all(float(p[b].sum()) > 0 for p in planes for b in (0, 1))
