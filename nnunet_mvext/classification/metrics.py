@@ -3,11 +3,13 @@
 Definitions. Binary tasks: class 1 is the positive class; sensitivity = recall of class 1, specificity = recall of
 class 0, F1 of class 1, AUC of p(class 1). More than two classes: AUC = one-vs-rest macro (the unweighted mean over
 classes of the AUC of p(class c) for "c vs the rest"), sensitivity = macro recall (mean over the classes present in
-the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over all classes. Cohen's kappa is
-unweighted. Predictions are the arg-max of the probabilities, or for two classes given a ``threshold``: class 1
-when ``p(class 1) >= threshold`` (:func:`predicted_classes`). A metric whose definition divides by zero on the data
-(AUC with one class in the reference, sensitivity without positive cases) is ``None`` and its ``<metric>_note``
-says why; it is never reported as 0.
+the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over the classes present in the reference
+or the predictions (scikit-learn's default labels, the LLD-MMRI 2023 challenge's metric; a class in neither has F1
+0/0 and is named in ``f1_note``, not averaged as 0). Cohen's kappa is unweighted. Predictions are the arg-max of the
+probabilities, or for two classes given a ``threshold``: class 1 when ``p(class 1) >= threshold``
+(:func:`predicted_classes`). A metric whose definition divides by zero on the data (AUC with one class in the
+reference, sensitivity without positive cases) is ``None`` and its ``<metric>_note`` says why; it is never reported
+as 0.
 
 Point metrics come from scikit-learn; the intervals are in :mod:`nnunet_mvext.classification.statistics`.
 
@@ -172,7 +174,8 @@ def metric_definitions(class_names: Sequence[str], threshold: Optional[float] = 
                 "brier": f"mean (p({pos}) - y)^2",
                 "ece": "top-label, equal-width bins (Guo et al. 2017)"}
     return {"auc": "one-vs-rest, macro mean over classes", "sensitivity": "macro recall over the classes present",
-            "specificity": "macro one-vs-rest specificity", "f1": "macro F1 over all classes",
+            "specificity": "macro one-vs-rest specificity",
+            "f1": "macro F1 over the classes present in the reference or the predictions",
             "cohen_kappa": "unweighted", "prediction": "arg-max", "brier": "mean over cases of sum over classes",
             "ece": "top-label, equal-width bins (Guo et al. 2017)"}
 
@@ -234,7 +237,13 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
         spec = float(np.mean(spec_values)) if spec_values else None
         if spec is None:
             notes["specificity_note"] = f"undefined (0/0): {single}"
-        f1 = float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+        scored = sorted(set(y.tolist()) | set(pred.tolist()))
+        f1 = float(skm.f1_score(y, pred, average="macro", labels=scored, zero_division=0))
+        unscored = [c for c in labels if c not in scored]
+        if unscored:
+            notes["f1_note"] = (f"macro F1 over the {len(scored)} classes present in the reference or the predictions; "
+                                f"class{'es' if len(unscored) > 1 else ''} {_names(unscored, class_names)} "
+                                f"{'are' if len(unscored) > 1 else 'is'} in neither and left out")
     result = {"num_cases": int(len(y)), "class_names": list(class_names), "auc": auc,
               "accuracy": float(skm.accuracy_score(y, pred)), "balanced_accuracy": balanced,
               "sensitivity": sens, "specificity": spec, "f1": f1, "cohen_kappa": kappa,

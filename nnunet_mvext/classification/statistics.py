@@ -10,7 +10,8 @@
 
 Definitions (the same as :mod:`nnunet_mvext.classification.metrics`): class 1 is the positive class of a binary task;
 with more than two classes AUC is the one-vs-rest macro mean, sensitivity the macro recall, specificity the macro
-one-vs-rest specificity, F1 the macro F1, kappa Cohen's unweighted kappa.
+one-vs-rest specificity, F1 the macro F1 over the classes present in the reference or the predictions (of each
+resample), kappa Cohen's unweighted kappa.
 
 The resampled metrics are computed here, vectorised over the resamples, from the confusion matrices and midranks
 instead of calling scikit-learn once per resample: scikit-learn's seven metric functions take about 14 ms per
@@ -167,7 +168,8 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
 
     With the confusion matrix ``C`` (rows true, columns predicted = arg-max), ``tp_c = C_cc``, support ``r_c``,
     predicted count ``q_c``: accuracy ``sum tp / N``; recall ``tp_c / r_c``; balanced accuracy the mean recall over
-    the classes present; F1 ``2 tp_c / (r_c + q_c)`` (0 when 0/0, as scikit-learn's ``zero_division=0``); Cohen's
+    the classes present; F1 ``2 tp_c / (r_c + q_c)``, macro F1 its mean over the classes with ``r_c + q_c > 0``
+    (scikit-learn's default labels: present in the reference or the predictions); Cohen's
     kappa ``(p_o - p_e) / (1 - p_e)``, ``p_e = sum r_c q_c / N^2``; AUC by midranks (Mann-Whitney).
     Binary: sensitivity = recall_1, specificity = recall_0, F1 of class 1, AUC of p_1. More classes: sensitivity the
     mean recall over the classes present, specificity the mean of ``tn_c / (N - r_c)``, macro F1, one-vs-rest
@@ -181,20 +183,20 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
     support, predicted = cm.sum(2), cm.sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / support, np.nan)
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
         pe = (support * predicted).sum(1) / n ** 2
         accuracy = tp.sum(1) / n
         kappa = np.where(pe < 1, (accuracy - pe) / (1 - pe), np.nan)
         balanced = np.nanmean(recall, axis=1)
         if k == 2:
-            sens, spec, f1_out = recall[:, 1], recall[:, 0], f1[:, 1]
+            sens, spec, f1_out = recall[:, 1], recall[:, 0], np.nan_to_num(f1[:, 1])
             auc = _auc_rows(y == 1, probabilities[:, :, 1])
         else:
             sens = balanced
             negatives = n - support
             tn = negatives - (predicted - tp)
             spec = np.nanmean(np.where(negatives > 0, tn / negatives, np.nan), axis=1)
-            f1_out = f1.mean(1)
+            f1_out = np.nanmean(f1, axis=1)
             auc = np.mean([_auc_rows(y == c, probabilities[:, :, c]) for c in range(k)], axis=0)
     return {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced, "sensitivity": sens,
             "specificity": spec, "f1": f1_out, "cohen_kappa": kappa}

@@ -62,6 +62,21 @@ def test_single_class_reference_reports_undefined_metrics_as_null_with_a_note():
     assert m3["sensitivity"] == pytest.approx((1 + 0.5) / 2)  # over the classes present
 
 
+def test_macro_f1_leaves_out_a_class_absent_from_reference_and_predictions():
+    """A perfect classifier on a fold without class 'c': macro F1 1.0 (as accuracy and kappa), scikit-learn's
+    default labels and LLD-MMRI's metric, not (1 + 1 + 0) / 3; the note names 'c'."""
+    y = [0, 0, 1, 1, 1]
+    p = np.array([[.8, .1, .1], [.7, .2, .1], [.1, .8, .1], [.2, .7, .1], [.3, .6, .1]])
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["f1"] == 1.0 == skm.f1_score(y, p.argmax(1), average="macro")
+    assert m["accuracy"] == m["cohen_kappa"] == 1.0
+    assert "'c' is in neither" in m["f1_note"]
+    # a class predicted but absent from the reference counts (F1 0): scikit-learn's default labels
+    wrong = classification_metrics(y, np.array([[.1, .1, .8]] + p[1:].tolist()), ["a", "b", "c"])
+    assert wrong["f1"] == pytest.approx((2 / 3 + 1 + 0) / 3) and "f1_note" not in wrong
+    assert "f1_note" not in classification_metrics(Y3, P3, ["a", "b", "c"])
+
+
 def test_collapse_warning():
     names = ["a", "b", "c"]
     assert collapse_warning([0, 1, 2, 2], [0, 1, 2, 0], names) is None

@@ -81,6 +81,12 @@ def test_vectorised_metrics_equal_scikit_learn(k):
         assert fast["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
         if k > 2:
             assert fast["auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+            assert fast["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+            # the last class absent from the reference and the predictions: left out, as scikit-learn does
+            keep = (y != k - 1) & (pred != k - 1)
+            sub = {name: v[0] for name, v in batch_metrics(y[keep][None], p[keep][None]).items()}
+            assert sub["f1"] == pytest.approx(skm.f1_score(y[keep], pred[keep], average="macro"))
+            assert sub["f1"] == pytest.approx(classification_metrics(y[keep], p[keep], ref["class_names"])["f1"])
 
 
 def test_resamples_keep_class_counts_and_are_seeded():
@@ -154,6 +160,13 @@ def test_metrics_with_intervals_headline_is_delong_and_undefined_metrics_have_no
     assert single["auc"] is None and single["intervals"]["auc"]["low"] is None
     assert single["sensitivity"] is None and single["intervals"]["sensitivity"]["high"] is None
     assert single["intervals"]["specificity"]["low"] is not None
+
+
+def test_bootstrap_macro_f1_of_a_perfect_classifier_without_one_class_is_one():
+    y = np.array([0] * 6 + [1] * 5)
+    p = np.eye(3)[y] * 0.8 + 0.1
+    iv = bootstrap_intervals(y, p, ["a", "b", "c"], n_resamples=100)["f1"]
+    assert (iv["low"], iv["high"]) == (1.0, 1.0)
 
 
 def test_threshold_rule_in_bootstrap_equals_classification_metrics():
