@@ -113,7 +113,9 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
         lines += [f"**WARNING: {result['collapse_warning']}**", ""]
     lines += [f"{result['num_cases']} cases, classes {', '.join(result['class_names'])}. "
               f"Intervals: {result['intervals']['accuracy']['method']}"
-              + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else "."), ""]
+              + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else
+                 f"; AUC: {result['intervals']['auc']['method']} (see the notes)." if "auc_interval_note" in result
+                 else "."), ""]
     lines += [f"Prediction: {result['definitions']['prediction']}.", "", metrics_table_markdown(result), ""]
     lines += ["| class | cases | predicted | recall | precision |", "|---|---|---|---|---|"]
     for row in result["per_class"]:

@@ -4,9 +4,11 @@
   correlated AUCs (same cases), computed with the O(n log n) midrank algorithm of Sun & Xu.
 - :func:`bootstrap_intervals`, :func:`paired_bootstrap`: seeded stratified percentile bootstrap for every metric of
   :data:`BOOTSTRAP_METRICS`, one model or the difference of two models on the same resamples.
+- :func:`newcombe_auc_interval`, :func:`boundary_auc_interval`: Newcombe's score interval for an AUC of exactly 0 or 1,
+  where DeLong's variance is 0 and every bootstrap resample repeats the point value (an interval of zero width).
 - :func:`metrics_with_intervals`: :func:`~nnunet_mvext.classification.metrics.classification_metrics` plus a 95 %
-  interval per metric (DeLong for a binary AUC, the bootstrap for the rest): what evaluate-cls, the cross-validation
-  report and compare-cls print.
+  interval per metric (DeLong for a binary AUC, Newcombe's score interval for an AUC of 0 or 1, the bootstrap for the
+  rest): what evaluate-cls, the cross-validation report and compare-cls print.
 
 Definitions (the same as :mod:`nnunet_mvext.classification.metrics`): class 1 is the positive class of a binary task;
 with more than two classes AUC is the one-vs-rest macro mean, sensitivity the macro recall, specificity the macro
@@ -25,6 +27,10 @@ References
   characteristic curves: a nonparametric approach. Biometrics 44(3):837-845, 1988.
 - X. Sun, W. Xu. Fast implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
   characteristic curves. IEEE Signal Processing Letters 21(11):1389-1393, 2014.
+- R. G. Newcombe. Confidence intervals for an effect size measure based on the Mann-Whitney statistic. Part 2:
+  Asymptotic methods and evaluation. Statistics in Medicine 25(4):559-573, 2006 (method 5).
+- J. A. Hanley, B. J. McNeil. The meaning and use of the area under a receiver operating characteristic (ROC) curve.
+  Radiology 143(1):29-36, 1982.
 - B. Efron, R. J. Tibshirani. An Introduction to the Bootstrap. Chapman & Hall, 1993 (percentile interval, ch. 13;
   achieved significance level, ch. 15-16).
 """
@@ -34,7 +40,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from nnunet_mvext.classification.metrics import classification_metrics, predicted_classes
 from nnunet_mvext.errors import MVExtError
@@ -125,6 +131,70 @@ def delong_paired_test(y_true: Sequence[int], scores_a: Sequence[float], scores_
         z = float(z)
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": diff, "variance": var, "z": z, "p": p,
             "low": diff - half, "high": diff + half, "method": "DeLong paired"}
+
+
+# ------------------------------------------------------------------------------------------- AUC of exactly 0 or 1
+def newcombe_auc_interval(auc: float, m: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's score interval (2006, method 5) of a Mann-Whitney AUC ``A`` from m positives and n negatives.
+
+    The Hanley-McNeil variance with the exponential-model approximations ``Q1 = t / (2 - t)``, ``Q2 = 2 t^2 / (1 + t)``
+    and both sample sizes replaced by ``h = (m + n) / 2 - 1``, written as a function of the true AUC ``t``::
+
+        V(t) = t (1 - t) [2 + h + (1 + 2 h) t (1 - t)] / (m n (2 - t) (1 + t))
+
+    is inverted as Wilson's interval inverts the binomial variance: the bounds are the two solutions ``t`` of
+    ``(A - t)^2 = z^2 V(t)`` (one below ``A``, one above; ``z`` the normal quantile of the level). Unlike a Wald
+    interval (DeLong, or Hanley-McNeil at ``t = A``) it does not collapse at ``A = 1`` (or 0): there the bounds are
+    ``[L, 1]`` with ``L < 1`` the root of ``(1 - t) m n (2 - t)(1 + t) = z^2 t [2 + h + (1 + 2 h) t (1 - t)]``. Newcombe
+    recommends it for its coverage near the boundary. Reproduces the ``NAP`` interval of the R package SingleCaseES.
+
+    References
+    ----------
+    Newcombe, Statistics in Medicine 2006 (method 5); Hanley & McNeil, Radiology 1982.
+    """
+    if m < 1 or n < 1:
+        raise MVExtError(f"An AUC needs at least one case of each class; got {m} positive and {n} negative cases.")
+    z2 = stats.norm.ppf(0.5 + confidence / 2) ** 2
+    h = (m + n) / 2 - 1
+
+    def spread(t: float) -> float:  # z^2 V(t) m n (2 - t)(1 + t) / (t (1 - t))
+        return z2 * (2 + h + (1 + 2 * h) * t * (1 - t))
+
+    def score(t: float) -> float:  # m n (A - t)^2 (2 - t)(1 + t) - z^2 V(t) m n (2 - t)(1 + t)
+        return m * n * (auc - t) ** 2 * (2 - t) * (1 + t) - t * (1 - t) * spread(t)
+
+    # at A = 1 (A = 0) the trivial root t = A is divided out, leaving one sign change on [0, 1]
+    if auc >= 1:
+        low = optimize.brentq(lambda t: (1 - t) * m * n * (2 - t) * (1 + t) - t * spread(t), 0.0, 1.0, xtol=1e-14)
+    else:
+        low = 0.0 if auc <= 0 else optimize.brentq(score, 0.0, auc, xtol=1e-14)
+    if auc <= 0:
+        high = optimize.brentq(lambda t: t * m * n * (2 - t) * (1 + t) - (1 - t) * spread(t), 0.0, 1.0, xtol=1e-14)
+    else:
+        high = 1.0 if auc >= 1 else optimize.brentq(score, auc, 1.0, xtol=1e-14)
+    return float(low), float(high)
+
+
+def boundary_auc_interval(y_true: Sequence[int], auc: float, num_classes: int,
+                          confidence: float = 0.95) -> Optional[dict]:
+    """An interval of non-zero width for an AUC of exactly 0 or 1 (None for any other AUC).
+
+    Binary: :func:`newcombe_auc_interval` with m = cases of class 1, n = cases of class 0. More classes (the macro AUC
+    is 1 only if every one-vs-rest AUC is 1): each class's interval at the Bonferroni level ``1 - (1 - c) / K``, so
+    that all K hold together with probability >= c, and the macro mean of their bounds, an interval of the macro AUC
+    with coverage >= c (conservative). Returns ``{"low", "high", "method"}``.
+    """
+    if auc not in (0.0, 1.0):
+        return None
+    y = np.asarray(y_true, dtype=int)
+    if num_classes == 2:
+        low, high = newcombe_auc_interval(auc, int((y == 1).sum()), int((y == 0).sum()), confidence)
+        return {"low": low, "high": high, "method": "Newcombe score interval (method 5)"}
+    level = 1 - (1 - confidence) / num_classes
+    bounds = [newcombe_auc_interval(auc, int((y == c).sum()), int((y != c).sum()), level) for c in range(num_classes)]
+    return {"low": float(np.mean([b[0] for b in bounds])), "high": float(np.mean([b[1] for b in bounds])),
+            "method": f"Newcombe score interval (method 5), macro mean of the {num_classes} one-vs-rest intervals at "
+                      f"the Bonferroni level {level:.4f}"}
 
 
 # ------------------------------------------------------------------------------------------------------- bootstrap
@@ -298,7 +368,9 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
 
     ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :data:`BOOTSTRAP_METRICS`:
     DeLong's interval for a binary AUC (the headline; bootstrap when a class has fewer than two cases), the
-    stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. A metric that is None
+    stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. An AUC of exactly 0 or 1, where
+    both give an interval of zero width, gets :func:`boundary_auc_interval` instead, flagged by
+    ``result["auc_interval_note"]``. A metric that is None
     (undefined on the data) gets ``low = high = None``. ``result["confidence"]`` holds the level. ``threshold``
     (binary): predictions ``p_1 >= threshold`` instead of the arg-max, for the point metrics and every resample.
     """
@@ -309,6 +381,12 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
     if len(class_names) == 2 and min((y == 0).sum(), (y == 1).sum()) >= 2:
         d = delong_auc(y, p[:, 1], confidence=confidence)
         intervals["auc"] = {"low": d["low"], "high": d["high"], "method": "DeLong", "se": d["se"]}
+    boundary = None if result["auc"] is None else boundary_auc_interval(y, result["auc"], len(class_names), confidence)
+    if boundary is not None:
+        result["auc_interval_note"] = (
+            f"AUC is {result['auc']:g}: {intervals['auc']['method'].split(',')[0]} gives an interval of zero width "
+            f"there; reported instead: {boundary['method']}, [{boundary['low']:.3f}, {boundary['high']:.3f}]")
+        intervals["auc"] = boundary
     for name in BOOTSTRAP_METRICS:
         if result.get(name) is None:
             intervals[name] = {"low": None, "high": None, "method": intervals[name]["method"]}
