@@ -32,7 +32,7 @@ import numpy as np
 from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
 from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_decision_threshold,
                                                  read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
+from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -136,7 +136,7 @@ def _mean_sd(values: list[Optional[float]]) -> dict:
 
 
 def per_fold_table_markdown(per_fold: dict, summary: dict) -> str:
-    names = list(BOOTSTRAP_METRICS)
+    names = [n for n in summary if n in next(iter(per_fold.values()))]
     lines = ["| fold | cases | " + " | ".join(METRIC_LABELS[n] for n in names) + " |",
              "|---" * (len(names) + 2) + "|"]
     fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
@@ -195,10 +195,10 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     per_fold = {}
     for fold, (path, cases, p) in per_fold_data.items():
         m = classification_metrics([labels[c] for c in cases], p, class_names, threshold=threshold)
-        per_fold[fold] = {k: m[k] for k in ("num_cases", *BOOTSTRAP_METRICS, "collapse_warning")}
+        per_fold[fold] = {k: m[k] for k in ("num_cases", *metric_names(len(class_names)), "collapse_warning")}
         if m["collapse_warning"]:
             logger.warning("WARNING: fold %s: %s", fold, m["collapse_warning"])
-    summary = {n: _mean_sd([m[n] for m in per_fold.values()]) for n in BOOTSTRAP_METRICS}
+    summary = {n: _mean_sd([m[n] for m in per_fold.values()]) for n in metric_names(len(class_names))}
     fold_list = [int(f) if f.isdigit() else f for f in paths]
     result = {"pooled": pooled, "per_fold": per_fold, "per_fold_summary": summary, "folds": fold_list,
               "model_folder": folder, "sources": list(paths.values()), "threshold_file": None}

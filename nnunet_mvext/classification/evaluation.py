@@ -25,7 +25,7 @@ import numpy as np
 from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
 from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
                                                  read_decision_threshold, read_predictions_csv, youden_threshold)
-from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, metrics_with_intervals
+from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "sensitivity": "sensitivity", "specificity": "specificity", "f1": "F1",
-                 "cohen_kappa": "Cohen's kappa"}
+                 "cohen_kappa": "Cohen's kappa", "lld_mmri_score": "LLD-MMRI challenge score (F1 + kappa) / 2"}
 
 
 def _list(items: Sequence[str], limit: int = 10) -> str:
@@ -97,7 +97,7 @@ def metrics_table_markdown(result: dict) -> str:
     """``| metric | value | 95 % CI | interval |`` rows for a :func:`metrics_with_intervals` result."""
     level = int(round(100 * result.get("confidence", 0.95)))
     lines = [f"| metric | value | {level} % CI | interval |", "|---|---|---|---|"]
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(result["class_names"])):
         iv = result.get("intervals", {}).get(name, {})
         ci = "n/a" if iv.get("low") is None else f"{iv['low']:.3f} – {iv['high']:.3f}"
         method = iv.get("method", "").split(",")[0] if iv.get("low") is not None else ""

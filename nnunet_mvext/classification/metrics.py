@@ -5,11 +5,11 @@ class 0, F1 of class 1, AUC of p(class 1). More than two classes: AUC = one-vs-r
 classes of the AUC of p(class c) for "c vs the rest"), sensitivity = macro recall (mean over the classes present in
 the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over the classes present in the reference
 or the predictions (scikit-learn's default labels, the LLD-MMRI 2023 challenge's metric; a class in neither has F1
-0/0 and is named in ``f1_note``, not averaged as 0). Cohen's kappa is unweighted. Predictions are the arg-max of the
-probabilities, or for two classes given a ``threshold``: class 1 when ``p(class 1) >= threshold``
-(:func:`predicted_classes`). A metric whose definition divides by zero on the data (AUC with one class in the
-reference, sensitivity without positive cases) is ``None`` and its ``<metric>_note`` says why; it is never reported
-as 0.
+0/0 and is named in ``f1_note``, not averaged as 0), and the LLD-MMRI challenge score, the challenge's ranking score
+``(macro F1 + Cohen's kappa) / 2``. Cohen's kappa is unweighted. Predictions are the arg-max of the probabilities,
+or for two classes given a ``threshold``: class 1 when ``p(class 1) >= threshold`` (:func:`predicted_classes`). A
+metric whose definition divides by zero on the data (AUC with one class in the reference, sensitivity without
+positive cases) is ``None`` and its ``<metric>_note`` says why; it is never reported as 0.
 
 Point metrics come from scikit-learn; the intervals are in :mod:`nnunet_mvext.classification.statistics`.
 
@@ -18,6 +18,8 @@ References
 - G. W. Brier. Verification of forecasts expressed in terms of probability. Monthly Weather Review 78(1):1-3, 1950.
 - C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger. On calibration of modern neural networks. ICML 2017 (expected
   calibration error, reliability diagrams).
+- LLD-MMRI 2023, the Liver Lesion Diagnosis challenge on multi-phase MRI (MICCAI 2023): ranking score = the mean of
+  macro-F1 and Cohen's kappa (https://github.com/LMMMEng/LLD-MMRI2023).
 - J. Cohen. A coefficient of agreement for nominal scales. Educ. Psychol. Meas. 20(1):37-46, 1960.
 - W. J. Youden. Index for rating diagnostic tests. Cancer 3(1):32-35, 1950.
 """
@@ -36,6 +38,7 @@ from sklearn import metrics as skm
 from nnunet_mvext.errors import MVExtError
 
 DEFAULT_CALIBRATION_BINS = 10
+LLD_MMRI_SCORE = "the LLD-MMRI 2023 challenge score: (macro F1 + Cohen's kappa) / 2"
 
 
 def _names(indices: Sequence[int], class_names: Sequence[str]) -> str:
@@ -176,7 +179,8 @@ def metric_definitions(class_names: Sequence[str], threshold: Optional[float] = 
     return {"auc": "one-vs-rest, macro mean over classes", "sensitivity": "macro recall over the classes present",
             "specificity": "macro one-vs-rest specificity",
             "f1": "macro F1 over the classes present in the reference or the predictions",
-            "cohen_kappa": "unweighted", "prediction": "arg-max", "brier": "mean over cases of sum over classes",
+            "cohen_kappa": "unweighted", "lld_mmri_score": LLD_MMRI_SCORE,
+            "prediction": "arg-max", "brier": "mean over cases of sum over classes",
             "ece": "top-label, equal-width bins (Guo et al. 2017)"}
 
 
@@ -187,10 +191,11 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
     calibration (:func:`brier_score`, :func:`expected_calibration_error`) and :func:`collapse_warning`.
 
     Keys: ``num_cases, class_names, auc, accuracy, balanced_accuracy, sensitivity, specificity, f1, cohen_kappa,
-    confusion_matrix`` (rows true, columns predicted), ``per_class``, ``calibration`` (``brier``, ``ece``,
-    ``n_bins``, ``bins``), ``collapse_warning`` (None or the text), ``definitions`` and, for each metric that is
-    None, ``<metric>_note``. ``threshold`` (binary): predictions by ``p_1 >= threshold`` instead of the arg-max
-    (the calibration stays the top-label arg-max confidence).
+    lld_mmri_score`` (more than two classes only), ``confusion_matrix`` (rows true, columns predicted),
+    ``per_class``, ``calibration`` (``brier``, ``ece``, ``n_bins``, ``bins``), ``collapse_warning`` (None or the
+    text), ``definitions`` and, for each metric that is None, ``<metric>_note``. ``threshold`` (binary):
+    predictions by ``p_1 >= threshold`` instead of the arg-max (the calibration stays the top-label arg-max
+    confidence).
     """
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(probabilities, dtype=float)
@@ -254,6 +259,10 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
                               "bins": calibration_bins(y, p, calibration_bins_count)},
               "collapse_warning": collapse_warning(y, pred, class_names),
               "definitions": metric_definitions(class_names, threshold)}
+    if k > 2:
+        result["lld_mmri_score"] = None if kappa is None else (f1 + kappa) / 2
+        if kappa is None:
+            notes["lld_mmri_score_note"] = "undefined: Cohen's kappa is undefined"
     result.update(notes)
     return result
 

@@ -13,7 +13,8 @@
 Definitions (the same as :mod:`nnunet_mvext.classification.metrics`): class 1 is the positive class of a binary task;
 with more than two classes AUC is the one-vs-rest macro mean, sensitivity the macro recall, specificity the macro
 one-vs-rest specificity, F1 the macro F1 over the classes present in the reference or the predictions (of each
-resample), kappa Cohen's unweighted kappa.
+resample), kappa Cohen's unweighted kappa; more than two classes also the LLD-MMRI challenge score
+``(macro F1 + kappa) / 2``.
 
 The resampled metrics are computed here, vectorised over the resamples, from the confusion matrices and midranks
 instead of calling scikit-learn once per resample: scikit-learn's seven metric functions take about 14 ms per
@@ -46,8 +47,15 @@ from nnunet_mvext.classification.metrics import classification_metrics, predicte
 from nnunet_mvext.errors import MVExtError
 
 BOOTSTRAP_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cohen_kappa")
+#: reported for more than two classes only: the LLD-MMRI 2023 challenge score, (macro F1 + Cohen's kappa) / 2
+MULTICLASS_METRICS = ("lld_mmri_score",)
 DEFAULT_RESAMPLES = 2000
 _CHUNK_ELEMENTS = 2_000_000  # resamples x cases held in memory at once
+
+
+def metric_names(num_classes: int) -> tuple[str, ...]:
+    """The metrics reported (with intervals) for a task of ``num_classes`` classes, in table order."""
+    return BOOTSTRAP_METRICS + (MULTICLASS_METRICS if num_classes > 2 else ())
 
 
 # ---------------------------------------------------------------------------------------------------------- DeLong
@@ -233,7 +241,7 @@ def _auc_rows(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
                   threshold: Optional[float] = None) -> dict[str, np.ndarray]:
-    """Every metric of :data:`BOOTSTRAP_METRICS` for B samples at once: ``y (B, N), probabilities (B, N, K)`` ->
+    """Every metric of :func:`metric_names` for B samples at once: ``y (B, N), probabilities (B, N, K)`` ->
     ``{name: (B,)}``, NaN where a metric is undefined.
 
     With the confusion matrix ``C`` (rows true, columns predicted = arg-max), ``tp_c = C_cc``, support ``r_c``,
@@ -243,7 +251,8 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
     kappa ``(p_o - p_e) / (1 - p_e)``, ``p_e = sum r_c q_c / N^2``; AUC by midranks (Mann-Whitney).
     Binary: sensitivity = recall_1, specificity = recall_0, F1 of class 1, AUC of p_1. More classes: sensitivity the
     mean recall over the classes present, specificity the mean of ``tn_c / (N - r_c)``, macro F1, one-vs-rest
-    macro AUC. ``threshold`` (binary): predictions ``p_1 >= threshold`` instead of the arg-max.
+    macro AUC and the LLD-MMRI challenge score ``(macro F1 + kappa) / 2``. ``threshold`` (binary): predictions
+    ``p_1 >= threshold`` instead of the arg-max.
     """
     b, n, k = probabilities.shape
     pred = predicted_classes(probabilities, threshold)
@@ -268,8 +277,11 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
             spec = np.nanmean(np.where(negatives > 0, tn / negatives, np.nan), axis=1)
             f1_out = np.nanmean(f1, axis=1)
             auc = np.mean([_auc_rows(y == c, probabilities[:, :, c]) for c in range(k)], axis=0)
-    return {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced, "sensitivity": sens,
-            "specificity": spec, "f1": f1_out, "cohen_kappa": kappa}
+    out = {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced, "sensitivity": sens,
+           "specificity": spec, "f1": f1_out, "cohen_kappa": kappa}
+    if k > 2:
+        out["lld_mmri_score"] = (f1_out + kappa) / 2
+    return out
 
 
 def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_resamples: int,
@@ -279,7 +291,8 @@ def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_
         raise MVExtError(f"n_resamples must be at least 1, got {n_resamples}.")
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // max(len(y), 1))
-    out: list[dict[str, list]] = [{name: [] for name in BOOTSTRAP_METRICS} for _ in probability_sets]
+    out: list[dict[str, list]] = [{name: [] for name in metric_names(probability_sets[0].shape[1])}
+                                  for _ in probability_sets]
     done = 0
     while done < n_resamples:
         size = min(chunk, n_resamples - done)
@@ -302,7 +315,7 @@ def _percentile(values: np.ndarray, confidence: float) -> tuple[Optional[float],
 def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95,
                         threshold: Optional[float] = None) -> dict:
-    """Stratified percentile bootstrap interval of every metric of :data:`BOOTSTRAP_METRICS`.
+    """Stratified percentile bootstrap interval of every metric of :func:`metric_names`.
 
     Each of ``n_resamples`` resamples draws the cases of each class with replacement, keeping the class counts
     (:func:`stratified_bootstrap_indices`); the interval is the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles of the
@@ -318,7 +331,7 @@ def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_
     samples = _bootstrap_samples(y, [p], n_resamples, seed, [threshold])[0]
     method = f"stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(class_names)):
         low, high = _percentile(samples[name], confidence)
         out[name] = {"low": low, "high": high, "method": method}
     return out
@@ -347,7 +360,7 @@ def paired_bootstrap(y_true: Sequence[int], probabilities_a: np.ndarray, probabi
     point_a, point_b = batch_metrics(y[None], pa[None], threshold_a), batch_metrics(y[None], pb[None], threshold_b)
     method = f"paired stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(class_names)):
         d = sa[name] - sb[name]
         d = d[np.isfinite(d)]
         point = float(point_a[name][0] - point_b[name][0])
@@ -366,7 +379,7 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
                            threshold: Optional[float] = None) -> dict:
     """:func:`~nnunet_mvext.classification.metrics.classification_metrics` plus ``"intervals"``.
 
-    ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :data:`BOOTSTRAP_METRICS`:
+    ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :func:`metric_names`:
     DeLong's interval for a binary AUC (the headline; bootstrap when a class has fewer than two cases), the
     stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. An AUC of exactly 0 or 1, where
     both give an interval of zero width, gets :func:`boundary_auc_interval` instead, flagged by
@@ -387,7 +400,7 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
             f"AUC is {result['auc']:g}: {intervals['auc']['method'].split(',')[0]} gives an interval of zero width "
             f"there; reported instead: {boundary['method']}, [{boundary['low']:.3f}, {boundary['high']:.3f}]")
         intervals["auc"] = boundary
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(class_names)):
         if result.get(name) is None:
             intervals[name] = {"low": None, "high": None, "method": intervals[name]["method"]}
     result["intervals"] = intervals

@@ -116,3 +116,26 @@ def test_store_threshold_writes_the_exact_format(results, capsys):
     assert main(argv) == 0  # again: the previous file is kept as a backup
     assert [f for f in os.listdir(results["folder"]) if f.startswith(THRESHOLD_FILE) and f.endswith(".bak")]
     assert main(["evaluate-cls", "--cv", "-d", "777", "-c", "3d_tiny", "-f", "0", "0", "-o", "x"]) == 2
+
+
+def test_multiclass_cv_reports_the_lld_mmri_score_pooled_and_per_fold(results):
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(4)
+    y = np.arange(50) % 3
+    probs = np.round(rng.dirichlet(np.ones(3), 50) + 0.3 * np.eye(3)[y], 6)
+    probs /= probs.sum(1, keepdims=True)
+    (results["folder"] / "dataset.json").write_text(json.dumps({"classification": {
+        "class_names": {"0": "a", "1": "b", "2": "c"}, "labels": {c: int(v) for c, v in zip(results["cases"], y)}}}))
+    for fold in range(5):
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [results["cases"][i] for i in idx], probs[idx], names, ["lesion"] * len(idx),
+                               y_true=y[idx])
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=100)
+    pooled = r["pooled"]
+    assert pooled["lld_mmri_score"] == pytest.approx((pooled["f1"] + pooled["cohen_kappa"]) / 2)
+    assert pooled["intervals"]["lld_mmri_score"]["low"] < pooled["lld_mmri_score"]
+    fold_scores = [r["per_fold"][str(f)]["lld_mmri_score"] for f in range(5)]
+    assert r["per_fold_summary"]["lld_mmri_score"]["mean"] == pytest.approx(np.mean(fold_scores))
+    report = (results["out"] / "report.md").read_text()
+    assert report.count("LLD-MMRI challenge score") >= 2  # the pooled table and the per-fold table's column

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -195,7 +194,15 @@ def test_multiclass_comparison_uses_the_bootstrap_for_auc(tmp_path):
     b = _write_pred(tmp_path / "b.csv", cases, np.roll(p, 1, axis=1), names)
     result = compare_classifiers(ref, [a, b], str(tmp_path / "out"), n_resamples=100)
     assert result["comparisons"]["b.csv"]["auc"]["method"].startswith("paired stratified bootstrap")
-    assert os.path.isfile(tmp_path / "out" / "comparison.md")
+    models = result["models"]
+    score = result["comparisons"]["b.csv"]["lld_mmri_score"]
+    assert score["difference"] == pytest.approx(models["b.csv"]["lld_mmri_score"] - models["a.csv"]["lld_mmri_score"])
+    assert score["low"] < score["high"]
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert md.count("| LLD-MMRI challenge score (F1 + kappa) / 2 |") == 2 + 2  # the paired table and each model's
+    e = evaluate_classification(ref, a, str(tmp_path / "e"), n_resamples=100)
+    assert e["intervals"]["lld_mmri_score"]["low"] <= e["lld_mmri_score"] <= e["intervals"]["lld_mmri_score"]["high"]
+    assert "| LLD-MMRI challenge score" in (tmp_path / "e" / "report.md").read_text()
 
 
 def test_a_stored_decision_threshold_in_the_csv_is_applied(tmp_path):

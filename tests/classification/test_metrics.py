@@ -35,6 +35,9 @@ def test_multiclass_definitions_by_hand():
     # one-vs-rest specificity 3/4, 5/6, 5/6; macro F1 (4/7 + 1/2 + 4/5) / 3
     assert m["specificity"] == pytest.approx(29 / 36)
     assert m["f1"] == pytest.approx((4 / 7 + 1 / 2 + 4 / 5) / 3)
+    # LLD-MMRI 2023's ranking score: the mean of macro F1 and kappa
+    assert m["lld_mmri_score"] == pytest.approx(((4 / 7 + 1 / 2 + 4 / 5) / 3 + 3 / 7) / 2)
+    assert "LLD-MMRI" in m["definitions"]["lld_mmri_score"]
     assert [(r["recall"], r["precision"]) for r in m["per_class"]] == \
         [pytest.approx((0.5, 2 / 3)), pytest.approx((0.5, 0.5)), pytest.approx((1.0, 2 / 3))]
     assert m["collapse_warning"] is None
@@ -48,6 +51,7 @@ def test_binary_metrics():
     assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx(0.6) and m["auc"] == pytest.approx(5 / 6)
     assert m["definitions"]["positive_class"] == "pos"
+    assert "lld_mmri_score" not in m  # a multi-class score
 
 
 def test_single_class_reference_reports_undefined_metrics_as_null_with_a_note():

@@ -8,8 +8,8 @@ from sklearn import metrics as skm
 from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.classification.statistics import (BOOTSTRAP_METRICS, batch_metrics, bootstrap_intervals,
                                                     delong_auc, delong_covariance, delong_paired_test,
-                                                    metrics_with_intervals, newcombe_auc_interval, paired_bootstrap,
-                                                    stratified_bootstrap_indices)
+                                                    metric_names, metrics_with_intervals, newcombe_auc_interval,
+                                                    paired_bootstrap, stratified_bootstrap_indices)
 from nnunet_mvext.errors import MVExtError
 
 
@@ -116,7 +116,8 @@ def test_vectorised_metrics_equal_scikit_learn(k):
         y, p = _random_case_set(rng, 40, k)
         fast = {name: v[0] for name, v in batch_metrics(y[None], p[None]).items()}
         ref = classification_metrics(y, p, [f"c{i}" for i in range(k)])
-        for name in BOOTSTRAP_METRICS:
+        assert set(fast) == set(metric_names(k)) and ("lld_mmri_score" in fast) == (k > 2)
+        for name in metric_names(k):
             assert fast[name] == pytest.approx(ref[name], abs=1e-12), name
         pred = p.argmax(1)
         assert fast["cohen_kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
