@@ -25,6 +25,7 @@ import numpy as np
 from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
 from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
                                                  read_decision_threshold, read_predictions_csv, youden_threshold)
+from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
@@ -111,6 +112,8 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
     lines = [f"# {title}", ""]
     if result.get("collapse_warning"):
         lines += [f"**WARNING: {result['collapse_warning']}**", ""]
+    for warning in result.get("warnings", []):
+        lines += [f"**WARNING: {warning}**", ""]
     lines += [f"{result['num_cases']} cases, classes {', '.join(result['class_names'])}. "
               f"Intervals: {result['intervals']['accuracy']['method']}"
               + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else
@@ -202,6 +205,10 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
                     len(left_out))
     result = score(y, probs, names, n_resamples, seed, threshold)
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
+    result["provenance"] = read_provenance(predictions_csv)
+    result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv))
+    for warning in result["warnings"]:
+        logger.warning("WARNING: %s", warning)
     if chill:
         result["reference_cases_not_predicted"] = left_out
     write_outputs(result, y, probs, names, output_folder, "classification_metrics.json",

@@ -359,13 +359,18 @@ def read_decision_threshold(path: str, class_names: Sequence[str]) -> Optional[f
                          f"{allowed}.") from None
 
 
+def read_column(path: str, name: str) -> Optional[dict[str, str]]:
+    """``{case_id: cell}`` of the optional column ``name`` (None without the column; a missing cell is '')."""
+    header, body = _read_rows(path)
+    if name not in header:
+        return None
+    col = header.index(name)
+    return {row[0].strip(): row[col].strip() if len(row) > col else "" for _, row in body}
+
+
 def read_true_classes(path: str) -> Optional[dict[str, str]]:
     """``{case_id: class name}`` from the optional ``true_class`` column (None without the column)."""
-    header, body = _read_rows(path)
-    if "true_class" not in header:
-        return None
-    col = header.index("true_class")
-    return {row[0].strip(): row[col].strip() for _, row in body if len(row) > col}
+    return read_column(path, "true_class")
 
 
 def _pyplot():

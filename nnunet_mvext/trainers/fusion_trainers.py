@@ -471,7 +471,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         with open(os.path.join(folder, "classification_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         write_case_predictions(os.path.join(folder, "classification.csv"), cases, probs, self.case_class_names, rois,
-                               self.phase_names, beta, aux, y_true=y)
+                               self.phase_names, beta, aux, y_true=y, provenance={
+                                   "checkpoint": checkpoint, "checkpoint_selected_on_these_cases":
+                                   int(summary["checkpoint_selected_on_these_cases"])})
         np.savez(os.path.join(folder, "classification_embeddings.npz"), case_ids=np.array(cases),
                  embeddings=np.stack([results[c]["embedding"] for c in cases]), labels=np.array(y))
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "

@@ -139,3 +139,30 @@ def test_multiclass_cv_reports_the_lld_mmri_score_pooled_and_per_fold(results):
     assert r["per_fold_summary"]["lld_mmri_score"]["mean"] == pytest.approx(np.mean(fold_scores))
     report = (results["out"] / "report.md").read_text()
     assert report.count("LLD-MMRI challenge score") >= 2  # the pooled table and the per-fold table's column
+
+
+def test_folds_validated_with_a_checkpoint_selected_on_them_are_warned_about(results, caplog):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    for fold, checkpoint, selected in [(0, "checkpoint_final.pth", 0), (2, "checkpoint_best_auc.pth", 1)]:
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [c[i] for i in idx], p[idx], NAMES, ["lesion"] * len(idx), y_true=y[idx],
+                               provenance={"checkpoint": checkpoint, "checkpoint_selected_on_these_cases": selected})
+    with caplog.at_level("WARNING"):
+        r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                      n_resamples=50)
+    warnings = r["pooled"]["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("fold 2: predicted with checkpoint_best_auc.pth, which was "
+                                                         "selected on these same validation cases")
+    assert "fold 2: predicted with checkpoint_best_auc.pth" in caplog.text
+    assert r["provenance"]["0"] == {"checkpoint": "checkpoint_final.pth", "checkpoint_selected_on_these_cases": "0"}
+    assert "folds 1, 3, 4 names no checkpoint" in r["pooled"]["provenance_note"]
+    assert "**WARNING: fold 2: predicted with checkpoint_best_auc.pth" in (results["out"] / "report.md").read_text()
+    # the marker does not disturb the CSV reader, and evaluate-cls on the fold's CSV alone warns as well
+    fold2 = results["folder"] / "fold_2" / "validation" / "classification.csv"
+    assert read_predictions_csv(str(fold2))[1] == NAMES
+    from nnunet_mvext.classification.evaluation import evaluate_classification
+
+    single = evaluate_classification(str(results["folder"] / "dataset.json"), str(fold2), str(results["out"] / "f2"),
+                                     chill=True, n_resamples=20)
+    assert single["warnings"][0].startswith("classification.csv: predicted with checkpoint_best_auc.pth")

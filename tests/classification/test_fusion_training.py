@@ -157,3 +157,27 @@ def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_a
                  if isinstance(getattr(t, "transform", None), PHASE_SYNCHRONISED)]
     assert {type(t) for t in intensity} == set(PHASE_SYNCHRONISED)  # gamma appears twice in nnU-Net's list
     assert [t.synchronize_channels for t in intensity] == [not ablation] * len(intensity)
+
+
+@pytest.mark.parametrize("loaded, selected", [(None, "0"), ("checkpoint_best_auc.pth", "1")])
+def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_cases(tmp_path, loaded, selected):
+    """evaluate-cls --cv reads the fold CSVs only: the marker must be in them, not only in the summary."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusion
+
+    labels = {"a": 0, "b": 1, "c": 1}
+    trainer = SimpleNamespace(
+        dataset_json={"classification": {"class_names": {"0": "neg", "1": "pos"}, "labels": labels}},
+        plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), case_class_names=["neg", "pos"],
+        _loaded_checkpoint=loaded, fold=0, phase_names=["t1", "t2"], print_to_log_file=lambda *a, **k: None)
+    results = {c: {"probabilities": np.array([0.4, 0.6]), "roi": "lesion", "beta": None, "aux_probabilities": None,
+                   "embedding": np.zeros(4)} for c in labels}
+    nnUNetTrainerFusion.write_classification_validation(trainer, str(tmp_path), results)
+    rows = list(csv.DictReader(open(tmp_path / "classification.csv")))
+    summary = json.load(open(tmp_path / "classification_summary.json"))
+    assert {r["checkpoint_selected_on_these_cases"] for r in rows} == {selected}
+    assert {r["checkpoint"] for r in rows} == {summary["checkpoint"]}
+    assert summary["checkpoint_selected_on_these_cases"] == (selected == "1")
