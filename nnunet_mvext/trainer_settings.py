@@ -74,6 +74,12 @@ def _ablations(v) -> bool:
     return all(isinstance(x, str) and x in PROTOCOL_ABLATIONS for x in v) and len(set(v)) == len(v)
 
 
+def _checkpoint_template(v) -> bool:
+    from nnunet_mvext.classification.pretrained import valid_checkpoint_template
+
+    return valid_checkpoint_template(v)
+
+
 def _betas(v) -> bool:
     return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
 
@@ -149,10 +155,12 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
                 "cases of the fold.", choices=("none", "balanced"), applies_to="fusion"),
-    SettingSpec("pretrained_checkpoint", None, (str,), "a path to an nnU-Net checkpoint (.pth), or null",
+    SettingSpec("pretrained_checkpoint", None, (str,),
+                "a path to an nnU-Net checkpoint (.pth), '{fold}' where the fold goes, or null",
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
-                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
-                applies_to="fusion"),
+                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded. "
+                "'{fold}' becomes the fold trained; a checkpoint of another fold or of fold 'all' is refused (it "
+                "trained on this fold's validation cases).", _checkpoint_template, applies_to="fusion"),
     SettingSpec("protocol_ablation", [], (list,),
                 "a list of 'lesion_only_sampling', 'per_phase_augmentation', 'patch_pooling' (each at most once)",
                 "Fusion trainers, for ablation studies only: turn back items of the first release's protocol. "

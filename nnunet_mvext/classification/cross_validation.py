@@ -5,10 +5,11 @@ predictions of the model that did not train on those cases. Pooling the folds gi
 model that never saw it: the out-of-fold result a paper reports (written as ``oof_classification.csv`` for compare-cls), with intervals (DeLong for a binary AUC, the
 stratified bootstrap for the rest), next to the per-fold metrics (mean ± sd over the folds).
 
-Provenance: each fold CSV's ``checkpoint`` and ``checkpoint_selected_on_these_cases`` columns (written by the fusion
-trainers' validation): a fold validated with a checkpoint selected on its own validation cases (``--val_best``) is
-warned about on screen and in the report, because its predictions, and so the pooled metrics, are optimistic; a fold
-CSV without these columns is named in ``provenance_note``.
+Provenance: each fold CSV's provenance columns (written by the fusion trainers' validation): a fold validated with a
+checkpoint selected on its own validation cases (``--val_best``) is warned about on screen and in the report, because
+its predictions, and so the pooled metrics, are optimistic; so is a fold initialised from a ``pretrained_checkpoint``
+of another fold, of a fold not recorded, or shared with other folds (the segmentation model trained on their
+validation cases). A fold CSV without these columns is named in ``provenance_note``.
 
 Refused before anything is computed, by name: a missing fold (the default folds 0-4; ``-f`` names the folds you
 have), a fold named twice, fold ``all`` (it validates on its own training cases), a case in two folds, class names
@@ -199,7 +200,14 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     y = [labels[c] for c in all_cases]
     pooled = score(y, probs, class_names, n_resamples, seed, threshold)
     provenance = {fold: read_provenance(path) for fold, path in paths.items()}
-    pooled["warnings"] = [w for fold, p in provenance.items() for w in provenance_warnings(p, f"fold {fold}")]
+    pooled["warnings"] = [w for fold, p in provenance.items() for w in provenance_warnings(p, f"fold {fold}", fold)]
+    pretrained = {}
+    for fold, p in provenance.items():
+        if p.get("pretrained_checkpoint"):
+            pretrained.setdefault(p["pretrained_checkpoint"], []).append(fold)
+    pooled["warnings"] += [f"folds {', '.join(folds)} were all initialised from {path}: one segmentation model "
+                           f"trained on the validation cases of at least all but one of them"
+                           for path, folds in pretrained.items() if len(folds) > 1]
     for warning in pooled["warnings"]:
         logger.warning("WARNING: %s", warning)
     unknown = [fold for fold, p in provenance.items() if "checkpoint_selected_on_these_cases" not in p]

@@ -18,8 +18,10 @@ import numpy as np
 
 #: ``checkpoint``: the weights that made the predictions (``checkpoint_final.pth``, ``checkpoint_best_auc.pth``, ...);
 #: ``checkpoint_selected_on_these_cases``: 1 when that checkpoint was chosen on these same validation cases (their
-#: metrics are then optimistic), else 0.
-PROVENANCE_COLUMNS = ("checkpoint", "checkpoint_selected_on_these_cases")
+#: metrics are then optimistic), else 0; ``pretrained_checkpoint``: the file that initialised the model (empty: none),
+#: ``pretrained_checkpoint_fold``: the fold that file was trained on (empty: none or not recorded).
+PROVENANCE_COLUMNS = ("checkpoint", "checkpoint_selected_on_these_cases", "pretrained_checkpoint",
+                      "pretrained_checkpoint_fold")
 
 
 def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> np.ndarray:
@@ -73,13 +75,23 @@ def read_provenance(path: str) -> dict[str, str]:
     return found
 
 
-def provenance_warnings(provenance: dict[str, str], what: str) -> list[str]:
-    """Warnings about the predictions ``what`` (e.g. ``"fold 0"``) from :func:`read_provenance`."""
+def provenance_warnings(provenance: dict[str, str], what: str, fold: Optional[str] = None) -> list[str]:
+    """Warnings about the predictions ``what`` (e.g. ``"fold 0"``) from :func:`read_provenance`; with ``fold`` (the
+    cross-validation fold), also a pretrained checkpoint whose stored fold is not recorded or is another one."""
+    warnings = []
     if "1" in provenance.get("checkpoint_selected_on_these_cases", "").split("; "):
-        return [f"{what}: predicted with {provenance.get('checkpoint', 'a checkpoint')}, which was selected on these "
-                f"same validation cases, so its metrics are optimistic (report checkpoint_final.pth: nnUNetv2_train "
-                f"... --val without --val_best, or held-out cases)"]
-    return []
+        warnings.append(f"{what}: predicted with {provenance.get('checkpoint', 'a checkpoint')}, which was selected on "
+                        f"these same validation cases, so its metrics are optimistic (report checkpoint_final.pth: "
+                        f"nnUNetv2_train ... --val without --val_best, or held-out cases)")
+    pretrained = provenance.get("pretrained_checkpoint", "")
+    if fold is not None and pretrained:
+        trained_on = provenance.get("pretrained_checkpoint_fold", "")
+        if trained_on != str(fold):
+            warnings.append(f"{what}: initialised from the pretrained checkpoint {pretrained}, "
+                            + (f"trained on fold {trained_on}" if trained_on else "which names no fold")
+                            + ": a segmentation model of another fold (or 'all') trained on this fold's validation "
+                              "cases, so its weights may carry them into this fold's predictions")
+    return warnings
 
 
 def phase_names_of(channel_names: dict, phase_channels: Sequence[Sequence[int]]) -> list[str]:

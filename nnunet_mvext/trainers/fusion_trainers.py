@@ -138,9 +138,18 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             add_timestamp=False)
 
     def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict, settings) -> None:
-        """The model description (:meth:`describe_model`) and the shared-folder check, before any folder exists."""
+        """The model description (:meth:`describe_model`), the shared-folder check and this fold's
+        ``pretrained_checkpoint`` (:func:`~nnunet_mvext.classification.pretrained.resolve_pretrained_checkpoint`),
+        before any folder exists."""
         self.case_info = self.describe_model(plans, configuration, dataset_json, settings)
         _check_other_folds(plans, configuration, self.__class__.__name__, fold, self.case_info)
+        self.pretrained = None
+        if settings.pretrained_checkpoint is not None:
+            from nnunet_mvext.classification.pretrained import resolve_pretrained_checkpoint
+
+            self.pretrained = resolve_pretrained_checkpoint(
+                settings.pretrained_checkpoint, fold,
+                f"configuration '{configuration}' of plans '{plans.get('plans_name', '?')}'")
 
     @classmethod
     def describe_model(cls, plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
@@ -177,12 +186,14 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     def initialize(self):
         super().initialize()
-        checkpoint = self.trainer_settings.pretrained_checkpoint
-        if checkpoint is not None:
+        if self.pretrained is not None:
             from nnunet_mvext.classification.pretrained import load_segmentation_weights
 
-            for line in load_segmentation_weights(self._unwrapped(), checkpoint):
+            for line in load_segmentation_weights(self._unwrapped(), self.pretrained["path"]):
                 self.print_to_log_file(line)
+            if self.pretrained["stored_fold"] is None:
+                self.print_to_log_file("WARNING: the pretrained checkpoint names no fold (init_args['fold']): that it "
+                                       "did not train on this fold's validation cases cannot be checked")
 
     # ---------------------------------------------------------------- data
     def get_training_transforms(self, *args, **kwargs):
@@ -457,6 +468,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             "checkpoint": checkpoint,
             "checkpoint_selected_on_these_cases": checkpoint.startswith("checkpoint_best"),
             "computed_on_training_cases": self.fold == "all",
+            "pretrained_checkpoint": None if self.pretrained is None else self.pretrained["path"],
+            "pretrained_checkpoint_fold": None if self.pretrained is None else self.pretrained["stored_fold"],
         })
         if summary["checkpoint_selected_on_these_cases"]:
             summary["warning"] = (f"{checkpoint} was selected on these validation cases: the metrics are optimistic; "
@@ -473,7 +486,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         write_case_predictions(os.path.join(folder, "classification.csv"), cases, probs, self.case_class_names, rois,
                                self.phase_names, beta, aux, y_true=y, provenance={
                                    "checkpoint": checkpoint, "checkpoint_selected_on_these_cases":
-                                   int(summary["checkpoint_selected_on_these_cases"])})
+                                   int(summary["checkpoint_selected_on_these_cases"]),
+                                   "pretrained_checkpoint": summary["pretrained_checkpoint"] or "",
+                                   "pretrained_checkpoint_fold": summary["pretrained_checkpoint_fold"] or ""})
         np.savez(os.path.join(folder, "classification_embeddings.npz"), case_ids=np.array(cases),
                  embeddings=np.stack([results[c]["embedding"] for c in cases]), labels=np.array(y))
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "

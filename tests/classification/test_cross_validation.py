@@ -166,3 +166,21 @@ def test_folds_validated_with_a_checkpoint_selected_on_them_are_warned_about(res
     single = evaluate_classification(str(results["folder"] / "dataset.json"), str(fold2), str(results["out"] / "f2"),
                                      chill=True, n_resamples=20)
     assert single["warnings"][0].startswith("classification.csv: predicted with checkpoint_best_auc.pth")
+
+
+def test_folds_initialised_from_another_folds_segmentation_model_are_warned_about(results):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    own = {"checkpoint": "checkpoint_final.pth", "checkpoint_selected_on_these_cases": 0}
+    for fold, pretrained, stored in [(0, "/seg/fold_0.pth", "0"), (1, "/seg/fold_1.pth", "1"),
+                                     (2, "/seg/fold_0.pth", "0"), (3, "/seg/bare.pth", ""), (4, "", "")]:
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [c[i] for i in idx], p[idx], NAMES, ["lesion"] * len(idx), y_true=y[idx],
+                               provenance={**own, "pretrained_checkpoint": pretrained,
+                                           "pretrained_checkpoint_fold": stored})
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=50)
+    warnings = r["pooled"]["warnings"]
+    assert [w.split(":")[0] for w in warnings] == ["fold 2", "fold 3",
+                                                   "folds 0, 2 were all initialised from /seg/fold_0.pth"]
+    assert "trained on fold 0" in warnings[0] and "which names no fold" in warnings[1]
+    assert "provenance_note" not in r["pooled"]

@@ -159,9 +159,13 @@ def test_the_fusion_trainers_draw_intensity_augmentation_per_phase_only_in_the_a
     assert [t.synchronize_channels for t in intensity] == [not ablation] * len(intensity)
 
 
-@pytest.mark.parametrize("loaded, selected", [(None, "0"), ("checkpoint_best_auc.pth", "1")])
-def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_cases(tmp_path, loaded, selected):
-    """evaluate-cls --cv reads the fold CSVs only: the marker must be in them, not only in the summary."""
+@pytest.mark.parametrize("loaded, selected, pretrained", [
+    (None, "0", None),
+    ("checkpoint_best_auc.pth", "1", {"path": "/seg/fold_0/checkpoint_final.pth", "stored_fold": "0"})])
+def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_cases(tmp_path, loaded, selected,
+                                                                                      pretrained):
+    """evaluate-cls --cv reads the fold CSVs only: the marker (and the pretrained checkpoint) must be in them, not
+    only in the summary."""
     import csv
     import json
     from types import SimpleNamespace
@@ -172,7 +176,8 @@ def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_
     trainer = SimpleNamespace(
         dataset_json={"classification": {"class_names": {"0": "neg", "1": "pos"}, "labels": labels}},
         plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), case_class_names=["neg", "pos"],
-        _loaded_checkpoint=loaded, fold=0, phase_names=["t1", "t2"], print_to_log_file=lambda *a, **k: None)
+        _loaded_checkpoint=loaded, fold=0, phase_names=["t1", "t2"], print_to_log_file=lambda *a, **k: None,
+        pretrained=pretrained)
     results = {c: {"probabilities": np.array([0.4, 0.6]), "roi": "lesion", "beta": None, "aux_probabilities": None,
                    "embedding": np.zeros(4)} for c in labels}
     nnUNetTrainerFusion.write_classification_validation(trainer, str(tmp_path), results)
@@ -181,3 +186,6 @@ def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_
     assert {r["checkpoint_selected_on_these_cases"] for r in rows} == {selected}
     assert {r["checkpoint"] for r in rows} == {summary["checkpoint"]}
     assert summary["checkpoint_selected_on_these_cases"] == (selected == "1")
+    path, fold = (pretrained["path"], "0") if pretrained else ("", "")
+    assert {(r["pretrained_checkpoint"], r["pretrained_checkpoint_fold"]) for r in rows} == {(path, fold)}
+    assert summary["pretrained_checkpoint"] == (path or None)
