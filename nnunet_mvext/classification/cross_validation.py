@@ -35,9 +35,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
-from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_decision_threshold,
-                                                 read_predictions_csv, read_true_classes)
+from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _list, lesion_localisation, report_markdown, score,
+                                                    write_outputs)
+from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_column,
+                                                 read_decision_threshold, read_predictions_csv, read_true_classes)
 from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
@@ -199,6 +200,10 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     probs = np.concatenate([p for _, _, p in per_fold_data.values()])
     y = [labels[c] for c in all_cases]
     pooled = score(y, probs, class_names, n_resamples, seed, threshold)
+    rois = [read_column(path, "roi") for path in paths.values()]
+    pooled["lesion_localisation"] = lesion_localisation(
+        None if None in rois else {c: v for r in rois for c, v in r.items()}, all_cases, y, probs, class_names,
+        n_resamples, seed, threshold)
     provenance = {fold: read_provenance(path) for fold, path in paths.items()}
     pooled["warnings"] = [w for fold, p in provenance.items() for w in provenance_warnings(p, f"fold {fold}", fold)]
     pretrained = {}

@@ -184,3 +184,14 @@ def test_folds_initialised_from_another_folds_segmentation_model_are_warned_abou
                                                    "folds 0, 2 were all initialised from /seg/fold_0.pth"]
     assert "trained on fold 0" in warnings[0] and "which names no fold" in warnings[1]
     assert "provenance_note" not in r["pooled"]
+
+
+def test_cv_counts_the_pooled_cases_without_a_predicted_lesion(results):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    idx = list(range(1, 50, 5))
+    write_case_predictions(str(results["folder"] / "fold_1" / "validation" / "classification.csv"),
+                           [c[i] for i in idx], p[idx], NAMES, ["none", "none"] + ["lesion"] * 8, y_true=y[idx])
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=50)
+    local = r["pooled"]["lesion_localisation"]
+    assert local["cases"] == ["case_001", "case_006"] and local["metrics_with_predicted_lesion_only"]["num_cases"] == 48
+    assert "2 of 50 cases had no predicted lesion" in (results["out"] / "report.md").read_text()
