@@ -154,7 +154,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "boxes.", applies_to="fusion"),
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
-                "cases of the fold.", choices=("none", "balanced"), applies_to="fusion"),
+                "cases of the fold that enter the classification loss (with lesion voxels, or fallback_roi_label "
+                "voxels when set).", choices=("none", "balanced"), applies_to="fusion"),
     SettingSpec("pretrained_checkpoint", None, (str,),
                 "a path to an nnU-Net checkpoint (.pth), '{fold}' where the fold goes, or null",
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "

@@ -57,7 +57,9 @@ from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_inf
                                                       fusion_model_info)
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
-from nnunet_mvext.classification.training_data import RoiCentredDataset, phase_consistent
+from nnunet_mvext.classification.training_data import (RoiCentredDataset, balanced_class_weights,
+                                                       cases_in_classification_loss, classes_without_loss_cases,
+                                                       phase_consistent)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
@@ -237,18 +239,24 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         tr_keys, val_keys = self.do_split()
         source = f"dataset.json of {self.plans_manager.dataset_name}"
         self.case_labels = require_labels(self.dataset_json, list(tr_keys) + list(val_keys), source)
-        self.lesion_free_cases = {k for k in list(tr_keys) + list(val_keys) if not len(load_pickle(os.path.join(
-            self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"].get(self.lesion_label, ()))}
+        locations = {k: load_pickle(os.path.join(self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"]
+                     for k in list(tr_keys) + list(val_keys)}
+        self.lesion_free_cases = {k for k, loc in locations.items() if not len(loc.get(self.lesion_label, ()))}
         if self.lesion_free_cases:
             how = (f"localised by the fallback label {self.fallback_label}" if self.fallback_label is not None else
                    "left out of the classification loss (set trainer_settings 'fallback_roi_label' to localise them)")
             self.print_to_log_file(f"{len(self.lesion_free_cases)} case(s) have no voxel of the lesion label "
                                    f"{self.lesion_label}, {how}: {', '.join(sorted(self.lesion_free_cases))}")
+        loss_keys = cases_in_classification_loss({k: locations[k] for k in tr_keys}, self.lesion_label,
+                                                 self.fallback_label)
+        for warning in classes_without_loss_cases({k: self.case_labels[k] for k in tr_keys}, loss_keys,
+                                                  self.case_class_names, self.fallback_label):
+            self.print_to_log_file(f"WARNING: {warning}")
         if self.trainer_settings.class_weighting == "balanced":
-            counts = np.bincount([self.case_labels[k] for k in tr_keys], minlength=len(self.case_class_names))
-            weights = len(tr_keys) / (len(counts) * np.maximum(counts, 1))
+            weights = balanced_class_weights([self.case_labels[k] for k in loss_keys], len(self.case_class_names))
             self.class_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
-            self.print_to_log_file(f"class weights (balanced): {np.round(weights, 3).tolist()}")
+            self.print_to_log_file(f"class weights (balanced, from the {len(loss_keys)} training cases that enter the "
+                                   f"classification loss): {np.round(weights, 3).tolist()}")
         if self.fold == "all":
             self.print_to_log_file("WARNING: fold 'all' trains on every case, so its validation cases are training "
                                    "cases: no checkpoint_best_auc.pth is written and the classification summary is "
