@@ -78,6 +78,12 @@ def _probability_below_one(v) -> bool:
     return 0 <= v < 1
 
 
+def _checkpoint_template(v) -> bool:
+    from nnunet_mvext.classification.pretrained import valid_checkpoint_template
+
+    return valid_checkpoint_template(v)
+
+
 def _betas(v) -> bool:
     return len(v) == 3 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)
 
@@ -152,11 +158,14 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "boxes.", applies_to="fusion"),
     SettingSpec("class_weighting", "balanced", (str,), "one of 'none', 'balanced'",
                 "Fusion trainers: class imbalance. balanced: cross-entropy weights n / (K n_k) from the training "
-                "cases of the fold.", choices=("none", "balanced"), applies_to="fusion"),
-    SettingSpec("pretrained_checkpoint", None, (str,), "a path to an nnU-Net checkpoint (.pth), or null",
+                "cases of the fold that enter the classification loss (with lesion voxels, or fallback_roi_label "
+                "voxels when set).", choices=("none", "balanced"), applies_to="fusion"),
+    SettingSpec("pretrained_checkpoint", None, (str,),
+                "a path to an nnU-Net checkpoint (.pth), '{fold}' where the fold goes, or null",
                 "Fusion trainers: initialise every phase encoder (first conv from that phase's input channels) and "
-                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded.",
-                applies_to="fusion"),
+                "the decoder from a segmentation model trained on the same plan; the log lists what was loaded. "
+                "'{fold}' becomes the fold trained; a checkpoint of another fold or of fold 'all' is refused (it "
+                "trained on this fold's validation cases).", _checkpoint_template, applies_to="fusion"),
     SettingSpec("lesion_context", "ring", (str,), "one of 'ring', 'patch'",
                 "Fusion trainers: what the lesion is compared with at every encoder stage (embedding [lesion mean; "
                 "lesion mean - context mean]): a one-voxel ring around it at each stage's resolution, or the whole "

@@ -51,12 +51,19 @@ def test_misspelled_key_is_named_with_suggestion_and_allowed_keys():
     ("adan_betas", [0.9, 0.9], "out of range"),
     ("protocol_ablation", ["patch_pooling", "lesion_pooling"], "out of range"),
     ("protocol_ablation", ["patch_pooling", "patch_pooling"], "out of range"),
+    ("pretrained_checkpoint", "/models/fold_{fold_id}/checkpoint_final.pth", "out of range"),
+    ("pretrained_checkpoint", "/models/fold_{fold/checkpoint_final.pth", "out of range"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(key, value, problem):
     with pytest.raises(MVExtError) as e:
         validate_raw_settings({key: value}, WHERE)
     assert f"'{key}'" in str(e.value) and problem in str(e.value)
     assert SETTINGS[key].allowed in str(e.value)
+
+
+def test_a_fold_placeholder_is_accepted_in_the_pretrained_checkpoint():
+    path = "/models/fold_{fold}/checkpoint_final.pth"
+    assert resolve_trainer_settings({"pretrained_checkpoint": path}, WHERE).pretrained_checkpoint == path
 
 
 def test_warmup_must_be_shorter_than_training():

@@ -21,7 +21,7 @@ import numpy as np
 from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _fmt, _list, load_reference, match_cases,
                                                     metrics_table_markdown)
 from nnunet_mvext.classification.metrics import read_decision_threshold, read_predictions_csv
-from nnunet_mvext.classification.statistics import (BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, delong_paired_test,
+from nnunet_mvext.classification.statistics import (DEFAULT_RESAMPLES, delong_paired_test, metric_names,
                                                     metrics_with_intervals, paired_bootstrap)
 from nnunet_mvext.errors import MVExtError
 
@@ -107,7 +107,7 @@ def comparison_table_markdown(labels: Sequence[str], models: dict, comparisons: 
     level = int(round(100 * next(iter(models.values()))["confidence"]))
     lines = [f"| metric | model | value ({level} % CI) | difference vs baseline ({level} % CI) | p | test |",
              "|---|---|---|---|---|---|"]
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(next(iter(models.values()))["class_names"])):
         for i, label in enumerate(labels):
             m = models[label]
             iv = m["intervals"][name]

@@ -5,6 +5,12 @@ predictions of the model that did not train on those cases. Pooling the folds gi
 model that never saw it: the out-of-fold result a paper reports (written as ``oof_classification.csv`` for compare-cls), with intervals (DeLong for a binary AUC, the
 stratified bootstrap for the rest), next to the per-fold metrics (mean ± sd over the folds).
 
+Provenance: each fold CSV's provenance columns (written by the fusion trainers' validation): a fold validated with a
+checkpoint selected on its own validation cases (``--val_best``) is warned about on screen and in the report, because
+its predictions, and so the pooled metrics, are optimistic; so is a fold initialised from a ``pretrained_checkpoint``
+of another fold, of a fold not recorded, or shared with other folds (the segmentation model trained on their
+validation cases). A fold CSV without these columns is named in ``provenance_note``.
+
 Refused before anything is computed, by name: a missing fold (the default folds 0-4; ``-f`` names the folds you
 have), a fold named twice, fold ``all`` (it validates on its own training cases), a case in two folds, class names
 that differ between folds, and a case without a reference label.
@@ -29,10 +35,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
-from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_decision_threshold,
-                                                 read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
+from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _list, lesion_localisation, report_markdown, score,
+                                                    write_outputs)
+from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_column,
+                                                 read_decision_threshold, read_predictions_csv, read_true_classes)
+from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
+from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -136,7 +144,7 @@ def _mean_sd(values: list[Optional[float]]) -> dict:
 
 
 def per_fold_table_markdown(per_fold: dict, summary: dict) -> str:
-    names = list(BOOTSTRAP_METRICS)
+    names = [n for n in summary if n in next(iter(per_fold.values()))]
     lines = ["| fold | cases | " + " | ".join(METRIC_LABELS[n] for n in names) + " |",
              "|---" * (len(names) + 2) + "|"]
     fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
@@ -157,7 +165,9 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     ``oof_classification.csv`` (the pooled predictions, for ``compare-cls``).
 
     Returns ``{"pooled": metrics with intervals, "per_fold": {fold: point metrics}, "per_fold_summary":
-    {metric: {"mean", "sd", "folds_defined"}}, "folds", "model_folder", "sources", "threshold_file"}``.
+    {metric: {"mean", "sd", "folds_defined"}}, "folds", "model_folder", "sources", "threshold_file", "provenance":
+    {fold: the CSV's provenance columns}}``; ``pooled["warnings"]`` lists the folds validated with a checkpoint
+    selected on them.
     """
     folder = model_folder(dataset, configuration, trainer, plans)
     paths = fold_csvs(folder, folds)
@@ -190,17 +200,38 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     probs = np.concatenate([p for _, _, p in per_fold_data.values()])
     y = [labels[c] for c in all_cases]
     pooled = score(y, probs, class_names, n_resamples, seed, threshold)
+    rois = [read_column(path, "roi") for path in paths.values()]
+    pooled["lesion_localisation"] = lesion_localisation(
+        None if None in rois else {c: v for r in rois for c, v in r.items()}, all_cases, y, probs, class_names,
+        n_resamples, seed, threshold)
+    provenance = {fold: read_provenance(path) for fold, path in paths.items()}
+    pooled["warnings"] = [w for fold, p in provenance.items() for w in provenance_warnings(p, f"fold {fold}", fold)]
+    pretrained = {}
+    for fold, p in provenance.items():
+        if p.get("pretrained_checkpoint"):
+            pretrained.setdefault(p["pretrained_checkpoint"], []).append(fold)
+    pooled["warnings"] += [f"folds {', '.join(folds)} were all initialised from {path}: one segmentation model "
+                           f"trained on the validation cases of at least all but one of them"
+                           for path, folds in pretrained.items() if len(folds) > 1]
+    for warning in pooled["warnings"]:
+        logger.warning("WARNING: %s", warning)
+    unknown = [fold for fold, p in provenance.items() if "checkpoint_selected_on_these_cases" not in p]
+    if unknown:
+        pooled["provenance_note"] = (f"the CSV of fold{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} names no "
+                                     f"checkpoint (written by an earlier release): whether it was selected on its "
+                                     f"validation cases is not known")
     if store_threshold and pooled.get("youden") is None:
         raise MVExtError("--store-threshold: the pooled reference holds a single class; no threshold can be chosen.")
     per_fold = {}
     for fold, (path, cases, p) in per_fold_data.items():
         m = classification_metrics([labels[c] for c in cases], p, class_names, threshold=threshold)
-        per_fold[fold] = {k: m[k] for k in ("num_cases", *BOOTSTRAP_METRICS, "collapse_warning")}
+        per_fold[fold] = {k: m[k] for k in ("num_cases", *metric_names(len(class_names)), "collapse_warning")}
         if m["collapse_warning"]:
             logger.warning("WARNING: fold %s: %s", fold, m["collapse_warning"])
-    summary = {n: _mean_sd([m[n] for m in per_fold.values()]) for n in BOOTSTRAP_METRICS}
+    summary = {n: _mean_sd([m[n] for m in per_fold.values()]) for n in metric_names(len(class_names))}
     fold_list = [int(f) if f.isdigit() else f for f in paths]
     result = {"pooled": pooled, "per_fold": per_fold, "per_fold_summary": summary, "folds": fold_list,
+              "provenance": provenance,
               "model_folder": folder, "sources": list(paths.values()), "threshold_file": None}
     if store_threshold:
         threshold_path = os.path.join(folder, THRESHOLD_FILE)

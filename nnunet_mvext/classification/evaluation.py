@@ -9,8 +9,9 @@ refused, naming the file, row and case.
 Writes into the output folder: ``classification_metrics.json`` (the point metrics of
 :func:`~nnunet_mvext.classification.metrics.classification_metrics`, ``intervals``: DeLong for a binary AUC, the
 stratified bootstrap for the rest, calibration, per-class recall and precision, the collapse warning and, for a
-binary task, the Youden threshold), ``report.md``, ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` and,
-given embeddings, ``tsne.png``.
+binary task, the Youden threshold; ``lesion_localisation`` when the CSV has the ``roi`` column: how many cases had no
+predicted lesion and the metrics without them), ``report.md``, ``roc.png``, ``confusion_matrix.png``,
+``reliability.png`` and, given embeddings, ``tsne.png``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import numpy as np
 
 from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
 from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
-                                                 read_decision_threshold, read_predictions_csv, youden_threshold)
-from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES, metrics_with_intervals
+                                                 read_column, read_decision_threshold, read_predictions_csv,
+                                                 youden_threshold)
+from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
+from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
 
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "sensitivity": "sensitivity", "specificity": "specificity", "f1": "F1",
-                 "cohen_kappa": "Cohen's kappa"}
+                 "cohen_kappa": "Cohen's kappa", "lld_mmri_score": "LLD-MMRI challenge score (F1 + kappa) / 2"}
 
 
 def _list(items: Sequence[str], limit: int = 10) -> str:
@@ -97,7 +100,7 @@ def metrics_table_markdown(result: dict) -> str:
     """``| metric | value | 95 % CI | interval |`` rows for a :func:`metrics_with_intervals` result."""
     level = int(round(100 * result.get("confidence", 0.95)))
     lines = [f"| metric | value | {level} % CI | interval |", "|---|---|---|---|"]
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(result["class_names"])):
         iv = result.get("intervals", {}).get(name, {})
         ci = "n/a" if iv.get("low") is None else f"{iv['low']:.3f} – {iv['high']:.3f}"
         method = iv.get("method", "").split(",")[0] if iv.get("low") is not None else ""
@@ -111,9 +114,13 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
     lines = [f"# {title}", ""]
     if result.get("collapse_warning"):
         lines += [f"**WARNING: {result['collapse_warning']}**", ""]
+    for warning in result.get("warnings", []):
+        lines += [f"**WARNING: {warning}**", ""]
     lines += [f"{result['num_cases']} cases, classes {', '.join(result['class_names'])}. "
               f"Intervals: {result['intervals']['accuracy']['method']}"
-              + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else "."), ""]
+              + ("; binary AUC: DeLong." if result["intervals"]["auc"].get("method") == "DeLong" else
+                 f"; AUC: {result['intervals']['auc']['method']} (see the notes)." if "auc_interval_note" in result
+                 else "."), ""]
     lines += [f"Prediction: {result['definitions']['prediction']}.", "", metrics_table_markdown(result), ""]
     lines += ["| class | cases | predicted | recall | precision |", "|---|---|---|---|---|"]
     for row in result["per_class"]:
@@ -130,6 +137,12 @@ def report_markdown(result: dict, title: str, sources: Sequence[str] = ()) -> st
     notes = [f"- {k[:-5]}: {v}" for k, v in result.items() if k.endswith("_note")]
     if notes:
         lines += ["Notes:"] + notes + [""]
+    local = result.get("lesion_localisation")
+    if local is not None:
+        lines += ["## Cases without a predicted lesion", "", local["summary"] + ".", ""]
+        if local["metrics_with_predicted_lesion_only"] is not None:
+            lines += [f"Metrics of the {local['metrics_with_predicted_lesion_only']['num_cases']} cases with a "
+                      f"predicted lesion:", "", metrics_table_markdown(local["metrics_with_predicted_lesion_only"]), ""]
     defs = result["definitions"]
     lines += ["Definitions: " + "; ".join(f"{k}: {v}" for k, v in defs.items()) + ".", ""]
     if sources:
@@ -148,6 +161,42 @@ def score(y: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str
     if result["collapse_warning"]:
         logger.warning("WARNING: %s", result["collapse_warning"])
     return result
+
+
+def lesion_localisation(roi: Optional[dict[str, str]], cases: Sequence[str], y: Sequence[int],
+                        probabilities: np.ndarray, class_names: Sequence[str], n_resamples: int, seed: int,
+                        threshold: Optional[float] = None) -> Optional[dict]:
+    """The cases classified without a predicted lesion and the metrics without them; None without a ``roi`` column.
+
+    ``roi`` (:func:`~nnunet_mvext.classification.metrics.read_column` of the ``roi`` column): ``lesion`` where the
+    case was pooled over its predicted (or given) lesion; ``fallback`` (the ``fallback_roi_label`` region) or
+    ``none`` (the whole patch at the volume centre, which the head never trained on) otherwise. Returns
+    ``{"count", "cases", "by_roi": {roi: count}, "summary", "metrics_with_predicted_lesion_only"}``, the last
+    :func:`metrics_with_intervals` on the cases with ``roi`` = ``lesion`` (None when there is none), and logs the
+    summary (a warning when a case had neither lesion nor fallback region).
+    """
+    if roi is None:
+        return None
+    flagged = [c for c in cases if roi.get(c) != "lesion"]
+    by_roi = {kind: sum(roi.get(c) == kind for c in flagged) for kind in sorted({roi.get(c) or "" for c in flagged})}
+    kept = np.array([roi.get(c) == "lesion" for c in cases])
+    metrics = None
+    if flagged and kept.any():
+        metrics = metrics_with_intervals(np.asarray(y)[kept], probabilities[kept], class_names,
+                                         n_resamples=n_resamples, seed=seed, threshold=threshold)
+    summary = f"{len(flagged)} of {len(cases)} cases had no predicted lesion"
+    if flagged:
+        summary += (" (" + ", ".join(f"roi '{k}': {v}" for k, v in by_roi.items()) + f"): {_list(flagged)}; "
+                    f"they are scored like the others in the metrics above")
+        if metrics is not None:
+            summary += (f"; without them ({metrics['num_cases']} cases): AUC {_fmt(metrics['auc'])}, accuracy "
+                        f"{_fmt(metrics['accuracy'])}, F1 {_fmt(metrics['f1'])}")
+    if by_roi.get("none"):
+        logger.warning("WARNING: %s.", summary)
+    else:
+        logger.info("%s.", summary)
+    return {"count": len(flagged), "cases": flagged, "by_roi": by_roi, "summary": summary,
+            "metrics_with_predicted_lesion_only": metrics}
 
 
 def write_outputs(result: dict, y: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
@@ -200,8 +249,14 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
                     len(left_out))
     result = score(y, probs, names, n_resamples, seed, threshold)
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
+    result["provenance"] = read_provenance(predictions_csv)
+    result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv))
+    for warning in result["warnings"]:
+        logger.warning("WARNING: %s", warning)
     if chill:
         result["reference_cases_not_predicted"] = left_out
+    result["lesion_localisation"] = lesion_localisation(read_column(predictions_csv, "roi"), cases, y, probs, names,
+                                                        n_resamples, seed, threshold)
     write_outputs(result, y, probs, names, output_folder, "classification_metrics.json",
                   f"Classification: {os.path.basename(predictions_csv)}", [reference, predictions_csv])
     if emb is not None:

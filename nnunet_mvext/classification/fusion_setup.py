@@ -8,7 +8,6 @@ model folder's ``plans.json`` for ``nnUNetv2_predict`` and in every checkpoint f
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Optional
 
 from nnunet_mvext.architectures.multiphase_fusion_net import NETWORK_VERSION, validate_phase_channels
@@ -86,9 +85,6 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
         if fallback == lesion:
             raise MVExtError(f"trainer_settings of {where}: 'fallback_roi_label' equals 'lesion_label' ({lesion}); "
                              f"it must name another label (e.g. the organ).")
-    if settings.pretrained_checkpoint is not None and not os.path.isfile(settings.pretrained_checkpoint):
-        raise MVExtError(f"trainer_settings of {where}: 'pretrained_checkpoint' {settings.pretrained_checkpoint} is not "
-                         f"a file. Allowed: the path of an nnU-Net checkpoint (.pth) trained on the same plan.")
     names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,

@@ -3,11 +3,13 @@
 Definitions. Binary tasks: class 1 is the positive class; sensitivity = recall of class 1, specificity = recall of
 class 0, F1 of class 1, AUC of p(class 1). More than two classes: AUC = one-vs-rest macro (the unweighted mean over
 classes of the AUC of p(class c) for "c vs the rest"), sensitivity = macro recall (mean over the classes present in
-the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over all classes. Cohen's kappa is
-unweighted. Predictions are the arg-max of the probabilities, or for two classes given a ``threshold``: class 1
-when ``p(class 1) >= threshold`` (:func:`predicted_classes`). A metric whose definition divides by zero on the data
-(AUC with one class in the reference, sensitivity without positive cases) is ``None`` and its ``<metric>_note``
-says why; it is never reported as 0.
+the reference), specificity = macro one-vs-rest specificity, F1 = macro F1 over the classes present in the reference
+or the predictions (scikit-learn's default labels, the LLD-MMRI 2023 challenge's metric; a class in neither has F1
+0/0 and is named in ``f1_note``, not averaged as 0), and the LLD-MMRI challenge score, the challenge's ranking score
+``(macro F1 + Cohen's kappa) / 2``. Cohen's kappa is unweighted. Predictions are the arg-max of the probabilities,
+or for two classes given a ``threshold``: class 1 when ``p(class 1) >= threshold`` (:func:`predicted_classes`). A
+metric whose definition divides by zero on the data (AUC with one class in the reference, sensitivity without
+positive cases) is ``None`` and its ``<metric>_note`` says why; it is never reported as 0.
 
 Point metrics come from scikit-learn; the intervals are in :mod:`nnunet_mvext.classification.statistics`.
 
@@ -16,6 +18,8 @@ References
 - G. W. Brier. Verification of forecasts expressed in terms of probability. Monthly Weather Review 78(1):1-3, 1950.
 - C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger. On calibration of modern neural networks. ICML 2017 (expected
   calibration error, reliability diagrams).
+- LLD-MMRI 2023, the Liver Lesion Diagnosis challenge on multi-phase MRI (MICCAI 2023): ranking score = the mean of
+  macro-F1 and Cohen's kappa (https://github.com/LMMMEng/LLD-MMRI2023).
 - J. Cohen. A coefficient of agreement for nominal scales. Educ. Psychol. Meas. 20(1):37-46, 1960.
 - W. J. Youden. Index for rating diagnostic tests. Cancer 3(1):32-35, 1950.
 """
@@ -34,6 +38,7 @@ from sklearn import metrics as skm
 from nnunet_mvext.errors import MVExtError
 
 DEFAULT_CALIBRATION_BINS = 10
+LLD_MMRI_SCORE = "the LLD-MMRI 2023 challenge score: (macro F1 + Cohen's kappa) / 2"
 
 
 def _names(indices: Sequence[int], class_names: Sequence[str]) -> str:
@@ -172,8 +177,10 @@ def metric_definitions(class_names: Sequence[str], threshold: Optional[float] = 
                 "brier": f"mean (p({pos}) - y)^2",
                 "ece": "top-label, equal-width bins (Guo et al. 2017)"}
     return {"auc": "one-vs-rest, macro mean over classes", "sensitivity": "macro recall over the classes present",
-            "specificity": "macro one-vs-rest specificity", "f1": "macro F1 over all classes",
-            "cohen_kappa": "unweighted", "prediction": "arg-max", "brier": "mean over cases of sum over classes",
+            "specificity": "macro one-vs-rest specificity",
+            "f1": "macro F1 over the classes present in the reference or the predictions",
+            "cohen_kappa": "unweighted", "lld_mmri_score": LLD_MMRI_SCORE,
+            "prediction": "arg-max", "brier": "mean over cases of sum over classes",
             "ece": "top-label, equal-width bins (Guo et al. 2017)"}
 
 
@@ -184,10 +191,11 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
     calibration (:func:`brier_score`, :func:`expected_calibration_error`) and :func:`collapse_warning`.
 
     Keys: ``num_cases, class_names, auc, accuracy, balanced_accuracy, sensitivity, specificity, f1, cohen_kappa,
-    confusion_matrix`` (rows true, columns predicted), ``per_class``, ``calibration`` (``brier``, ``ece``,
-    ``n_bins``, ``bins``), ``collapse_warning`` (None or the text), ``definitions`` and, for each metric that is
-    None, ``<metric>_note``. ``threshold`` (binary): predictions by ``p_1 >= threshold`` instead of the arg-max
-    (the calibration stays the top-label arg-max confidence).
+    lld_mmri_score`` (more than two classes only), ``confusion_matrix`` (rows true, columns predicted),
+    ``per_class``, ``calibration`` (``brier``, ``ece``, ``n_bins``, ``bins``), ``collapse_warning`` (None or the
+    text), ``definitions`` and, for each metric that is None, ``<metric>_note``. ``threshold`` (binary):
+    predictions by ``p_1 >= threshold`` instead of the arg-max (the calibration stays the top-label arg-max
+    confidence).
     """
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(probabilities, dtype=float)
@@ -234,7 +242,13 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
         spec = float(np.mean(spec_values)) if spec_values else None
         if spec is None:
             notes["specificity_note"] = f"undefined (0/0): {single}"
-        f1 = float(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0))
+        scored = sorted(set(y.tolist()) | set(pred.tolist()))
+        f1 = float(skm.f1_score(y, pred, average="macro", labels=scored, zero_division=0))
+        unscored = [c for c in labels if c not in scored]
+        if unscored:
+            notes["f1_note"] = (f"macro F1 over the {len(scored)} classes present in the reference or the predictions; "
+                                f"class{'es' if len(unscored) > 1 else ''} {_names(unscored, class_names)} "
+                                f"{'are' if len(unscored) > 1 else 'is'} in neither and left out")
     result = {"num_cases": int(len(y)), "class_names": list(class_names), "auc": auc,
               "accuracy": float(skm.accuracy_score(y, pred)), "balanced_accuracy": balanced,
               "sensitivity": sens, "specificity": spec, "f1": f1, "cohen_kappa": kappa,
@@ -245,6 +259,10 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, cla
                               "bins": calibration_bins(y, p, calibration_bins_count)},
               "collapse_warning": collapse_warning(y, pred, class_names),
               "definitions": metric_definitions(class_names, threshold)}
+    if k > 2:
+        result["lld_mmri_score"] = None if kappa is None else (f1 + kappa) / 2
+        if kappa is None:
+            notes["lld_mmri_score_note"] = "undefined: Cohen's kappa is undefined"
     result.update(notes)
     return result
 
@@ -341,13 +359,18 @@ def read_decision_threshold(path: str, class_names: Sequence[str]) -> Optional[f
                          f"{allowed}.") from None
 
 
+def read_column(path: str, name: str) -> Optional[dict[str, str]]:
+    """``{case_id: cell}`` of the optional column ``name`` (None without the column; a missing cell is '')."""
+    header, body = _read_rows(path)
+    if name not in header:
+        return None
+    col = header.index(name)
+    return {row[0].strip(): row[col].strip() if len(row) > col else "" for _, row in body}
+
+
 def read_true_classes(path: str) -> Optional[dict[str, str]]:
     """``{case_id: class name}`` from the optional ``true_class`` column (None without the column)."""
-    header, body = _read_rows(path)
-    if "true_class" not in header:
-        return None
-    col = header.index("true_class")
-    return {row[0].strip(): row[col].strip() for _, row in body if len(row) > col}
+    return read_column(path, "true_class")
 
 
 def _pyplot():

@@ -12,9 +12,20 @@ fusion trainers read the checkpoint themselves:
 - the classification head starts from scratch.
 
 Every tensor that is not loaded is named in the returned log lines.
+
+**One checkpoint per fold.** A segmentation model of fold 0 was trained on the validation cases of folds 1-4: its
+encoders, and the decoder that localises those cases, carry them into the cross-validation of the fusion model.
+:func:`resolve_pretrained_checkpoint` therefore expands a ``{fold}`` placeholder in the path with the fold being
+trained and refuses, before nnU-Net creates a folder, a checkpoint whose stored fold (nnU-Net keeps the trainer's
+``__init__`` arguments in ``checkpoint["init_args"]``, the fold among them) is another fold or ``all``. Fold ``all``
+of the fusion model may start from any checkpoint (its "validation" cases are training cases anyway).
 """
 
 from __future__ import annotations
+
+import os
+import string
+from typing import Optional
 
 import torch
 
@@ -30,6 +41,59 @@ def _first_conv_slice(source: torch.Tensor, target_shape: torch.Size, groups: li
         return torch.stack(slices).mean(0) if all(s.shape == target_shape for s in slices) else None
     sliced = source[:, groups[phase]]
     return sliced if sliced.shape == target_shape else None
+
+
+FOLD_PLACEHOLDER = "{fold}"
+
+
+def valid_checkpoint_template(template: str) -> bool:
+    """True when ``template`` holds no ``{...}`` field other than ``{fold}`` (and no unmatched brace)."""
+    try:
+        return all(field in (None, "fold") and not spec and not conversion
+                   for _, field, spec, conversion in string.Formatter().parse(template))
+    except ValueError:
+        return False
+
+
+def stored_fold(checkpoint_path: str) -> Optional[str]:
+    """The fold an nnU-Net checkpoint was trained on (``init_args["fold"]`` as text), None when it names none.
+
+    Loaded memory-mapped: the tensors are not read.
+    """
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    init_args = checkpoint.get("init_args") if isinstance(checkpoint, dict) else None
+    fold = init_args.get("fold") if isinstance(init_args, dict) else None
+    return None if fold is None else str(fold)
+
+
+def resolve_pretrained_checkpoint(template: str, fold, where: str) -> dict:
+    """The checkpoint for ``fold``: ``{"path", "stored_fold"}`` (``stored_fold`` None when the checkpoint names none).
+
+    ``{fold}`` in ``template`` becomes the fold (``.../fold_{fold}/checkpoint_final.pth``). Refused, naming the
+    setting: a path that is not a file, and for a cross-validation fold a checkpoint trained on another fold or on
+    fold ``all`` (it saw this fold's validation cases).
+    """
+    if not valid_checkpoint_template(template):
+        raise MVExtError(f"trainer_settings of {where}: 'pretrained_checkpoint' {template} holds a placeholder other "
+                         f"than {FOLD_PLACEHOLDER}. Allowed: a path, with {FOLD_PLACEHOLDER} where the fold goes.")
+    path = template.replace(FOLD_PLACEHOLDER, str(fold))
+    shown = path if path == template else f"{path} (from {template})"
+    if not os.path.isfile(path):
+        raise MVExtError(f"trainer_settings of {where}: 'pretrained_checkpoint' {shown} is not a file. Allowed: the "
+                         f"path of an nnU-Net checkpoint (.pth) trained on the same plan, with {FOLD_PLACEHOLDER} "
+                         f"where the fold goes.")
+    trained_on = stored_fold(path)
+    if str(fold) != "all" and trained_on is not None and trained_on != str(fold):
+        raise MVExtError(
+            f"trainer_settings of {where}: 'pretrained_checkpoint' {shown} was trained on fold {trained_on}, but this "
+            f"is fold {fold}: " + ("fold 'all' trained on every case" if trained_on == "all" else
+                                   f"fold {trained_on} trained on the validation cases of fold {fold}")
+            + ", so its weights carry them into this fold's validation. Allowed: the checkpoint of the same fold, "
+              f"e.g. '.../fold_{FOLD_PLACEHOLDER}/checkpoint_final.pth' ({FOLD_PLACEHOLDER} becomes the fold).")
+    return {"path": os.path.abspath(path), "stored_fold": trained_on}
 
 
 def load_segmentation_weights(net, checkpoint_path: str) -> list[str]:

@@ -4,13 +4,17 @@
   correlated AUCs (same cases), computed with the O(n log n) midrank algorithm of Sun & Xu.
 - :func:`bootstrap_intervals`, :func:`paired_bootstrap`: seeded stratified percentile bootstrap for every metric of
   :data:`BOOTSTRAP_METRICS`, one model or the difference of two models on the same resamples.
+- :func:`newcombe_auc_interval`, :func:`boundary_auc_interval`: Newcombe's score interval for an AUC of exactly 0 or 1,
+  where DeLong's variance is 0 and every bootstrap resample repeats the point value (an interval of zero width).
 - :func:`metrics_with_intervals`: :func:`~nnunet_mvext.classification.metrics.classification_metrics` plus a 95 %
-  interval per metric (DeLong for a binary AUC, the bootstrap for the rest): what evaluate-cls, the cross-validation
-  report and compare-cls print.
+  interval per metric (DeLong for a binary AUC, Newcombe's score interval for an AUC of 0 or 1, the bootstrap for the
+  rest): what evaluate-cls, the cross-validation report and compare-cls print.
 
 Definitions (the same as :mod:`nnunet_mvext.classification.metrics`): class 1 is the positive class of a binary task;
 with more than two classes AUC is the one-vs-rest macro mean, sensitivity the macro recall, specificity the macro
-one-vs-rest specificity, F1 the macro F1, kappa Cohen's unweighted kappa.
+one-vs-rest specificity, F1 the macro F1 over the classes present in the reference or the predictions (of each
+resample), kappa Cohen's unweighted kappa; more than two classes also the LLD-MMRI challenge score
+``(macro F1 + kappa) / 2``.
 
 The resampled metrics are computed here, vectorised over the resamples, from the confusion matrices and midranks
 instead of calling scikit-learn once per resample: scikit-learn's seven metric functions take about 14 ms per
@@ -24,6 +28,10 @@ References
   characteristic curves: a nonparametric approach. Biometrics 44(3):837-845, 1988.
 - X. Sun, W. Xu. Fast implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
   characteristic curves. IEEE Signal Processing Letters 21(11):1389-1393, 2014.
+- R. G. Newcombe. Confidence intervals for an effect size measure based on the Mann-Whitney statistic. Part 2:
+  Asymptotic methods and evaluation. Statistics in Medicine 25(4):559-573, 2006 (method 5).
+- J. A. Hanley, B. J. McNeil. The meaning and use of the area under a receiver operating characteristic (ROC) curve.
+  Radiology 143(1):29-36, 1982.
 - B. Efron, R. J. Tibshirani. An Introduction to the Bootstrap. Chapman & Hall, 1993 (percentile interval, ch. 13;
   achieved significance level, ch. 15-16).
 """
@@ -33,14 +41,21 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from nnunet_mvext.classification.metrics import classification_metrics, predicted_classes
 from nnunet_mvext.errors import MVExtError
 
 BOOTSTRAP_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cohen_kappa")
+#: reported for more than two classes only: the LLD-MMRI 2023 challenge score, (macro F1 + Cohen's kappa) / 2
+MULTICLASS_METRICS = ("lld_mmri_score",)
 DEFAULT_RESAMPLES = 2000
 _CHUNK_ELEMENTS = 2_000_000  # resamples x cases held in memory at once
+
+
+def metric_names(num_classes: int) -> tuple[str, ...]:
+    """The metrics reported (with intervals) for a task of ``num_classes`` classes, in table order."""
+    return BOOTSTRAP_METRICS + (MULTICLASS_METRICS if num_classes > 2 else ())
 
 
 # ---------------------------------------------------------------------------------------------------------- DeLong
@@ -126,6 +141,70 @@ def delong_paired_test(y_true: Sequence[int], scores_a: Sequence[float], scores_
             "low": diff - half, "high": diff + half, "method": "DeLong paired"}
 
 
+# ------------------------------------------------------------------------------------------- AUC of exactly 0 or 1
+def newcombe_auc_interval(auc: float, m: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's score interval (2006, method 5) of a Mann-Whitney AUC ``A`` from m positives and n negatives.
+
+    The Hanley-McNeil variance with the exponential-model approximations ``Q1 = t / (2 - t)``, ``Q2 = 2 t^2 / (1 + t)``
+    and both sample sizes replaced by ``h = (m + n) / 2 - 1``, written as a function of the true AUC ``t``::
+
+        V(t) = t (1 - t) [2 + h + (1 + 2 h) t (1 - t)] / (m n (2 - t) (1 + t))
+
+    is inverted as Wilson's interval inverts the binomial variance: the bounds are the two solutions ``t`` of
+    ``(A - t)^2 = z^2 V(t)`` (one below ``A``, one above; ``z`` the normal quantile of the level). Unlike a Wald
+    interval (DeLong, or Hanley-McNeil at ``t = A``) it does not collapse at ``A = 1`` (or 0): there the bounds are
+    ``[L, 1]`` with ``L < 1`` the root of ``(1 - t) m n (2 - t)(1 + t) = z^2 t [2 + h + (1 + 2 h) t (1 - t)]``. Newcombe
+    recommends it for its coverage near the boundary. Reproduces the ``NAP`` interval of the R package SingleCaseES.
+
+    References
+    ----------
+    Newcombe, Statistics in Medicine 2006 (method 5); Hanley & McNeil, Radiology 1982.
+    """
+    if m < 1 or n < 1:
+        raise MVExtError(f"An AUC needs at least one case of each class; got {m} positive and {n} negative cases.")
+    z2 = stats.norm.ppf(0.5 + confidence / 2) ** 2
+    h = (m + n) / 2 - 1
+
+    def spread(t: float) -> float:  # z^2 V(t) m n (2 - t)(1 + t) / (t (1 - t))
+        return z2 * (2 + h + (1 + 2 * h) * t * (1 - t))
+
+    def score(t: float) -> float:  # m n (A - t)^2 (2 - t)(1 + t) - z^2 V(t) m n (2 - t)(1 + t)
+        return m * n * (auc - t) ** 2 * (2 - t) * (1 + t) - t * (1 - t) * spread(t)
+
+    # at A = 1 (A = 0) the trivial root t = A is divided out, leaving one sign change on [0, 1]
+    if auc >= 1:
+        low = optimize.brentq(lambda t: (1 - t) * m * n * (2 - t) * (1 + t) - t * spread(t), 0.0, 1.0, xtol=1e-14)
+    else:
+        low = 0.0 if auc <= 0 else optimize.brentq(score, 0.0, auc, xtol=1e-14)
+    if auc <= 0:
+        high = optimize.brentq(lambda t: t * m * n * (2 - t) * (1 + t) - (1 - t) * spread(t), 0.0, 1.0, xtol=1e-14)
+    else:
+        high = 1.0 if auc >= 1 else optimize.brentq(score, auc, 1.0, xtol=1e-14)
+    return float(low), float(high)
+
+
+def boundary_auc_interval(y_true: Sequence[int], auc: float, num_classes: int,
+                          confidence: float = 0.95) -> Optional[dict]:
+    """An interval of non-zero width for an AUC of exactly 0 or 1 (None for any other AUC).
+
+    Binary: :func:`newcombe_auc_interval` with m = cases of class 1, n = cases of class 0. More classes (the macro AUC
+    is 1 only if every one-vs-rest AUC is 1): each class's interval at the Bonferroni level ``1 - (1 - c) / K``, so
+    that all K hold together with probability >= c, and the macro mean of their bounds, an interval of the macro AUC
+    with coverage >= c (conservative). Returns ``{"low", "high", "method"}``.
+    """
+    if auc not in (0.0, 1.0):
+        return None
+    y = np.asarray(y_true, dtype=int)
+    if num_classes == 2:
+        low, high = newcombe_auc_interval(auc, int((y == 1).sum()), int((y == 0).sum()), confidence)
+        return {"low": low, "high": high, "method": "Newcombe score interval (method 5)"}
+    level = 1 - (1 - confidence) / num_classes
+    bounds = [newcombe_auc_interval(auc, int((y == c).sum()), int((y != c).sum()), level) for c in range(num_classes)]
+    return {"low": float(np.mean([b[0] for b in bounds])), "high": float(np.mean([b[1] for b in bounds])),
+            "method": f"Newcombe score interval (method 5), macro mean of the {num_classes} one-vs-rest intervals at "
+                      f"the Bonferroni level {level:.4f}"}
+
+
 # ------------------------------------------------------------------------------------------------------- bootstrap
 def _validate(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray,
                                                                                                      np.ndarray]:
@@ -162,16 +241,18 @@ def _auc_rows(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
                   threshold: Optional[float] = None) -> dict[str, np.ndarray]:
-    """Every metric of :data:`BOOTSTRAP_METRICS` for B samples at once: ``y (B, N), probabilities (B, N, K)`` ->
+    """Every metric of :func:`metric_names` for B samples at once: ``y (B, N), probabilities (B, N, K)`` ->
     ``{name: (B,)}``, NaN where a metric is undefined.
 
     With the confusion matrix ``C`` (rows true, columns predicted = arg-max), ``tp_c = C_cc``, support ``r_c``,
     predicted count ``q_c``: accuracy ``sum tp / N``; recall ``tp_c / r_c``; balanced accuracy the mean recall over
-    the classes present; F1 ``2 tp_c / (r_c + q_c)`` (0 when 0/0, as scikit-learn's ``zero_division=0``); Cohen's
+    the classes present; F1 ``2 tp_c / (r_c + q_c)``, macro F1 its mean over the classes with ``r_c + q_c > 0``
+    (scikit-learn's default labels: present in the reference or the predictions); Cohen's
     kappa ``(p_o - p_e) / (1 - p_e)``, ``p_e = sum r_c q_c / N^2``; AUC by midranks (Mann-Whitney).
     Binary: sensitivity = recall_1, specificity = recall_0, F1 of class 1, AUC of p_1. More classes: sensitivity the
     mean recall over the classes present, specificity the mean of ``tn_c / (N - r_c)``, macro F1, one-vs-rest
-    macro AUC. ``threshold`` (binary): predictions ``p_1 >= threshold`` instead of the arg-max.
+    macro AUC and the LLD-MMRI challenge score ``(macro F1 + kappa) / 2``. ``threshold`` (binary): predictions
+    ``p_1 >= threshold`` instead of the arg-max.
     """
     b, n, k = probabilities.shape
     pred = predicted_classes(probabilities, threshold)
@@ -181,23 +262,26 @@ def batch_metrics(y: np.ndarray, probabilities: np.ndarray,
     support, predicted = cm.sum(2), cm.sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / support, np.nan)
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
         pe = (support * predicted).sum(1) / n ** 2
         accuracy = tp.sum(1) / n
         kappa = np.where(pe < 1, (accuracy - pe) / (1 - pe), np.nan)
         balanced = np.nanmean(recall, axis=1)
         if k == 2:
-            sens, spec, f1_out = recall[:, 1], recall[:, 0], f1[:, 1]
+            sens, spec, f1_out = recall[:, 1], recall[:, 0], np.nan_to_num(f1[:, 1])
             auc = _auc_rows(y == 1, probabilities[:, :, 1])
         else:
             sens = balanced
             negatives = n - support
             tn = negatives - (predicted - tp)
             spec = np.nanmean(np.where(negatives > 0, tn / negatives, np.nan), axis=1)
-            f1_out = f1.mean(1)
+            f1_out = np.nanmean(f1, axis=1)
             auc = np.mean([_auc_rows(y == c, probabilities[:, :, c]) for c in range(k)], axis=0)
-    return {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced, "sensitivity": sens,
-            "specificity": spec, "f1": f1_out, "cohen_kappa": kappa}
+    out = {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced, "sensitivity": sens,
+           "specificity": spec, "f1": f1_out, "cohen_kappa": kappa}
+    if k > 2:
+        out["lld_mmri_score"] = (f1_out + kappa) / 2
+    return out
 
 
 def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_resamples: int,
@@ -207,7 +291,8 @@ def _bootstrap_samples(y: np.ndarray, probability_sets: Sequence[np.ndarray], n_
         raise MVExtError(f"n_resamples must be at least 1, got {n_resamples}.")
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // max(len(y), 1))
-    out: list[dict[str, list]] = [{name: [] for name in BOOTSTRAP_METRICS} for _ in probability_sets]
+    out: list[dict[str, list]] = [{name: [] for name in metric_names(probability_sets[0].shape[1])}
+                                  for _ in probability_sets]
     done = 0
     while done < n_resamples:
         size = min(chunk, n_resamples - done)
@@ -230,7 +315,7 @@ def _percentile(values: np.ndarray, confidence: float) -> tuple[Optional[float],
 def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, confidence: float = 0.95,
                         threshold: Optional[float] = None) -> dict:
-    """Stratified percentile bootstrap interval of every metric of :data:`BOOTSTRAP_METRICS`.
+    """Stratified percentile bootstrap interval of every metric of :func:`metric_names`.
 
     Each of ``n_resamples`` resamples draws the cases of each class with replacement, keeping the class counts
     (:func:`stratified_bootstrap_indices`); the interval is the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles of the
@@ -246,7 +331,7 @@ def bootstrap_intervals(y_true: Sequence[int], probabilities: np.ndarray, class_
     samples = _bootstrap_samples(y, [p], n_resamples, seed, [threshold])[0]
     method = f"stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(class_names)):
         low, high = _percentile(samples[name], confidence)
         out[name] = {"low": low, "high": high, "method": method}
     return out
@@ -275,7 +360,7 @@ def paired_bootstrap(y_true: Sequence[int], probabilities_a: np.ndarray, probabi
     point_a, point_b = batch_metrics(y[None], pa[None], threshold_a), batch_metrics(y[None], pb[None], threshold_b)
     method = f"paired stratified bootstrap, percentile, {n_resamples} resamples, seed {seed}"
     out = {}
-    for name in BOOTSTRAP_METRICS:
+    for name in metric_names(len(class_names)):
         d = sa[name] - sb[name]
         d = d[np.isfinite(d)]
         point = float(point_a[name][0] - point_b[name][0])
@@ -294,9 +379,11 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
                            threshold: Optional[float] = None) -> dict:
     """:func:`~nnunet_mvext.classification.metrics.classification_metrics` plus ``"intervals"``.
 
-    ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :data:`BOOTSTRAP_METRICS`:
+    ``result["intervals"][name] = {"low", "high", "method"}`` for every metric of :func:`metric_names`:
     DeLong's interval for a binary AUC (the headline; bootstrap when a class has fewer than two cases), the
-    stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. A metric that is None
+    stratified percentile bootstrap (:func:`bootstrap_intervals`) for everything else. An AUC of exactly 0 or 1, where
+    both give an interval of zero width, gets :func:`boundary_auc_interval` instead, flagged by
+    ``result["auc_interval_note"]``. A metric that is None
     (undefined on the data) gets ``low = high = None``. ``result["confidence"]`` holds the level. ``threshold``
     (binary): predictions ``p_1 >= threshold`` instead of the arg-max, for the point metrics and every resample.
     """
@@ -307,7 +394,13 @@ def metrics_with_intervals(y_true: Sequence[int], probabilities: np.ndarray, cla
     if len(class_names) == 2 and min((y == 0).sum(), (y == 1).sum()) >= 2:
         d = delong_auc(y, p[:, 1], confidence=confidence)
         intervals["auc"] = {"low": d["low"], "high": d["high"], "method": "DeLong", "se": d["se"]}
-    for name in BOOTSTRAP_METRICS:
+    boundary = None if result["auc"] is None else boundary_auc_interval(y, result["auc"], len(class_names), confidence)
+    if boundary is not None:
+        result["auc_interval_note"] = (
+            f"AUC is {result['auc']:g}: {intervals['auc']['method'].split(',')[0]} gives an interval of zero width "
+            f"there; reported instead: {boundary['method']}, [{boundary['low']:.3f}, {boundary['high']:.3f}]")
+        intervals["auc"] = boundary
+    for name in metric_names(len(class_names)):
         if result.get(name) is None:
             intervals[name] = {"low": None, "high": None, "method": intervals[name]["method"]}
     result["intervals"] = intervals

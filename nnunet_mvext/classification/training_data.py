@@ -30,13 +30,24 @@ nnU-Net's sampling for).
 component (:func:`~nnunet_mvext.classification.case_prediction.most_probable_component`).
 :func:`central_component` picks the one a training patch is about: the component at the patch centre, where nnU-Net's
 foreground sampling puts the sampled lesion voxel, else the largest. The multi-view trainers train on it.
+
+**Cases that enter the classification loss, and the class weights.** A sample enters the classification loss only
+when its patch holds the region of interest, so a training case without lesion voxels (and without voxels of the
+``fallback_roi_label``, if one is set) never does (:func:`cases_in_classification_loss`). A class all of whose
+training cases are such cases drops out of the loss: the head cannot learn it. :func:`classes_without_loss_cases`
+names each such class for a warning in the training log (a warning, not a refusal: it is known only once nnU-Net has
+created the fold's folder and split, and it can hit one fold of a small, imbalanced dataset whose other folds and
+whose segmentation are still worth training). ``class_weighting: balanced`` weighs the classes by the cases that
+enter the loss (:func:`balanced_class_weights`), not by all training cases.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
 from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
@@ -52,6 +63,48 @@ SAMPLING_EXPONENTS = {"uniform": 0.0, "sqrt_balanced": 0.5, "balanced": 1.0}
 RESOLUTION = 8
 PHASE_SYNCHRONISED = (GaussianBlurTransform, MultiplicativeBrightnessTransform, ContrastTransform,
                       SimulateLowResolutionTransform, GammaTransform)
+
+
+def cases_in_classification_loss(class_locations: Mapping[str, Mapping], lesion_label: int,
+                                 fallback_label: Optional[int]) -> list[str]:
+    """The cases (keys of ``class_locations``, nnU-Net's per-case ``class_locations`` from the preprocessed .pkl)
+    that hold voxels of ``lesion_label`` or, lacking them, of ``fallback_label`` (when set): only their samples can
+    enter the classification loss."""
+    labels = [lesion_label] + ([fallback_label] if fallback_label is not None else [])
+    return [case for case, locations in class_locations.items()
+            if any(len(locations.get(label, ())) > 0 for label in labels)]
+
+
+def balanced_class_weights(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Cross-entropy class weights ``w_k = n / (K' n_k)`` (K,) from the class indices of the cases that enter the
+    loss: scikit-learn's ``compute_class_weight("balanced")`` over the K' classes present. A class without any such
+    case gets 1 (it weighs no training sample)."""
+    labels = np.asarray(labels, dtype=int)
+    weights = np.ones(num_classes)
+    present = np.unique(labels)
+    if len(present):
+        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def classes_without_loss_cases(training_labels: Mapping[str, int], loss_cases: Collection[str],
+                               class_names: Sequence[str], fallback_label: Optional[int]) -> list[str]:
+    """One warning per class of ``class_names`` of which no training case enters the classification loss, naming
+    the class and its number of training cases."""
+    entering = set(loss_cases)
+    warnings = []
+    for k, name in enumerate(class_names):
+        cases = [c for c, label in training_labels.items() if label == k]
+        if not cases:
+            warnings.append(f"class '{name}' has no training case in this fold: the head cannot learn it")
+        elif not entering.intersection(cases):
+            region = "lesion voxel" + ("" if fallback_label is None else f" nor voxel of fallback_roi_label "
+                                                                         f"{fallback_label}")
+            hint = ("set trainer_settings 'fallback_roi_label' (e.g. the organ) to localise lesion-free cases"
+                    if fallback_label is None else "check the labels of these cases")
+            warnings.append(f"class '{name}': none of its {len(cases)} training case(s) has a {region}, so no sample "
+                            f"of this class enters the classification loss and the head cannot learn it; {hint}")
+    return warnings
 
 
 def phase_consistent(transforms: ComposeTransforms) -> ComposeTransforms:

@@ -65,7 +65,10 @@ from nnunet_mvext.classification.epoch_metrics import epoch_classification_metri
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
 from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
-                                                       central_component, phase_consistent, with_phase_misalignment)
+                                                       case_multiplicities,
+                                                       balanced_class_weights, cases_in_classification_loss,
+                                                       central_component, classes_without_loss_cases,
+                                                       phase_consistent, with_phase_misalignment)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
@@ -152,9 +155,18 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             add_timestamp=False)
 
     def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict, settings) -> None:
-        """The model description (:meth:`describe_model`) and the shared-folder check, before any folder exists."""
+        """The model description (:meth:`describe_model`), the shared-folder check and this fold's
+        ``pretrained_checkpoint`` (:func:`~nnunet_mvext.classification.pretrained.resolve_pretrained_checkpoint`),
+        before any folder exists."""
         self.case_info = self.describe_model(plans, configuration, dataset_json, settings)
         _check_other_folds(plans, configuration, self.__class__.__name__, fold, self.case_info)
+        self.pretrained = None
+        if settings.pretrained_checkpoint is not None:
+            from nnunet_mvext.classification.pretrained import resolve_pretrained_checkpoint
+
+            self.pretrained = resolve_pretrained_checkpoint(
+                settings.pretrained_checkpoint, fold,
+                f"configuration '{configuration}' of plans '{plans.get('plans_name', '?')}'")
 
     @classmethod
     def describe_model(cls, plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
@@ -195,12 +207,14 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         net = self._unwrapped()
         net.phase_dropout = float(self.trainer_settings.phase_dropout)
         net.head.label_smoothing = float(self.trainer_settings.label_smoothing)
-        checkpoint = self.trainer_settings.pretrained_checkpoint
-        if checkpoint is not None:
+        if self.pretrained is not None:
             from nnunet_mvext.classification.pretrained import load_segmentation_weights
 
-            for line in load_segmentation_weights(self._unwrapped(), checkpoint):
+            for line in load_segmentation_weights(self._unwrapped(), self.pretrained["path"]):
                 self.print_to_log_file(line)
+            if self.pretrained["stored_fold"] is None:
+                self.print_to_log_file("WARNING: the pretrained checkpoint names no fold (init_args['fold']): that it "
+                                       "did not train on this fold's validation cases cannot be checked")
 
     # ---------------------------------------------------------------- data
     def get_training_transforms(self, *args, **kwargs):
@@ -244,18 +258,29 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         tr_keys, val_keys = self.do_split()
         source = f"dataset.json of {self.plans_manager.dataset_name}"
         self.case_labels = require_labels(self.dataset_json, list(tr_keys) + list(val_keys), source)
-        self.lesion_free_cases = {k for k in list(tr_keys) + list(val_keys) if not len(load_pickle(os.path.join(
-            self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"].get(self.lesion_label, ()))}
+        locations = {k: load_pickle(os.path.join(self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"]
+                     for k in list(tr_keys) + list(val_keys)}
+        self.lesion_free_cases = {k for k, loc in locations.items() if not len(loc.get(self.lesion_label, ()))}
         if self.lesion_free_cases:
             how = (f"localised by the fallback label {self.fallback_label}" if self.fallback_label is not None else
                    "left out of the classification loss (set trainer_settings 'fallback_roi_label' to localise them)")
             self.print_to_log_file(f"{len(self.lesion_free_cases)} case(s) have no voxel of the lesion label "
                                    f"{self.lesion_label}, {how}: {', '.join(sorted(self.lesion_free_cases))}")
+        loss_keys = cases_in_classification_loss({k: locations[k] for k in tr_keys}, self.lesion_label,
+                                                 self.fallback_label)
+        for warning in classes_without_loss_cases({k: self.case_labels[k] for k in tr_keys}, loss_keys,
+                                                  self.case_class_names, self.fallback_label):
+            self.print_to_log_file(f"WARNING: {warning}")
         if self.trainer_settings.class_weighting == "balanced":
-            counts = np.bincount([self.case_labels[k] for k in tr_keys], minlength=len(self.case_class_names))
-            weights = len(tr_keys) / (len(counts) * np.maximum(counts, 1))
+            # balanced over the cases as they are drawn: with case_sampling, each case counts as often as it is listed
+            drawn = case_multiplicities({k: self.case_labels[k] for k in loss_keys},
+                                        SAMPLING_EXPONENTS[self.trainer_settings.case_sampling])
+            weights = balanced_class_weights([self.case_labels[k] for k in loss_keys for _ in range(drawn[k])],
+                                             len(self.case_class_names))
             self.class_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
-            self.print_to_log_file(f"class weights (balanced): {np.round(weights, 3).tolist()}")
+            self.print_to_log_file(f"class weights (balanced over the {len(loss_keys)} training cases that enter the "
+                                   f"classification loss, as drawn by case_sampling "
+                                   f"{self.trainer_settings.case_sampling}): {np.round(weights, 3).tolist()}")
         if self.fold == "all":
             self.print_to_log_file("WARNING: fold 'all' trains on every case, so its validation cases are training "
                                    "cases: no checkpoint_best_auc.pth is written and the classification summary is "
@@ -502,6 +527,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             "checkpoint": checkpoint,
             "checkpoint_selected_on_these_cases": checkpoint.startswith("checkpoint_best"),
             "computed_on_training_cases": self.fold == "all",
+            "pretrained_checkpoint": None if self.pretrained is None else self.pretrained["path"],
+            "pretrained_checkpoint_fold": None if self.pretrained is None else self.pretrained["stored_fold"],
         })
         if summary["checkpoint_selected_on_these_cases"]:
             summary["warning"] = (f"{checkpoint} was selected on these validation cases: the metrics are optimistic; "
@@ -516,7 +543,11 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         with open(os.path.join(folder, "classification_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         write_case_predictions(os.path.join(folder, "classification.csv"), cases, probs, self.case_class_names, rois,
-                               self.phase_names, beta, aux, y_true=y)
+                               self.phase_names, beta, aux, y_true=y, provenance={
+                                   "checkpoint": checkpoint, "checkpoint_selected_on_these_cases":
+                                   int(summary["checkpoint_selected_on_these_cases"]),
+                                   "pretrained_checkpoint": summary["pretrained_checkpoint"] or "",
+                                   "pretrained_checkpoint_fold": summary["pretrained_checkpoint_fold"] or ""})
         np.savez(os.path.join(folder, "classification_embeddings.npz"), case_ids=np.array(cases),
                  embeddings=np.stack([results[c]["embedding"] for c in cases]), labels=np.array(y))
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "

@@ -24,7 +24,6 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn

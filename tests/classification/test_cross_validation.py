@@ -116,3 +116,82 @@ def test_store_threshold_writes_the_exact_format(results, capsys):
     assert main(argv) == 0  # again: the previous file is kept as a backup
     assert [f for f in os.listdir(results["folder"]) if f.startswith(THRESHOLD_FILE) and f.endswith(".bak")]
     assert main(["evaluate-cls", "--cv", "-d", "777", "-c", "3d_tiny", "-f", "0", "0", "-o", "x"]) == 2
+
+
+def test_multiclass_cv_reports_the_lld_mmri_score_pooled_and_per_fold(results):
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(4)
+    y = np.arange(50) % 3
+    probs = np.round(rng.dirichlet(np.ones(3), 50) + 0.3 * np.eye(3)[y], 6)
+    probs /= probs.sum(1, keepdims=True)
+    (results["folder"] / "dataset.json").write_text(json.dumps({"classification": {
+        "class_names": {"0": "a", "1": "b", "2": "c"}, "labels": {c: int(v) for c, v in zip(results["cases"], y)}}}))
+    for fold in range(5):
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [results["cases"][i] for i in idx], probs[idx], names, ["lesion"] * len(idx),
+                               y_true=y[idx])
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=100)
+    pooled = r["pooled"]
+    assert pooled["lld_mmri_score"] == pytest.approx((pooled["f1"] + pooled["cohen_kappa"]) / 2)
+    assert pooled["intervals"]["lld_mmri_score"]["low"] < pooled["lld_mmri_score"]
+    fold_scores = [r["per_fold"][str(f)]["lld_mmri_score"] for f in range(5)]
+    assert r["per_fold_summary"]["lld_mmri_score"]["mean"] == pytest.approx(np.mean(fold_scores))
+    report = (results["out"] / "report.md").read_text()
+    assert report.count("LLD-MMRI challenge score") >= 2  # the pooled table and the per-fold table's column
+
+
+def test_folds_validated_with_a_checkpoint_selected_on_them_are_warned_about(results, caplog):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    for fold, checkpoint, selected in [(0, "checkpoint_final.pth", 0), (2, "checkpoint_best_auc.pth", 1)]:
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [c[i] for i in idx], p[idx], NAMES, ["lesion"] * len(idx), y_true=y[idx],
+                               provenance={"checkpoint": checkpoint, "checkpoint_selected_on_these_cases": selected})
+    with caplog.at_level("WARNING"):
+        r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                      n_resamples=50)
+    warnings = r["pooled"]["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("fold 2: predicted with checkpoint_best_auc.pth, which was "
+                                                         "selected on these same validation cases")
+    assert "fold 2: predicted with checkpoint_best_auc.pth" in caplog.text
+    assert r["provenance"]["0"] == {"checkpoint": "checkpoint_final.pth", "checkpoint_selected_on_these_cases": "0"}
+    assert "folds 1, 3, 4 names no checkpoint" in r["pooled"]["provenance_note"]
+    assert "**WARNING: fold 2: predicted with checkpoint_best_auc.pth" in (results["out"] / "report.md").read_text()
+    # the marker does not disturb the CSV reader, and evaluate-cls on the fold's CSV alone warns as well
+    fold2 = results["folder"] / "fold_2" / "validation" / "classification.csv"
+    assert read_predictions_csv(str(fold2))[1] == NAMES
+    from nnunet_mvext.classification.evaluation import evaluate_classification
+
+    single = evaluate_classification(str(results["folder"] / "dataset.json"), str(fold2), str(results["out"] / "f2"),
+                                     chill=True, n_resamples=20)
+    assert single["warnings"][0].startswith("classification.csv: predicted with checkpoint_best_auc.pth")
+
+
+def test_folds_initialised_from_another_folds_segmentation_model_are_warned_about(results):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    own = {"checkpoint": "checkpoint_final.pth", "checkpoint_selected_on_these_cases": 0}
+    for fold, pretrained, stored in [(0, "/seg/fold_0.pth", "0"), (1, "/seg/fold_1.pth", "1"),
+                                     (2, "/seg/fold_0.pth", "0"), (3, "/seg/bare.pth", ""), (4, "", "")]:
+        idx = list(range(fold, 50, 5))
+        write_case_predictions(str(results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"),
+                               [c[i] for i in idx], p[idx], NAMES, ["lesion"] * len(idx), y_true=y[idx],
+                               provenance={**own, "pretrained_checkpoint": pretrained,
+                                           "pretrained_checkpoint_fold": stored})
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=50)
+    warnings = r["pooled"]["warnings"]
+    assert [w.split(":")[0] for w in warnings] == ["fold 2", "fold 3",
+                                                   "folds 0, 2 were all initialised from /seg/fold_0.pth"]
+    assert "trained on fold 0" in warnings[0] and "which names no fold" in warnings[1]
+    assert "provenance_note" not in r["pooled"]
+
+
+def test_cv_counts_the_pooled_cases_without_a_predicted_lesion(results):
+    c, y, p = results["cases"], results["y"], results["probs"]
+    idx = list(range(1, 50, 5))
+    write_case_predictions(str(results["folder"] / "fold_1" / "validation" / "classification.csv"),
+                           [c[i] for i in idx], p[idx], NAMES, ["none", "none"] + ["lesion"] * 8, y_true=y[idx])
+    r = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]), n_resamples=50)
+    local = r["pooled"]["lesion_localisation"]
+    assert local["cases"] == ["case_001", "case_006"] and local["metrics_with_predicted_lesion_only"]["num_cases"] == 48
+    assert "2 of 50 cases had no predicted lesion" in (results["out"] / "report.md").read_text()

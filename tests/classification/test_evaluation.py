@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -195,7 +194,15 @@ def test_multiclass_comparison_uses_the_bootstrap_for_auc(tmp_path):
     b = _write_pred(tmp_path / "b.csv", cases, np.roll(p, 1, axis=1), names)
     result = compare_classifiers(ref, [a, b], str(tmp_path / "out"), n_resamples=100)
     assert result["comparisons"]["b.csv"]["auc"]["method"].startswith("paired stratified bootstrap")
-    assert os.path.isfile(tmp_path / "out" / "comparison.md")
+    models = result["models"]
+    score = result["comparisons"]["b.csv"]["lld_mmri_score"]
+    assert score["difference"] == pytest.approx(models["b.csv"]["lld_mmri_score"] - models["a.csv"]["lld_mmri_score"])
+    assert score["low"] < score["high"]
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert md.count("| LLD-MMRI challenge score (F1 + kappa) / 2 |") == 2 + 2  # the paired table and each model's
+    e = evaluate_classification(ref, a, str(tmp_path / "e"), n_resamples=100)
+    assert e["intervals"]["lld_mmri_score"]["low"] <= e["lld_mmri_score"] <= e["intervals"]["lld_mmri_score"]["high"]
+    assert "| LLD-MMRI challenge score" in (tmp_path / "e" / "report.md").read_text()
 
 
 def test_a_stored_decision_threshold_in_the_csv_is_applied(tmp_path):
@@ -222,3 +229,34 @@ def test_a_stored_decision_threshold_in_the_csv_is_applied(tmp_path):
                                 str(tmp_path / "e3"))
     with pytest.raises(MVExtError, match="decision_rule 'p_neg >= 0.3' is not understood"):
         evaluate_classification(ref, write("bad.csv", lambda c: "p_neg >= 0.3"), str(tmp_path / "e4"))
+
+
+def test_cases_without_a_predicted_lesion_are_counted_and_scored_apart(tmp_path, caplog):
+    """Cases pooled without a predicted lesion (the head never trained on the global mean): their number, and the
+    metrics of the other cases beside those of all."""
+    from nnunet_mvext.classification.metrics import classification_metrics
+
+    cases, y, p = _cases(20, seed=4)
+    p[[0, 1, 12]] = [[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]]  # confidently wrong where no lesion was found
+    rois = ["none", "fallback"] + ["lesion"] * 10 + ["none"] + ["lesion"] * 7
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    pred = str(tmp_path / "pred.csv")
+    write_case_predictions(pred, cases, p, NAMES, rois)
+    with caplog.at_level(logging.INFO):
+        r = evaluate_classification(ref, pred, str(tmp_path / "e"), n_resamples=100)
+    local = r["lesion_localisation"]
+    assert local["count"] == 3 and local["cases"] == ["case_000", "case_001", "case_012"]
+    assert local["by_roi"] == {"fallback": 1, "none": 2}
+    kept = [i for i, roi in enumerate(rois) if roi == "lesion"]
+    only = classification_metrics(y[kept], np.round(p[kept], 6), NAMES)
+    m = local["metrics_with_predicted_lesion_only"]
+    assert m["num_cases"] == 17 and m["auc"] == pytest.approx(only["auc"]) and m["auc"] > r["auc"]
+    assert m["intervals"]["auc"]["low"] is not None and r["num_cases"] == 20
+    assert "WARNING: 3 of 20 cases had no predicted lesion" in caplog.text
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "## Cases without a predicted lesion" in report
+    assert "Metrics of the 17 cases with a predicted lesion" in report
+    # a CSV without the roi column (another tool's) is scored as before, without the section
+    other = tmp_path / "other.csv"
+    other.write_text("case_id,p_neg,p_pos\n" + "".join(f"{c},{a},{b}\n" for c, (a, b) in zip(cases, p)))
+    assert evaluate_classification(ref, str(other), str(tmp_path / "e2"), n_resamples=20)["lesion_localisation"] is None

@@ -5,8 +5,10 @@ through ``nnUNetv2_train`` in tests/e2e/test_fusion_cli.py, which checks that no
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from nnunet_mvext.classification.fusion_setup import fusion_model_info
+from nnunet_mvext.classification.pretrained import resolve_pretrained_checkpoint
 from nnunet_mvext.errors import MVExtError
 
 ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet", "arch_kwargs": {},
@@ -58,10 +60,55 @@ def test_a_good_setup_gives_the_stored_description():
     ("3d_fullres", {"background": 0, "tumour": 1, "lesion_satellite": 2}, {},
      "several labels are named like a lesion (tumour=1, lesion_satellite=2)"),
     ("3d_fullres", None, {"fallback_roi_label": 2}, "'fallback_roi_label' equals 'lesion_label' (2)"),
-    ("3d_fullres", None, {"pretrained_checkpoint": "/no/such/checkpoint.pth"},
-     "'pretrained_checkpoint' /no/such/checkpoint.pth is not a file"),
 ])
 def test_bad_setups_are_refused_by_name(configuration, labels, settings, message):
     with pytest.raises(MVExtError) as refused:
         fusion_model_info(PLANS, configuration, _dataset(labels), _settings(**settings))
     assert message in str(refused.value)
+
+
+@pytest.fixture()
+def segmentation_folds(tmp_path):
+    """nnU-Net-like checkpoints of folds 0, 1 and 'all' (init_args holds the fold) and one without init_args."""
+    for fold in (0, 1, "all"):
+        (tmp_path / f"fold_{fold}").mkdir()
+        torch.save({"network_weights": {"encoder.w": torch.zeros(1)}, "init_args": {"fold": fold}},
+                   tmp_path / f"fold_{fold}" / "checkpoint_final.pth")
+    torch.save({"network_weights": {"encoder.w": torch.zeros(1)}}, tmp_path / "bare.pth")
+    return tmp_path
+
+
+def test_the_fold_placeholder_picks_the_checkpoint_of_the_fold_trained(segmentation_folds):
+    template = str(segmentation_folds / "fold_{fold}" / "checkpoint_final.pth")
+    for fold in (0, 1):
+        resolved = resolve_pretrained_checkpoint(template, fold, "here")
+        assert resolved == {"path": str(segmentation_folds / f"fold_{fold}" / "checkpoint_final.pth"),
+                            "stored_fold": str(fold)}
+    # fold 'all' of the fusion model validates on training cases anyway: any checkpoint is accepted
+    assert resolve_pretrained_checkpoint(str(segmentation_folds / "fold_0" / "checkpoint_final.pth"), "all",
+                                         "here")["stored_fold"] == "0"
+    assert resolve_pretrained_checkpoint(str(segmentation_folds / "bare.pth"), 1, "here")["stored_fold"] is None
+    with pytest.raises(MVExtError, match=r"fold_3/checkpoint_final.pth \(from .*fold_\{fold\}/checkpoint_final.pth\) "
+                                         r"is not a file"):
+        resolve_pretrained_checkpoint(template, 3, "here")
+
+
+@pytest.mark.parametrize("stored, message", [
+    (0, "was trained on fold 0, but this is fold 1: fold 0 trained on the validation cases of fold 1"),
+    ("all", "was trained on fold all, but this is fold 1: fold 'all' trained on every case"),
+])
+def test_a_checkpoint_of_another_fold_is_refused_before_nnunet_creates_a_folder(segmentation_folds, stored, message,
+                                                                                monkeypatch):
+    """One segmentation checkpoint for all folds leaks the other folds' validation cases into each fold."""
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+
+    monkeypatch.setenv("nnUNet_results", str(segmentation_folds / "results"))
+
+    path = str(segmentation_folds / f"fold_{stored}" / "checkpoint_final.pth")
+    with pytest.raises(MVExtError, match=message) as refused:
+        resolve_pretrained_checkpoint(path, 1, "here")
+    assert "'pretrained_checkpoint'" in str(refused.value) and "fold_{fold}" in str(refused.value)
+    trainer = SimpleNamespace(describe_model=lambda *a: {})  # the check runs before nnUNetTrainer.__init__
+    with pytest.raises(MVExtError, match=message):
+        nnUNetTrainerFusionABAF.check_before_nnunet_init(trainer, PLANS, "3d_fullres", 1, _dataset(),
+                                                         _settings(pretrained_checkpoint=path))

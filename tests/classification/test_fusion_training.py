@@ -298,3 +298,93 @@ def test_the_central_component_is_the_one_at_the_patch_centre_else_the_largest()
     mask[4, 4, 3] = False
     assert central_component(mask).sum() == 27
     assert not central_component(np.zeros((4, 4, 4))).any()
+
+
+@pytest.mark.parametrize("loaded, selected, pretrained", [
+    (None, "0", None),
+    ("checkpoint_best_auc.pth", "1", {"path": "/seg/fold_0/checkpoint_final.pth", "stored_fold": "0"})])
+def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_cases(tmp_path, loaded, selected,
+                                                                                      pretrained):
+    """evaluate-cls --cv reads the fold CSVs only: the marker (and the pretrained checkpoint) must be in them, not
+    only in the summary."""
+    import csv
+    import json
+    from types import SimpleNamespace
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusion
+
+    labels = {"a": 0, "b": 1, "c": 1}
+    trainer = SimpleNamespace(
+        dataset_json={"classification": {"class_names": {"0": "neg", "1": "pos"}, "labels": labels}},
+        plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), case_class_names=["neg", "pos"],
+        _loaded_checkpoint=loaded, fold=0, phase_names=["t1", "t2"], print_to_log_file=lambda *a, **k: None,
+        pretrained=pretrained)
+    results = {c: {"probabilities": np.array([0.4, 0.6]), "roi": "lesion", "beta": None, "aux_probabilities": None,
+                   "embedding": np.zeros(4)} for c in labels}
+    nnUNetTrainerFusion.write_classification_validation(trainer, str(tmp_path), results)
+    rows = list(csv.DictReader(open(tmp_path / "classification.csv")))
+    summary = json.load(open(tmp_path / "classification_summary.json"))
+    assert {r["checkpoint_selected_on_these_cases"] for r in rows} == {selected}
+    assert {r["checkpoint"] for r in rows} == {summary["checkpoint"]}
+    assert summary["checkpoint_selected_on_these_cases"] == (selected == "1")
+    path, fold = (pretrained["path"], "0") if pretrained else ("", "")
+    assert {(r["pretrained_checkpoint"], r["pretrained_checkpoint_fold"]) for r in rows} == {(path, fold)}
+    assert summary["pretrained_checkpoint"] == (path or None)
+
+
+def test_balanced_weights_count_only_the_cases_that_enter_the_classification_loss():
+    from nnunet_mvext.classification.training_data import (balanced_class_weights, cases_in_classification_loss,
+                                                           classes_without_loss_cases)
+
+    lesion, organ = np.zeros((3, 4)), np.zeros((5, 4))
+    locations = {"a1": {2: lesion, 1: organ}, "a2": {2: lesion}, "b1": {1: organ}, "b2": {1: organ}, "b3": {},
+                 "c1": {2: lesion}, "c2": {2: lesion}}
+    labels = {"a1": 0, "a2": 0, "b1": 1, "b2": 1, "b3": 1, "c1": 2, "c2": 2}
+    names = ["a", "b", "c"]
+    assert cases_in_classification_loss(locations, 2, None) == ["a1", "a2", "c1", "c2"]
+    assert cases_in_classification_loss(locations, 2, 1) == ["a1", "a2", "b1", "b2", "c1", "c2"]
+    # class b's three cases never enter the loss: n / (K' n_k) over a and c only (4 / (2 * 2) = 1), b neutral
+    entering = cases_in_classification_loss(locations, 2, None)
+    assert balanced_class_weights([labels[c] for c in entering], 3).tolist() == [1.0, 1.0, 1.0]
+    weights = balanced_class_weights([0, 0, 0, 2], 3)  # 4 / (2 * 3), neutral, 4 / (2 * 1)
+    assert weights == pytest.approx([2 / 3, 1.0, 2.0])
+    warnings = classes_without_loss_cases(labels, entering, names, None)
+    assert len(warnings) == 1 and warnings[0].startswith("class 'b': none of its 3 training case(s) has a lesion voxel")
+    assert "fallback_roi_label" in warnings[0]
+    assert classes_without_loss_cases(labels, cases_in_classification_loss(locations, 2, 1), names, 1) == []
+    assert classes_without_loss_cases({"a1": 0}, ["a1"], ["a", "b"], None) == [
+        "class 'b' has no training case in this fold: the head cannot learn it"]
+
+
+def test_the_trainer_warns_per_class_and_weighs_the_cases_that_enter_the_loss(tmp_path, monkeypatch):
+    """on_train_start of a fusion trainer (nnU-Net's own start switched off): class 'b' holds only lesion-free
+    training cases and no fallback label is set."""
+    import pickle
+    from types import SimpleNamespace
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+    from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
+
+    lesion = np.zeros((3, 4))
+    locations = {"a1": {2: lesion}, "a2": {2: lesion}, "a3": {2: lesion}, "b1": {}, "b2": {}, "b3": {},
+                 "c1": {2: lesion}, "v1": {2: lesion}}
+    for case, loc in locations.items():
+        with open(tmp_path / f"{case}.pkl", "wb") as f:
+            pickle.dump({"class_locations": loc}, f)
+    labels = {"a1": 0, "a2": 0, "a3": 0, "b1": 1, "b2": 1, "b3": 1, "c1": 2, "v1": 1}
+    log = []
+    trainer = object.__new__(nnUNetTrainerFusionABAF)
+    trainer.__dict__.update(
+        do_split=lambda: (["a1", "a2", "a3", "b1", "b2", "b3", "c1"], ["v1"]), preprocessed_dataset_folder=str(tmp_path),
+        plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), lesion_label=2, fallback_label=None,
+        dataset_json={"classification": {"class_names": {"0": "a", "1": "b", "2": "c"}, "labels": labels}},
+        case_class_names=["a", "b", "c"], trainer_settings=SimpleNamespace(class_weighting="balanced", case_sampling="uniform"),
+        device=torch.device("cpu"), fold=0, case_info={"segmentation": False},
+        dataset_class=lambda folder, keys: None,
+        print_to_log_file=lambda *args, **kwargs: log.append(" ".join(map(str, args))))
+    monkeypatch.setattr(nnUNetTrainerMV, "on_train_start", lambda self: None, raising=False)
+    trainer.on_train_start()
+    assert any(line.startswith("WARNING: class 'b': none of its 3 training case(s) has a lesion voxel")
+               for line in log)
+    # 4 cases enter the loss (a: 3, c: 1): 4 / (2 * 3), b neutral, 4 / (2 * 1); not 7 / (3 n_k) over all cases
+    assert trainer.class_weights.tolist() == pytest.approx([2 / 3, 1.0, 2.0])

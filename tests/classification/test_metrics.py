@@ -35,6 +35,9 @@ def test_multiclass_definitions_by_hand():
     # one-vs-rest specificity 3/4, 5/6, 5/6; macro F1 (4/7 + 1/2 + 4/5) / 3
     assert m["specificity"] == pytest.approx(29 / 36)
     assert m["f1"] == pytest.approx((4 / 7 + 1 / 2 + 4 / 5) / 3)
+    # LLD-MMRI 2023's ranking score: the mean of macro F1 and kappa
+    assert m["lld_mmri_score"] == pytest.approx(((4 / 7 + 1 / 2 + 4 / 5) / 3 + 3 / 7) / 2)
+    assert "LLD-MMRI" in m["definitions"]["lld_mmri_score"]
     assert [(r["recall"], r["precision"]) for r in m["per_class"]] == \
         [pytest.approx((0.5, 2 / 3)), pytest.approx((0.5, 0.5)), pytest.approx((1.0, 2 / 3))]
     assert m["collapse_warning"] is None
@@ -48,6 +51,7 @@ def test_binary_metrics():
     assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx(0.6) and m["auc"] == pytest.approx(5 / 6)
     assert m["definitions"]["positive_class"] == "pos"
+    assert "lld_mmri_score" not in m  # a multi-class score
 
 
 def test_single_class_reference_reports_undefined_metrics_as_null_with_a_note():
@@ -60,6 +64,21 @@ def test_single_class_reference_reports_undefined_metrics_as_null_with_a_note():
     m3 = classification_metrics([0, 1, 1], P3[[0, 4, 5]], ["a", "b", "c"])
     assert m3["auc"] is None and "'c'" in m3["auc_note"]
     assert m3["sensitivity"] == pytest.approx((1 + 0.5) / 2)  # over the classes present
+
+
+def test_macro_f1_leaves_out_a_class_absent_from_reference_and_predictions():
+    """A perfect classifier on a fold without class 'c': macro F1 1.0 (as accuracy and kappa), scikit-learn's
+    default labels and LLD-MMRI's metric, not (1 + 1 + 0) / 3; the note names 'c'."""
+    y = [0, 0, 1, 1, 1]
+    p = np.array([[.8, .1, .1], [.7, .2, .1], [.1, .8, .1], [.2, .7, .1], [.3, .6, .1]])
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["f1"] == 1.0 == skm.f1_score(y, p.argmax(1), average="macro")
+    assert m["accuracy"] == m["cohen_kappa"] == 1.0
+    assert "'c' is in neither" in m["f1_note"]
+    # a class predicted but absent from the reference counts (F1 0): scikit-learn's default labels
+    wrong = classification_metrics(y, np.array([[.1, .1, .8]] + p[1:].tolist()), ["a", "b", "c"])
+    assert wrong["f1"] == pytest.approx((2 / 3 + 1 + 0) / 3) and "f1_note" not in wrong
+    assert "f1_note" not in classification_metrics(Y3, P3, ["a", "b", "c"])
 
 
 def test_collapse_warning():

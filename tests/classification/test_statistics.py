@@ -8,8 +8,8 @@ from sklearn import metrics as skm
 from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.classification.statistics import (BOOTSTRAP_METRICS, batch_metrics, bootstrap_intervals,
                                                     delong_auc, delong_covariance, delong_paired_test,
-                                                    metrics_with_intervals, paired_bootstrap,
-                                                    stratified_bootstrap_indices)
+                                                    metric_names, metrics_with_intervals, newcombe_auc_interval,
+                                                    paired_bootstrap, stratified_bootstrap_indices)
 from nnunet_mvext.errors import MVExtError
 
 
@@ -59,6 +59,48 @@ def test_delong_paired_identical_scores_and_too_few_cases():
         delong_auc([1, 0, 0], [0.9, 0.1, 0.2])
 
 
+def test_newcombe_interval_reproduces_the_published_example():
+    """SingleCaseES (R) documents NAP(A = c(20, 20, 26, 25, 22, 23), B = c(28, 25, 24, 27, 30, 30, 29)):
+    0.9167, 95 % CI [0.5973, 0.9860], 90 % CI [0.6591, 0.9822], Newcombe's method 5."""
+    neg, pos = [20, 20, 26, 25, 22, 23], [28, 25, 24, 27, 30, 30, 29]
+    auc = skm.roc_auc_score([0] * 6 + [1] * 7, neg + pos)
+    assert auc == pytest.approx(0.9166667, abs=1e-7)
+    assert newcombe_auc_interval(auc, 7, 6) == pytest.approx((0.5973194, 0.9859977), abs=1e-6)
+    assert newcombe_auc_interval(auc, 7, 6, confidence=0.90) == pytest.approx((0.6591092, 0.9822248), abs=1e-6)
+
+
+def test_auc_of_one_or_zero_gets_a_score_interval_of_non_zero_width():
+    """DeLong's variance is 0 and every bootstrap resample is 1 at a perfect separation: [1, 1] claims certainty.
+    Newcombe's bound is below 1, solves its score equation, joins the interval of an AUC just below 1 continuously,
+    narrows with more cases, and mirrors at AUC 0."""
+    y = np.r_[np.ones(8, int), np.zeros(12, int)]
+    p1 = np.r_[np.linspace(0.6, 0.9, 8), np.linspace(0.1, 0.5, 12)]
+    r = metrics_with_intervals(y, np.c_[1 - p1, p1], ["neg", "pos"], n_resamples=200)
+    iv = r["intervals"]["auc"]
+    assert r["auc"] == 1.0 and iv["high"] == 1.0 and 0.5 < iv["low"] < 0.95
+    assert iv["method"] == "Newcombe score interval (method 5)" and "AUC is 1: DeLong" in r["auc_interval_note"]
+    low = iv["low"]
+    h, z = (8 + 12) / 2 - 1, stats.norm.ppf(0.975)
+    variance = low * (1 - low) * (2 + h + (1 + 2 * h) * low * (1 - low)) / (8 * 12 * (2 - low) * (1 + low))
+    assert 1 - low == pytest.approx(z * np.sqrt(variance), rel=1e-9)
+    assert low == pytest.approx(newcombe_auc_interval(1 - 1e-12, 8, 12)[0], abs=1e-6)
+    assert newcombe_auc_interval(1.0, 80, 120)[0] > low
+    assert newcombe_auc_interval(0.0, 8, 12) == pytest.approx((0.0, 1 - low))
+    flipped = metrics_with_intervals(1 - y, np.c_[1 - p1, p1], ["neg", "pos"], n_resamples=200)
+    assert flipped["auc"] == 0.0 and flipped["intervals"]["auc"]["high"] == pytest.approx(1 - low)
+    # more classes: every one-vs-rest AUC is 1; the macro mean of Bonferroni-level intervals
+    y3 = np.repeat([0, 1, 2], [5, 6, 7])
+    r3 = metrics_with_intervals(y3, np.eye(3)[y3] * 0.7 + 0.1, ["a", "b", "c"], n_resamples=200)
+    bounds = [newcombe_auc_interval(1.0, m, 18 - m, confidence=1 - 0.05 / 3)[0] for m in (5, 6, 7)]
+    assert r3["intervals"]["auc"]["low"] == pytest.approx(np.mean(bounds)) and r3["intervals"]["auc"]["low"] < 1
+    assert "auc_interval_note" in r3
+    assert "auc_interval_note" not in metrics_with_intervals(Y_NOISY, P_NOISY, ["neg", "pos"], n_resamples=50)
+
+
+Y_NOISY = np.array([1, 1, 1, 0, 0, 0])
+P_NOISY = np.array([[.2, .8], [.6, .4], [.3, .7], [.7, .3], [.4, .6], [.8, .2]])
+
+
 def _random_case_set(rng, n, k):
     y = rng.integers(0, k, n)
     y[:k] = np.arange(k)
@@ -74,13 +116,20 @@ def test_vectorised_metrics_equal_scikit_learn(k):
         y, p = _random_case_set(rng, 40, k)
         fast = {name: v[0] for name, v in batch_metrics(y[None], p[None]).items()}
         ref = classification_metrics(y, p, [f"c{i}" for i in range(k)])
-        for name in BOOTSTRAP_METRICS:
+        assert set(fast) == set(metric_names(k)) and ("lld_mmri_score" in fast) == (k > 2)
+        for name in metric_names(k):
             assert fast[name] == pytest.approx(ref[name], abs=1e-12), name
         pred = p.argmax(1)
         assert fast["cohen_kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
         assert fast["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
         if k > 2:
             assert fast["auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+            assert fast["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+            # the last class absent from the reference and the predictions: left out, as scikit-learn does
+            keep = (y != k - 1) & (pred != k - 1)
+            sub = {name: v[0] for name, v in batch_metrics(y[keep][None], p[keep][None]).items()}
+            assert sub["f1"] == pytest.approx(skm.f1_score(y[keep], pred[keep], average="macro"))
+            assert sub["f1"] == pytest.approx(classification_metrics(y[keep], p[keep], ref["class_names"])["f1"])
 
 
 def test_resamples_keep_class_counts_and_are_seeded():
@@ -154,6 +203,13 @@ def test_metrics_with_intervals_headline_is_delong_and_undefined_metrics_have_no
     assert single["auc"] is None and single["intervals"]["auc"]["low"] is None
     assert single["sensitivity"] is None and single["intervals"]["sensitivity"]["high"] is None
     assert single["intervals"]["specificity"]["low"] is not None
+
+
+def test_bootstrap_macro_f1_of_a_perfect_classifier_without_one_class_is_one():
+    y = np.array([0] * 6 + [1] * 5)
+    p = np.eye(3)[y] * 0.8 + 0.1
+    iv = bootstrap_intervals(y, p, ["a", "b", "c"], n_resamples=100)["f1"]
+    assert (iv["low"], iv["high"]) == (1.0, 1.0)
 
 
 def test_threshold_rule_in_bootstrap_equals_classification_metrics():
