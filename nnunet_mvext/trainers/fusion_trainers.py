@@ -53,6 +53,7 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
+from nnunet_mvext.classification.fusion_memory import log_fusion_memory
 from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
                                                       fusion_model_info)
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
@@ -243,6 +244,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                    "cases: no checkpoint_best_auc.pth is written and the classification summary is "
                                    "marked as computed on training cases.")
         super().on_train_start()
+        log_fusion_memory(self, self._unwrapped())
         if self.case_info["segmentation"]:
             self._cls_val_loader = self._lesion_centred_val_loader()
 
