@@ -134,11 +134,13 @@ def _cmd_add_config(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from nnunet_mvext.mbtfe_planner import plan_dataset
 
+    from nnunet_mvext.mbtfe_planner import PRESETS
+
     plans_file = plan_dataset(args.dataset, preset=args.preset, gpu_memory_target=args.gpu_memory_target,
                               plans_name=args.plans_name, configurations=args.c, num_processes=args.np,
-                              preprocess=not args.no_preprocess, force=args.force)
-    logger.info("Wrote %s. Train with: nnUNetv2_train %s 3d_fullres FOLD -p %s -tr nnUNetTrainerMBTFE", plans_file,
-                args.dataset, os.path.basename(plans_file)[:-5])
+                              preprocess=not args.no_preprocess, force=args.force, phases=args.phases)
+    logger.info("Wrote %s. Train with: nnUNetv2_train %s 3d_fullres FOLD -p %s -tr %s", plans_file,
+                args.dataset, os.path.basename(plans_file)[:-5], PRESETS[args.preset][1])
     return 0
 
 
@@ -267,9 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="nnU-Net planning with a planner that knows this package's networks")
     p.add_argument("dataset", help="dataset id or name")
-    p.add_argument("--preset", default="mbtfe", help="network preset (default: %(default)s)")
+    p.add_argument("--preset", default="mbtfe", help="network preset: mbtfe (MBTFEUNet) or fusion (P phase "
+                                                       "encoders) (default: %(default)s)")
+    p.add_argument("--phases", type=int, default=None, help="--preset fusion: phase encoders to plan for (default: "
+                                                             "the channels of dataset.json)")
     p.add_argument("-gpu_memory_target", type=float, default=None, help="GB, as nnUNetv2_plan_experiment (default 8)")
-    p.add_argument("--plans-name", default=None, help="plans identifier (default: nnUNetPlansMBTFE)")
+    p.add_argument("--plans-name", default=None, help="plans identifier (default: nnUNetPlansMBTFE, "
+                                                       "nnUNetPlansFusionP<phases>)")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess (default: 3d_fullres)")
     p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing")
     p.add_argument("--no-preprocess", action="store_true", help="plan only")

@@ -6,6 +6,10 @@ counts its own) against its usual VRAM reference, so the chosen patch size fits 
 plain U-Net. Each MBTFEUNet configuration is saved with its knobs resolved (the values it was planned with) and the
 estimate at the chosen patch (``mbtfe_planned_feature_map_size``), which the trainers compare against.
 
+``--preset fusion`` plans with :class:`~nnunet_mvext.classification.fusion_memory.FusionPlanner` instead, whose
+estimate counts P phase encoders (``--phases``, default one per channel of ``dataset.json``): the plans keep the
+plain U-Net and get a patch and batch size sized for the fusion network (``nnUNetPlansFusionP<P>``).
+
 Preprocessed data is reused: when the default plans (``nnUNetPlans.json``) already have a configuration of the same
 name with identical spacing, normalisation, resampling, preprocessor and axis transposition, the new configuration
 gets that ``data_identifier`` and is not preprocessed again.
@@ -13,6 +17,7 @@ gets that ``data_identifier`` and is not preprocessed again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Optional, Sequence
@@ -27,7 +32,9 @@ from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLANNED_ESTIMATE_KEY
 
 logger = logging.getLogger(__name__)
 
-PRESETS = {"mbtfe": ("nnUNetPlansMBTFE", MBTFEUNet)}
+#: preset -> (default plans name, the trainers that train its plans)
+PRESETS = {"mbtfe": ("nnUNetPlansMBTFE", "nnUNetTrainerMBTFE"),
+           "fusion": ("nnUNetPlansFusionP{phases}", "nnUNetTrainerFusionABAF (or ...Concat, ...DSN, ...Decision)")}
 PREPROCESSING_KEYS = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
                       "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs",
                       "preprocessor_name")
@@ -106,8 +113,10 @@ def _preprocessed_case_count(folder: str) -> int:
 
 def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optional[float] = None,
                  plans_name: Optional[str] = None, configurations: Sequence[str] = ("3d_fullres",),
-                 num_processes: int = 4, preprocess: bool = True, force: bool = False) -> str:
-    """Plan (and preprocess where needed) ``dataset`` with the preset's planner; returns the plans file."""
+                 num_processes: int = 4, preprocess: bool = True, force: bool = False,
+                 phases: Optional[int] = None) -> str:
+    """Plan (and preprocess where needed) ``dataset`` with the preset's planner; returns the plans file.
+    ``phases``: the number of phase encoders of ``--preset fusion`` (default: the channels of ``dataset.json``)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints, plan_experiment_dataset, preprocess_dataset)
@@ -116,8 +125,9 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
 
     if preset not in PRESETS:
         raise MVExtError(f"--preset '{preset}' is not known. Allowed: {', '.join(PRESETS)}.")
-    default_name, _ = PRESETS[preset]
-    plans_name = plans_name or default_name
+    if phases is not None and preset != "fusion":
+        raise MVExtError(f"--phases {phases} applies to --preset fusion (the number of phase encoders to plan for), "
+                         f"not to --preset {preset}.")
     for var in (nnUNet_raw, nnUNet_preprocessed):
         var.require()
     try:
@@ -125,6 +135,18 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
     except RuntimeError as e:
         raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
     dataset_id = int(dataset_name[7:10])
+    dataset_json = load_json(os.path.join(str(nnUNet_raw), dataset_name, "dataset.json"))
+    planner = MBTFEPlanner
+    if preset == "fusion":
+        from nnunet_mvext.classification.fusion_memory import FusionPlanner
+
+        channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+        phases = channels if phases is None else phases
+        if phases < 1 or phases > channels:
+            raise MVExtError(f"--phases {phases}: {dataset_name} has {channels} channel(s), so a fusion network has "
+                             f"1 to {channels} phase encoders ('phase_channels' groups channels into phases).")
+        planner = functools.partial(FusionPlanner, phases=phases)
+    plans_name = plans_name or PRESETS[preset][0].format(phases=phases)
     plans_file = os.path.join(str(nnUNet_preprocessed), dataset_name, plans_name + ".json")
     if os.path.isfile(plans_file) and not force:
         raise MVExtError(f"Plans file {plans_file} already exists; refusing to overwrite it. Use --force to plan "
@@ -134,10 +156,10 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
         logger.info("No fingerprint for %s yet: running nnU-Net's fingerprint extraction.", dataset_name)
         extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=True)
 
-    plan_experiment_dataset(dataset_id, MBTFEPlanner, gpu_memory_target_in_gb=gpu_memory_target,
+    plan_experiment_dataset(dataset_id, planner, gpu_memory_target_in_gb=gpu_memory_target,
                             overwrite_plans_name=plans_name)
     plans = load_json(plans_file)
-    num_cases = load_json(os.path.join(str(nnUNet_raw), dataset_name, "dataset.json"))["numTraining"]
+    num_cases = dataset_json["numTraining"]
     todo = []
     for c in configurations:
         if c not in plans["configurations"]:

@@ -16,14 +16,18 @@ segmentation head still receives a gradient (DDP without ``find_unused_parameter
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunet_mvext.errors import MVExtError
+
+if TYPE_CHECKING:  # a type hint only: nnU-Net's label handling imports its data-loading stack (blosc2, ...)
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 
 def deep_supervision_weights(num_outputs: int, is_ddp: bool) -> np.ndarray:

@@ -59,6 +59,7 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
+from nnunet_mvext.classification.fusion_memory import log_fusion_memory
 from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
                                                       fusion_model_info)
 from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
@@ -286,6 +287,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                    "cases: no checkpoint_best_auc.pth is written and the classification summary is "
                                    "marked as computed on training cases.")
         super().on_train_start()
+        log_fusion_memory(self, self._unwrapped())
         self._cls_val_dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(val_keys))
 
     def on_train_epoch_start(self):

@@ -13,14 +13,23 @@ before anything is written. Variants differ only in class attributes:
 
 The resolved settings are stored in every checkpoint; a run resumed with ``--c`` (or ``--val``) logs each key whose
 value differs from the checkpoint's. With ``seed`` set the training is repeatable (:mod:`nnunet_mvext.seeding`).
+
+After those checks and before nnU-Net creates or writes anything in the fold folder, rank 0 takes the fold lock
+(:mod:`nnunet_mvext.fold_lock`): a fold that another live process trains (``--c`` and ``--val`` included, which write
+there too) is refused, naming that process. The lock is held until the process ends (or the trainer is garbage
+collected): nnUNetv2_train's last step, the final validation, still writes into the fold after ``on_train_end``.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
+from typing import Optional
 
 import torch
+from nnunetv2.paths import nnUNet_results
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import distributed as dist
 from torch._dynamo import OptimizedModule
@@ -28,6 +37,7 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.lr_schedules import WarmupScheduler
 from nnunet_mvext.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.fold_lock import FoldLock, acquire_fold_lock
 from nnunet_mvext.optimizers import build_optimizer
 from nnunet_mvext.seeding import deterministic_augmenter, seed_process, start_epoch
 from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
@@ -110,7 +120,17 @@ class nnUNetTrainerMV(nnUNetTrainer):
             seed_process(settings.seed)
         plans = resolve_mbtfe_configuration(plans, configuration)
         self.check_before_nnunet_init(plans, configuration, fold, dataset_json, settings)
-        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.fold_lock = self.take_fold_lock(plans, configuration, fold)
+        try:
+            super().__init__(plans, configuration, fold, dataset_json, device)
+        except BaseException:
+            if self.fold_lock is not None:
+                self.fold_lock.release(remove_created_folders=True)
+            raise
+        if self.fold_lock is not None:
+            weakref.finalize(self, self.fold_lock.release)
+            for note in self.fold_lock.notes:
+                self.print_to_log_file(note)
         self.trainer_settings = settings
         self.num_epochs = settings.num_epochs
         self.num_iterations_per_epoch = settings.num_iterations_per_epoch
@@ -122,6 +142,17 @@ class nnUNetTrainerMV(nnUNetTrainer):
         self.print_to_log_file(f"{self.__class__.__name__}: trainer_settings in force for configuration "
                                f"'{configuration}':\n{settings.describe()}", add_timestamp=False)
         log_mbtfe_configuration(self)
+
+    def take_fold_lock(self, plans: dict, configuration: str, fold) -> Optional[FoldLock]:
+        """The lock of the fold folder nnU-Net's ``__init__`` is about to create (``output_folder``), taken by rank 0
+        only; None without ``nnUNet_results`` (nnU-Net then has no folder to write) and on the other DDP ranks.
+        Raises :class:`~nnunet_mvext.fold_lock.FoldLockedError` naming the process that trains the fold."""
+        if not nnUNet_results or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+            return None
+        identifier = convert_trainer_plans_config_to_identifier(self.__class__.__name__, plans["plans_name"],
+                                                                configuration)
+        folder = os.path.join(os.fspath(nnUNet_results), plans["dataset_name"], identifier, f"fold_{fold}")
+        return acquire_fold_lock(folder, f"{identifier} fold {fold}")
 
     def check_before_nnunet_init(self, plans: dict, configuration: str, fold, dataset_json: dict,
                                  settings: TrainerSettings) -> None:

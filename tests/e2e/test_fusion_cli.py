@@ -50,6 +50,7 @@ def test_training_writes_classification_validation(fusion_model):
     log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
     assert "val AUC (lesion-centred validation patches)" in log and "fusion 'abaf'" in log
     assert "mean phase weights beta" in log and "classification loss on" in log
+    assert "MultiPhaseFusionNet (3 phase encoder(s)): memory estimate" in log  # at training start
     assert ("WARNING: collapsed classifier" in log) == bool(summary.get("collapse_warning"))
     assert summary["checkpoint"] == "the final weights of this training run"
     assert not summary["checkpoint_selected_on_these_cases"] and not summary["computed_on_training_cases"]

@@ -1,0 +1,189 @@
+"""Activation memory of the fusion networks against the plan they train with: the training-start note, and nnU-Net's
+planner for P phase encoders (``nnunet-mvext plan --preset fusion``).
+
+nnU-Net sizes patch and batch so that its memory estimate, ``compute_conv_feature_map_size`` of the plan's network at
+the patch (one map per conv output, batch 1), fits a VRAM target (``ExperimentPlanner.get_plans_for_configuration``).
+:class:`~nnunet_mvext.architectures.multiphase_fusion_net.MultiPhaseFusionNet` runs one encoder per phase, fuses the
+skips with a 1x1 conv per stage and keeps the plan's decoder, so at the same patch and batch its estimate is, on the
+6-stage 3d_fullres plan (patch 128^3, features 32..320; ``benchmarks/fusion_memory.py``, ``benchmarks/RESULTS.md``):
+
+====== ======= ======= ======= ======= =======
+phases 1       2       3       4       8
+ratio  1.20x   1.59x   1.98x   2.38x   3.95x
+====== ======= ======= ======= ======= =======
+
+Each phase adds an encoder's activations (0.39x the plain U-Net's estimate); ``shared_encoder`` shares the weights,
+not the activations, and ``segmentation: false`` drops the decoder and the fusion convs (8 phases: 3.15x instead of
+3.95x).
+
+:func:`memory_note` (logged by the fusion trainers at training start, :func:`log_fusion_memory`) compares the
+network's estimate with the plan's plain U-Net at the configuration's patch (the batch size multiplies both) and
+warns above :data:`WARN_FACTOR` = 1.5: between one phase (1.20x: the plan's network plus one 1x1 fusion conv per
+stage; measured peak GPU memory of a training step 1.04x) and two phases (1.59x; measured 1.42x, 7.0 GiB allocated
+against the plain U-Net's 4.9 GiB at batch 2, fp16, on a plan nnU-Net made for an 8 GB target), so the warning starts
+with the first extra encoder, whose activations the plan's patch and batch were not sized for. A
+configuration planned by :class:`FusionPlanner` carries the estimate it was planned with
+(:data:`PLANNED_ESTIMATE_KEY`) and is compared against that instead (warning above :data:`PLANNED_TOLERANCE`, as for
+MBTFEUNet in :mod:`nnunet_mvext.mbtfe_plans`).
+
+:class:`FusionPlanner` is nnU-Net's ``ExperimentPlanner`` whose estimate is the fusion network's with P single-channel
+phases (segmentation decoder included): nnU-Net's own patch-size search and batch-size rule then size patch and batch
+for P encoders. The plans keep nnU-Net's plain U-Net architecture (the fusion trainers build their network from it).
+"""
+
+from __future__ import annotations
+
+import pydoc
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+from nnunet_mvext.architectures.multiphase_fusion_net import ENCODERS, MultiPhaseFusionNet
+from nnunet_mvext.errors import MVExtError
+
+#: above this ratio of the fusion network's estimate to the plan's plain U-Net's, the training log warns
+WARN_FACTOR = 1.5
+#: configuration keys written by :class:`FusionPlanner`: the phases and the fusion estimate at the planned patch
+PLANNED_PHASES_KEY = "fusion_planned_phases"
+PLANNED_ESTIMATE_KEY = "fusion_planned_feature_map_size"
+#: an estimate this much above the one the patch was planned for is reported as a warning
+PLANNED_TOLERANCE = 1.05
+
+
+def _imported(arch_kwargs: dict, requires_import: Sequence[str]) -> dict:
+    kwargs = dict(arch_kwargs)
+    for key in requires_import:
+        if kwargs.get(key) is not None:
+            kwargs[key] = pydoc.locate(kwargs[key])
+    return kwargs
+
+
+def plain_feature_map_size(arch_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
+                           patch_size: Sequence[int], num_input_channels: int, num_outputs: int) -> int:
+    """nnU-Net's estimate of the plan's own network at ``patch_size`` (built on the meta device, deep supervision on
+    as in training)."""
+    with torch.device("meta"):
+        net = get_network_from_plans(arch_class_name, arch_kwargs, requires_import, num_input_channels, num_outputs,
+                                     allow_init=False, deep_supervision=True)
+    return int(net.compute_conv_feature_map_size(list(patch_size)))
+
+
+def fusion_feature_map_size(arch_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
+                            patch_size: Sequence[int], num_phases: int, num_outputs: int,
+                            segmentation: bool = True) -> int:
+    """The estimate of a :class:`MultiPhaseFusionNet` with ``num_phases`` single-channel phases on the plan's
+    architecture (meta device). Built with ``shared_encoder`` (one encoder module instead of P): the estimate counts
+    each phase's encoder activations either way, and the planner's patch search builds it many times."""
+    with torch.device("meta"):
+        net = MultiPhaseFusionNet(arch_class_name, {**_imported(arch_kwargs, requires_import),
+                                                    "deep_supervision": True},
+                                  num_phases, num_outputs, 2, "concat", shared_encoder=True, segmentation=segmentation)
+    return int(net.compute_conv_feature_map_size(list(patch_size)))
+
+
+def _options(network: torch.nn.Module, patch: Sequence[int], plain: int, dataset_name: str, phases: int) -> str:
+    text = (f"To cut activation memory: fewer phase encoders (trainer_settings 'phase_channels' groups channels into "
+            f"one encoder per group), a patch and batch size planned for {phases} phase encoders "
+            f"(`nnunet-mvext plan {dataset_name} --preset fusion --phases {phases}`, then `-p "
+            f"nnUNetPlansFusionP{phases}`)")
+    decoder = getattr(network, "decoder", None)
+    encoders = getattr(network, "encoders", None)
+    if isinstance(network, MultiPhaseFusionNet) and decoder is not None and encoders is not None:
+        without = int(encoders[0].compute_conv_feature_map_size(list(patch))) * phases
+        text += f", or 'segmentation': false (no decoder: {without / plain:.2f}x)"
+    return text + ". 'shared_encoder' saves parameters, not activations."
+
+
+def memory_note(network: torch.nn.Module, configuration_manager: ConfigurationManager, num_input_channels: int,
+                num_outputs: int, dataset_name: str) -> tuple[bool, str]:
+    """``(is_warning, text)``: ``network``'s estimate at the configuration's patch against the plan's plain U-Net's
+    (or, for a configuration planned by :class:`FusionPlanner`, against the estimate it was planned with)."""
+    cm = configuration_manager
+    patch = list(cm.patch_size)
+    ours = int(network.compute_conv_feature_map_size(patch))
+    plain = plain_feature_map_size(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                   cm.network_arch_init_kwargs_req_import, patch, num_input_channels, num_outputs)
+    phases = len(getattr(network, "phase_channels", [])) or num_input_channels
+    estimate = (f"{type(network).__name__} ({phases} phase encoder(s)): memory estimate (nnU-Net's "
+                f"compute_conv_feature_map_size, one map per conv output) at patch {patch} {ours / 1e6:.1f} M voxels "
+                f"per sample, {ours / plain:.2f}x the plan's plain U-Net's {plain / 1e6:.1f} M")
+    planned: Optional[int] = cm.configuration.get(PLANNED_ESTIMATE_KEY)
+    if planned is not None:
+        planned_phases = cm.configuration.get(PLANNED_PHASES_KEY, "?")
+        if ours > planned * PLANNED_TOLERANCE:
+            return True, (f"WARNING: {estimate}; {ours / planned:.2f}x the {planned / 1e6:.1f} M that nnunet-mvext "
+                          f"plan --preset fusion planned patch and batch size {cm.batch_size} for ({planned_phases} "
+                          f"phases). Expect about {ours / planned:.2f}x the memory that plan was made for. "
+                          + _options(network, patch, plain, dataset_name, phases))
+        return False, (f"{estimate}; nnunet-mvext plan --preset fusion planned patch and batch size for "
+                       f"{planned_phases} phases ({planned / 1e6:.1f} M).")
+    if ours > plain * WARN_FACTOR:
+        return True, (f"WARNING: {estimate}, above {WARN_FACTOR}x. Patch {patch} and batch size {cm.batch_size} of "
+                      f"this configuration were sized by nnU-Net's planner for the plain U-Net: expect about "
+                      f"{ours / plain:.2f}x its activation memory; on the GPU that plan was made for, the training "
+                      f"will likely run out of memory. " + _options(network, patch, plain, dataset_name, phases))
+    return False, f"{estimate} (warning above {WARN_FACTOR}x)."
+
+
+def log_fusion_memory(trainer, network: torch.nn.Module) -> None:
+    """Write :func:`memory_note` for ``network`` (the trainer's unwrapped network) to the trainer's log."""
+    log: Callable = trainer.print_to_log_file
+    _, text = memory_note(network, trainer.configuration_manager, trainer.num_input_channels,
+                          trainer.label_manager.num_segmentation_heads, trainer.plans_manager.dataset_name)
+    log(text)
+
+
+class FusionPlanner(ExperimentPlanner):
+    """nnU-Net's planner whose memory estimate is that of a fusion network with ``phases`` phase encoders (default:
+    one per channel of ``dataset.json``)."""
+
+    reuse_from_plans = "nnUNetPlans"
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
+                 overwrite_target_spacing=None, suppress_transpose: bool = False, phases: Optional[int] = None):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name or "nnUNetPlans",
+                         overwrite_target_spacing, suppress_transpose)
+        channels = len(self.dataset_json.get("channel_names", self.dataset_json.get("modality", {})))
+        self.phases = channels if phases is None else phases
+        if not isinstance(self.phases, int) or self.phases < 1:
+            raise MVExtError(f"--phases {phases!r}: the number of phase encoders must be an integer >= 1.")
+        if plans_name is None:
+            self.plans_identifier = f"nnUNetPlansFusionP{self.phases}"
+
+    def static_estimate_VRAM_usage(self, patch_size: Sequence[int], input_channels: int, output_channels: int,
+                                   arch_class_name: str, arch_kwargs: dict,
+                                   arch_kwargs_req_import: Sequence[str]) -> int:
+        """The fusion network's estimate in place of the plan's network's (same signature as nnU-Net's); 2D
+        configurations, which the fusion trainers do not train, keep nnU-Net's."""
+        if arch_class_name.split(".")[-1] not in ENCODERS or len(patch_size) != 3:
+            return super().static_estimate_VRAM_usage(patch_size, input_channels, output_channels, arch_class_name,
+                                                      arch_kwargs, arch_kwargs_req_import)
+        return fusion_feature_map_size(arch_class_name, arch_kwargs, arch_kwargs_req_import, patch_size,
+                                       self.phases, output_channels)
+
+    def save_plans(self, plans: dict) -> None:
+        from nnunet_mvext.mbtfe_planner import reuse_data_identifiers
+
+        self.record_planned_estimates(plans)
+        recursive_fix_for_json_export(plans)
+        reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
+        super().save_plans(plans)
+
+    def record_planned_estimates(self, plans: dict) -> None:
+        """The phases and the fusion estimate at the planned patch, for every 3D configuration with an architecture
+        (2D configurations are not trained by the fusion trainers)."""
+        num_output = len(self.dataset_json["labels"])
+        for config in plans["configurations"].values():
+            architecture = config.get("architecture")
+            if architecture is None or len(config.get("patch_size", ())) != 3:
+                continue
+            config[PLANNED_PHASES_KEY] = self.phases
+            config[PLANNED_ESTIMATE_KEY] = int(np.int64(self.static_estimate_VRAM_usage(
+                config["patch_size"], self.phases, num_output, architecture["network_class_name"],
+                architecture["arch_kwargs"], architecture["_kw_requires_import"])))

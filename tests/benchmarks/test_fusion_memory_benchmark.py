@@ -1,0 +1,47 @@
+"""The fusion-memory benchmark script: its recorded command reproduces the run; its table comes from the networks."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "benchmarks"))
+import fusion_memory  # noqa: E402
+
+
+def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():
+    args = fusion_memory.parse_arguments(["--phases", "1,8", "--plans", "aniso", "--device", "cpu", "--steps", "4",
+                                          "--cpu-patch-iso", "32", "32", "32", "--threads", "1", "--append", "R.md"])
+    assert vars(fusion_memory.parse_arguments(fusion_memory.explicit_arguments(args))) == vars(args)
+    assert args.phases == [1, 8] and args.plans == ["aniso"] and args.warmup == 1 and args.batch == 1
+    spelled = fusion_memory.explicit_arguments(fusion_memory.parse_arguments(["--device", "cpu"]))
+    for option in ("--phases", "--plans", "--device", "--steps", "--warmup", "--batch", "--cpu-patch-iso",
+                   "--cpu-patch-aniso"):
+        assert option in spelled, option
+
+
+@pytest.mark.parametrize("argv", [["--phases", "0,2"], ["--phases", "two"], ["--plans", "cubic"], ["--steps", "1"]])
+def test_bad_options_are_refused(argv):
+    with pytest.raises(SystemExit):
+        fusion_memory.parse_arguments(["--device", "cpu", *argv])
+
+
+def test_the_typical_plan_gives_the_issue_s_ratios():
+    """3 phases 1.98x, 4 phases 2.38x, 8 phases 3.95x, parameters 32 M -> 161 M (the review quoted in issue 16)."""
+    plan = fusion_memory.plans()["iso"]
+    rows = {p: fusion_memory.estimates(plan, p) for p in (1, 3, 4, 8)}
+    assert [round(rows[p]["fusion"] / rows[p]["plain"], 2) for p in (3, 4, 8)] == [1.98, 2.38, 3.95]
+    assert round(rows[1]["plain_params"]) == 31 and round(rows[8]["fusion_params"]) == 161
+    assert rows[8]["no_decoder"] < rows[8]["fusion"]
+
+
+def test_smoke_run_appends_its_table_with_the_command(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    lines = fusion_memory.main(["--smoke", "--phases", "1,2", "--device", "cpu", "--steps", "2", "--threads", "1",
+                                "--append", str(results)])
+    text = results.read_text()
+    assert "\n".join(lines) in text and "--phases 1,2 --plans smoke --device cpu --steps 2 --warmup 1" in text
+    rows = [r.split(" | ") for r in lines if r.startswith("| smoke")]
+    assert [r[2] for r in rows] == ["plain U-Net", "1", "2"]
+    assert 1 < float(rows[1][4]) < float(rows[2][4])  # the estimate ratio grows with the phases
