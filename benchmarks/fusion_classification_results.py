@@ -12,7 +12,12 @@ Data (``--data``):
 - ``multiclass``: 7 classes (enhancement patterns), 8 phases, lesion labels as filled boxes, misregistered; the
   held-out split holds every class.
 
-Rows: ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on one encoder per phase; early fusion (the
+Rows: ``base`` (``nnUNetTrainerFusionABAF`` of an earlier release, given by ``--baseline-code``: a folder holding
+that release's ``nnunet_mvext`` package, which the row's training and prediction import instead of this one);
+``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on one encoder per phase; ABAF with one candidate
+setting each (``abaf_patch``: lesion_context patch; ``abaf_v2_embedding``: release 2's embedding;
+``abaf_sqrt``: case_sampling sqrt_balanced; ``abaf_smooth``: label_smoothing 0.1; ``abaf_dropout``: phase_dropout
+0.1; ``abaf_misalign``: phase_misalignment_voxels 2) and with all four of the last (``abaf_all``); early fusion (the
 same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
 (``phase_channels: [[p]]``), all reported, none picked on the held-out cases; ABAF with the first release's protocol
 (``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
@@ -22,6 +27,13 @@ encoders (``segmentation: false``); ABAF with ``classification_loss_weight`` 0.5
 fold's validation Dice per label (nnU-Net's ``summary.json``) is recorded with each row. ``--rows`` runs a subset;
 results are kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the
 table can be completed in several steps. The table (with every row measured so far) is appended to ``--append``.
+
+Ceilings (:mod:`ceilings`, in-process, same split and held-out cases): ``oracle`` (logistic regression on
+first-order statistics of the ground-truth region) and ``crops`` (the fusion network trained outside nnU-Net's loop
+on ground-truth lesion-centred patches). On box-labelled data every row is also classified given the held-out boxes
+(``predict-cls --roi labelsTs``, rows named ``<row> --roi``) besides its own localisation, as LLD-MMRI's protocol
+gives every patient's boxes. ``--jobs N`` runs N rows at a time (each row's training, prediction and evaluation are
+separate processes; on a GPU machine the rows share the GPU); ``--deadline S`` starts no row after S seconds.
 
 CPU run recorded in RESULTS.md (about 5 minutes per row on 2 cores)::
 
@@ -34,12 +46,15 @@ GPU: add ``--device cuda`` (test-time mirroring is then on) and larger ``--epoch
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import logging
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -80,6 +95,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an earlier run in --workdir")
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --workdir")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
+    parser.add_argument("--baseline-code", default=None,
+                        help="folder holding an earlier release's nnunet_mvext package, for the 'base' row")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at a time")
+    parser.add_argument("--deadline", type=float, default=None, help="start no row after this many seconds")
+    parser.add_argument("--crop-steps", type=int, default=600, help="training steps of the 'crops' ceiling")
     return parser.parse_args()
 
 
@@ -90,9 +110,27 @@ ABLATIONS = {"abaf_first_release": ["lesion_only_sampling", "per_phase_augmentat
              "abaf_patch_pooling": ["patch_pooling"]}
 
 
+#: one candidate setting each (issue 15), and all of the last four together
+CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
+              "abaf_v2_embedding": {"protocol_ablation": ["lesion_mean_embedding"]},
+              "abaf_sqrt": {"case_sampling": "sqrt_balanced"},
+              "abaf_smooth": {"label_smoothing": 0.1},
+              "abaf_dropout": {"phase_dropout": 0.1},
+              "abaf_misalign": {"phase_misalignment_voxels": 2},
+              "abaf_all": {"case_sampling": "sqrt_balanced", "label_smoothing": 0.1, "phase_dropout": 0.1,
+                           "phase_misalignment_voxels": 2}}
+#: computed in-process by :mod:`ceilings`
+CEILINGS = ("oracle", "crops")
+BASE = "base"
+ROI = " --roi"
+
+
 def rows_for(num_phases: int) -> dict:
     """``{row: (trainer, configuration, extra trainer_settings)}``."""
-    rows = {mode: (trainer, "3d_fusion", {}) for mode, trainer in HEADS.items()}
+    rows = {BASE: (HEADS["abaf"], "3d_base", {})}
+    rows.update({mode: (trainer, "3d_fusion", {}) for mode, trainer in HEADS.items()})
+    for row, extra in CANDIDATES.items():
+        rows[row] = (HEADS["abaf"], f"3d_{row}", extra)
     rows["early"] = (HEADS["concat"], "3d_early", {"phase_channels": [list(range(num_phases))]})
     for p in range(num_phases):
         rows[f"phase{p}"] = (HEADS["concat"], f"3d_phase{p}", {"phase_channels": [[p]]})
@@ -105,6 +143,7 @@ def rows_for(num_phases: int) -> dict:
     for weight in (0.5, 1.0):
         rows[f"abaf_weight{weight}"] = (HEADS["abaf"], f"3d_abaf_weight{weight}",
                                         {"classification_loss_weight": weight})
+    rows.update({c: (None, None, {}) for c in CEILINGS})
     return rows
 
 
@@ -128,6 +167,14 @@ def localised_by_labels(trainer: str, row_settings: dict) -> bool:
 
 
 def row_label(row: str, trainer: str) -> str:
+    if row == BASE:
+        return f"{trainer}, previous release (--baseline-code)"
+    if row in CANDIDATES:
+        return f"{trainer}, " + ", ".join(f"{k} {v}" for k, v in CANDIDATES[row].items())
+    if row == "oracle":
+        return "ceiling: feature oracle (logistic regression on ground-truth region statistics)"
+    if row == "crops":
+        return "ceiling: fusion network (ABAF) trained on ground-truth lesion-centred patches outside nnU-Net's loop"
     if row == "early":
         return "early fusion (one encoder, all phases as channels)"
     if row.startswith("phase"):
@@ -143,11 +190,108 @@ def row_label(row: str, trainer: str) -> str:
     return trainer
 
 
+def row_environment(env: dict, row: str, baseline_code: Optional[str]) -> dict:
+    """The subprocess environment of a row: the 'base' row imports the earlier release's package."""
+    if row != BASE:
+        return env
+    if baseline_code is None:
+        raise SystemExit("row 'base' needs --baseline-code (a folder holding an earlier release's nnunet_mvext)")
+    code = os.path.abspath(baseline_code)
+    if not os.path.isdir(os.path.join(code, "nnunet_mvext")):
+        raise SystemExit(f"--baseline-code {code} holds no nnunet_mvext package folder")
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (code, env.get("PYTHONPATH")) if p),
+            "nnUNet_extTrainer": os.path.join(code, "nnunet_mvext", "nnunet_lookup")}
+
+
+def epoch_seconds(log_file: str) -> Optional[float]:
+    """The median of nnU-Net's 'Epoch time' lines in a training log."""
+    import re
+    import statistics
+
+    with open(log_file) as f:
+        times = [float(m.group(1)) for m in re.finditer(r"Epoch time: ([0-9.]+) s", f.read())]
+    return statistics.median(times) if times else None
+
+
+def run_row(row: str, spec: tuple, args, dataset, data: dict, env: dict, workdir: str, logs: str) -> dict:
+    """Train, predict (own localisation; with ``--roi`` too on box data) and evaluate one row: ``{key: metrics}``."""
+    trainer, configuration, row_settings = spec
+    row_env = row_environment(env, row, args.baseline_code)
+    tag = row.replace(" ", "_")
+    start = time.time()
+    train_log = os.path.join(logs, f"train_{tag}.log")
+    run_console_script([console_script("nnUNetv2_train"), str(data["dataset_id"]), configuration, "0", "-tr", trainer,
+                        "-device", args.device], row_env, train_log)
+    common = {"train_seconds": time.time() - start, "epoch_seconds": epoch_seconds(train_log), "trainer": trainer,
+              "validation_dice": validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer, configuration,
+                                                 row_settings),
+              "row_settings": row_settings, "command": recorded_command(__file__)}
+    ways = [("", localised_by_labels(trainer, row_settings))]
+    if data["box_labels"] and not localised_by_labels(trainer, row_settings):
+        ways.append((ROI, True))
+    out = {}
+    for suffix, given_boxes in ways:
+        key = f"{tag}{'_roi' if suffix else ''}"
+        pred = os.path.join(workdir, f"pred_{key}")
+        run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", pred, "-d",
+                            str(data["dataset_id"]), "-c", configuration, "-f", "0", "-tr", trainer, "-device",
+                            args.device] + ([] if args.device == "cuda" else ["--disable_tta"])
+                           + (["--roi", dataset.labels_ts] if given_boxes else []), row_env,
+                           os.path.join(logs, f"predict_{key}.log"))
+        metrics = held_out_metrics(pred, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{key}.log"))
+        out[row + suffix] = {**metrics, **common, "localisation": "given boxes" if given_boxes else "own"}
+    return out
+
+
+def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, logs: str) -> dict:
+    """The ``oracle`` or ``crops`` row (:mod:`ceilings`) on the fold-0 training cases and the held-out cases."""
+    import ceilings
+
+    from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+    from nnunet_mvext.trainers.fusion_trainers import _import_arch_kwargs
+
+    raw = os.path.join(env["nnUNet_raw"], dataset.dataset_name)
+    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset.dataset_name)
+    with open(os.path.join(raw, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    block = dataset_json["classification"]
+    names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
+    labels = {c: int(v) for c, v in block["labels"].items()}
+    with open(os.path.join(dataset.labels_ts, "classification.csv")) as f:
+        test_labels = {r[0]: int(r[1]) for r in list(csv.reader(f))[1:]}
+    lesion = int(dataset_json["labels"]["lesion"])
+    start = time.time()
+    train_ids = ceilings.fold0_training_cases(preprocessed, case_ids(dataset.train_cases))
+    with nnunet_paths(env):
+        train = ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", train_ids, "Tr")
+        test = ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", sorted(test_labels), "Ts")
+    order = sorted(test)
+    if row == "oracle":
+        probabilities = ceilings.oracle_probabilities(train, test, labels, lesion, order)
+    else:
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        config = PlansManager(os.path.join(preprocessed, "nnUNetPlans.json")).get_configuration("3d_fusion")
+        network = MultiPhaseFusionNet(config.network_arch_class_name, _import_arch_kwargs(config),
+                                      len(dataset_json["channel_names"]), 1, len(names), "abaf", segmentation=False)
+        network.apply(network.initialize)
+        device = torch.device(args.device)
+        network = ceilings.train_on_crops(network, train, labels, lesion, config.patch_size, args.crop_steps, device,
+                                          seed=args.seed)
+        probabilities = ceilings.crop_probabilities(network, test, lesion, config.patch_size, order, device)
+    pred = os.path.join(workdir, f"pred_{row}")
+    ceilings.write_predictions(pred, order, probabilities, names, os.path.join(raw, "dataset.json"))
+    metrics = held_out_metrics(pred, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
+    return {row: {**metrics, "train_seconds": time.time() - start, "epoch_seconds": None, "trainer": None,
+                  "validation_dice": {}, "row_settings": {}, "command": recorded_command(__file__),
+                  "localisation": "ground truth", "training_cases": len(train_ids)}}
+
+
 def main() -> None:
     args = arguments()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workdir = os.path.abspath(args.workdir)
-    spec = DATA[args.data]
+    data = {**DATA[args.data]}
     env = nnunet_environment(workdir, args.device)
     results_file = os.path.join(workdir, "results.json")
     if not args.resume:
@@ -157,57 +301,82 @@ def main() -> None:
         os.makedirs(os.path.join(workdir, "logs"))
     logs = os.path.join(workdir, "logs")
     results = json.load(open(results_file)) if os.path.isfile(results_file) else {}
-    dataset = generate_or_load(args, spec, env, logs)
+    dataset = generate_or_load(args, data, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
                 # as the demo: with 1.0 the lesion label was not learnt in a few hundred iterations (rows
                 # abaf_weight0.5 and abaf_weight1.0 measure it)
                 "classification_loss_weight": 0.2,
                 "save_every": max(1, args.epochs // 2), "validation_mirroring": args.device == "cuda"}
-    rows = rows_for(spec["num_phases"])
-    selected = args.rows or list(rows)
+    rows = rows_for(data["num_phases"])
+    selected = args.rows or [r for r in rows if r != BASE or args.baseline_code]
     unknown = [r for r in selected if r not in rows]
     if unknown:
         raise SystemExit(f"unknown --rows {unknown}; allowed: {', '.join(rows)}")
+    todo = [r for r in selected if r not in results]
     for row in selected:
         if row in results:
             logger.info("%s: measured earlier, kept", row)
-            continue
-        trainer, configuration, row_settings = rows[row]
-        with nnunet_paths(env):
-            extra = {**settings, **row_settings}
+    with nnunet_paths(env):
+        for row in todo:
+            trainer, configuration, row_settings = rows[row]
+            if trainer is None:
+                continue
             try:
-                add_configuration(str(spec["dataset_id"]), "3d_tiny_cpu", name=configuration,
-                                  extra_trainer_settings=extra)
+                add_configuration(str(data["dataset_id"]), "3d_tiny_cpu", name=configuration,
+                                  extra_trainer_settings={**settings, **row_settings})
             except MVExtError as e:  # the heads share 3d_fusion: added by an earlier row
                 if "already exists" not in str(e):
                     raise
-        tag = f"{row}"
-        start = time.time()
-        run_console_script([console_script("nnUNetv2_train"), str(spec["dataset_id"]), configuration, "0", "-tr",
-                            trainer, "-device", args.device], env, os.path.join(logs, f"train_{tag}.log"))
-        train_seconds = time.time() - start
-        out = claim_output(workdir, f"pred_{tag}")
-        run_console_script([console_script("nnunet-mvext"), "predict-cls", "-i", dataset.images_ts, "-o", out, "-d",
-                            str(spec["dataset_id"]), "-c", configuration, "-f", "0", "-tr", trainer, "-device",
-                            args.device] + ([] if args.device == "cuda" else ["--disable_tta"])
-                           + (["--roi", dataset.labels_ts] if localised_by_labels(trainer, row_settings) else []), env,
-                           os.path.join(logs, f"predict_{tag}.log"))
-        metrics = held_out_metrics(out, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{tag}.log"))
-        dice = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer, configuration, row_settings)
-        results[row] = {**metrics, "train_seconds": train_seconds, "trainer": trainer, "validation_dice": dice,
-                        "row_settings": row_settings, "command": recorded_command(__file__)}
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=1)
-        logger.info("%s: AUC %s, accuracy %s", row, with_interval(results[row], "auc"),
-                    with_interval(results[row], "accuracy"))
+    write_fold0_split(env, dataset)
+    started = time.time()
+    lock = threading.Lock()
+
+    def one(row: str) -> None:
+        if args.deadline is not None and time.time() - started > args.deadline:
+            logger.info("%s: not started (--deadline %s s reached)", row, args.deadline)
+            return
+        try:
+            if row in CEILINGS:
+                measured = run_ceiling(row, args, dataset, data, env, workdir, logs)
+            else:
+                measured = run_row(row, rows[row], args, dataset, data, env, workdir, logs)
+        except Exception as e:  # one failed row must not lose the others; its log names the cause
+            logger.error("%s failed: %s", row, e)
+            return
+        with lock:
+            results.update(measured)
+            with open(results_file, "w") as f:
+                json.dump(results, f, indent=1)
+        for key, m in measured.items():
+            logger.info("%s: AUC %s, accuracy %s, macro-F1 %.3f", key, with_interval(m, "auc"),
+                        with_interval(m, "accuracy"), m["macro_f1"])
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(one, todo))
     for row, (trainer, configuration, row_settings) in rows.items():  # rows measured before the Dice was recorded
-        if row in results and "validation_dice" not in results[row]:
+        if row in results and "validation_dice" not in results[row] and trainer is not None:
             results[row]["validation_dice"] = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer,
                                                               configuration, row_settings)
     with open(results_file, "w") as f:
         json.dump(results, f, indent=1)
-    report(table(args, spec, dataset, results, rows), args.append)
+    report(table(args, data, dataset, results, rows), args.append)
+
+
+def case_ids(cases) -> list[str]:
+    """Case ids of generated cases (dataclasses) or of cases read back from ``cases.json`` (dicts)."""
+    return sorted(c["case_id"] if isinstance(c, dict) else c.case_id for c in cases)
+
+
+def write_fold0_split(env: dict, dataset) -> None:
+    """nnU-Net's own seeded 5-fold split, written before rows train in parallel (each would write it otherwise)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    path = os.path.join(env["nnUNet_preprocessed"], dataset.dataset_name, "splits_final.json")
+    if not os.path.isfile(path):
+        with open(path + ".tmp", "w") as f:
+            json.dump(generate_crossval_split(case_ids(dataset.train_cases), seed=12345, n_splits=5), f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 def generate_or_load(args, spec: dict, env: dict, logs: str):
@@ -236,33 +405,39 @@ def dice_text(m: dict) -> str:
 
 def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (2 cores)"
-    lines = [f"### Multi-phase classification, {args.data} data, {datetime.date.today()}, {device}, "
+    lines = [f"### Multi-phase classification, {args.data} data, seed {args.seed}, {datetime.date.today()}, {device}, "
              f"torch {torch.__version__}", "",
              f"`{recorded_command(__file__)}`", "",
-             *measured_by(results, rows, recorded_command(__file__)),
-             f"{spec['num_phases']} phases, {spec['num_classes']} classes, {len(dataset.train_cases)} training cases "
-             f"(fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration up to "
-             f"{args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "
+             *measured_by(results, [k for k in results], recorded_command(__file__)),
+             f"{spec['num_phases']} phases, {spec['num_classes']} classes"
+             f"{f' (priors {args.class_priors})' if args.class_priors else ''}, {len(dataset.train_cases)} training "
+             f"cases (fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration "
+             f"up to {args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "
              f"8/16/32 network, patch 32^3, {args.epochs} epochs x {args.iterations} iterations, Adan 3e-3, "
-             f"classification_loss_weight 0.2, seed "
-             f"{args.seed}; checkpoint_final.pth; predict-cls{' --disable_tta' if args.device == 'cpu' else ''}. "
-             f"Rows marked --roi have no decoder and are localised by the held-out lesion labels, the others by "
-             f"their predicted lesion. "
-             f"95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One training per row: "
-             f"differences inside the intervals are not differences.", "",
-             "| model | AUC | accuracy | macro-F1 | Cohen's kappa | predicted per class | mean beta | "
-             "fold-0 validation Dice per label | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"classification_loss_weight 0.2, seed {args.seed}; checkpoint_final.pth; "
+             f"predict-cls{' --disable_tta' if args.device == 'cpu' else ''}. Localisation: own = the model's "
+             f"predicted lesion; given boxes = predict-cls --roi labelsTs (rows without a decoder always); ground "
+             f"truth = the ceilings. 95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One "
+             f"training per row: differences inside the intervals are not differences.", "",
+             "| model | localisation | AUC | balanced accuracy | macro-F1 | Cohen's kappa | classes never predicted | "
+             "predicted per class | mean beta | fold-0 validation Dice per label | s/epoch | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row, (trainer, _, _) in rows.items():
-        label = row_label(row, trainer)
-        if row not in results:
-            lines.append(f"| {label} | not run | | | | | | | |")
-            continue
-        m = results[row]
-        beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
-        lines.append(f"| {label} | {with_interval(m, 'auc')} | {with_interval(m, 'accuracy')} | {m['macro_f1']:.3f} | "
-                     f"{with_interval(m, 'cohen_kappa')} | {m['predicted_class_counts']} | {beta} | "
-                     f"{dice_text(m)} | {m['train_seconds']:.0f} |")
+        for key in (row, row + ROI):
+            if key not in results:
+                continue
+            m = results[key]
+            beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
+            never = [n for n, c in m["predicted_class_counts"].items() if c == 0]
+            never_text = f"{len(never)} ({', '.join(never)})" if never else "0"
+            seconds = "-" if m.get("epoch_seconds") is None else f"{m['epoch_seconds']:.1f}"
+            lines.append(f"| {row_label(row, trainer)} | {m.get('localisation', 'own')} | {with_interval(m, 'auc')} | "
+                         f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | "
+                         f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | {dice_text(m)} | {seconds} | "
+                         f"{m['train_seconds']:.0f} |")
+    missing = [r for r in (args.rows or []) if r not in results]
+    if missing:
+        lines += ["", f"Not run or failed: {', '.join(missing)}."]
     return lines
 
 

@@ -100,7 +100,9 @@ def held_out_metrics(out: str, labels_ts: str, env: dict, log_file: str) -> dict
     names = metrics["class_names"]
     y, predicted = [truth[r[0]] for r in rows], [names.index(r[1]) for r in rows]
     labels = list(range(len(names)))
-    metrics["macro_f1"] = float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0))
+    # over the classes present in the reference or the predictions, as evaluate-cls (and LLD-MMRI) count it
+    present = sorted(set(y) | set(predicted))
+    metrics["macro_f1"] = float(f1_score(y, predicted, average="macro", labels=present, zero_division=0))
     metrics["confusion"] = confusion_matrix(y, predicted, labels=labels).tolist()
     metrics["predicted_class_counts"] = {n: predicted.count(i) for i, n in enumerate(names)}
     beta = [i for i, h in enumerate(header) if h.startswith("beta_")]
