@@ -127,9 +127,35 @@ def class_block(dataset_json: dict, source: str) -> dict:
     return block
 
 
+def names_in_order(class_names_entry: dict, source: str) -> list[str]:
+    """``["name of 0", "name of 1", ...]`` from a block's ``class_names`` (keys "0" .. "K-1")."""
+    keys = [str(i) for i in range(len(class_names_entry))]
+    if sorted(class_names_entry) != sorted(keys):
+        raise MVExtError(f"{source}: '{BLOCK}' 'class_names' has the keys {sorted(class_names_entry)}; expected "
+                         f"{keys} (one name per class index).")
+    return [str(class_names_entry[k]) for k in keys]
+
+
 def class_names(dataset_json: dict, source: str) -> list[str]:
-    names = class_block(dataset_json, source)["class_names"]
-    return [names[str(i)] for i in range(len(names))]
+    return names_in_order(class_block(dataset_json, source)["class_names"], source)
+
+
+def dataset_class_names(dataset: str) -> tuple[list[str], str]:
+    """``(class names, path)`` of the ``classification`` block of a dataset's ``dataset.json`` (``dataset``: id or
+    name, as ``-d``): the raw one, else the preprocessed copy."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
+    candidates = [os.path.join(str(root), name, "dataset.json") for root in (nnUNet_raw, nnUNet_preprocessed)
+                  if root.is_set()]
+    for path in candidates:
+        if os.path.isfile(path):
+            return class_names(read_json(path, "dataset.json"), path), path
+    raise MVExtError(f"-d {dataset}: no dataset.json found (looked for {' and '.join(candidates) or 'nnUNet_raw'}).")
 
 
 def require_labels(dataset_json: dict, case_ids: Iterable[str], source: str) -> dict[str, int]:

@@ -9,8 +9,9 @@ mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the regi
 lesion-probable predicted component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
 :mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
-``-o`` receives the segmentations, ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`) and
-``classification_embeddings.npz``. ``--threshold stored`` applies the binary threshold that
+``-o`` receives the segmentations, ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`),
+``classification_embeddings.npz`` and the model's ``dataset.json`` and ``plans.json`` (its class names are what
+``evaluate-cls`` reads integer reference classes through). ``--threshold stored`` applies the binary threshold that
 ``evaluate-cls --cv --store-threshold`` chose on the pooled out-of-fold predictions
 (``<model folder>/classification_threshold.json``); the default is the arg-max. ``nnunet-mvext evaluate-cls``
 (:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
@@ -166,10 +167,10 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                          f"checkpoints ({', '.join(differing_keys(stored, info))}); it was rewritten by a later "
                          f"training start. Retrain these folds or restore plans.json.")
     os.makedirs(output_folder, exist_ok=True)
-    if info["segmentation"]:
-        # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations
-        save_json(predictor.dataset_json, os.path.join(output_folder, "dataset.json"), sort_keys=False)
-        save_json(predictor.plans_manager.plans, os.path.join(output_folder, "plans.json"), sort_keys=False)
+    # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations, and
+    # evaluate-cls reads integer reference classes through the class names of this dataset.json
+    save_json(predictor.dataset_json, os.path.join(output_folder, "dataset.json"), sort_keys=False)
+    save_json(predictor.plans_manager.plans, os.path.join(output_folder, "plans.json"), sort_keys=False)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)

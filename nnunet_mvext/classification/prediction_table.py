@@ -5,6 +5,9 @@ Columns, in order: ``case_id``, ``predicted_class``, ``p_<class>`` for every cla
 ``aux_<phase>_p_<class>`` (each phase's auxiliary classifier: DSN, ABAF, decision), ``roi`` (where the case was
 classified: ``lesion``, ``fallback`` or ``none``), ``no_lesion_found`` (1 unless ``roi`` is ``lesion``),
 ``decision_rule`` (``argmax`` or the binary threshold applied) and, in the fold validation, ``true_class``.
+
+Readers link a ``p_<class>`` column to a class by its NAME, never by its position (:func:`align_columns`): a file
+whose columns come in another order is scored exactly like the same file in the usual order.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_mvext.errors import MVExtError
+
 
 def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> np.ndarray:
     """Arg-max, or for two classes with ``threshold``: class 1 when ``p_1 >= threshold``."""
@@ -21,6 +26,40 @@ def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> 
     if threshold is None:
         return p.argmax(1)
     return (p[:, 1] >= threshold).astype(int)
+
+
+def class_name_difference(names: Sequence[str], source: str, other: Sequence[str], other_source: str) -> str:
+    """Empty when both hold the same class names (in any order); else a sentence naming the names only in each."""
+    only, only_other = [n for n in names if n not in other], [n for n in other if n not in names]
+    if not only and not only_other:
+        return ""
+    parts = [f"only in {src}: {', '.join(repr(n) for n in ns)}" for src, ns in ((source, only),
+                                                                                  (other_source, only_other)) if ns]
+    return f"{source} has {list(names)}, {other_source} has {list(other)} ({'; '.join(parts)})"
+
+
+def align_columns(probabilities: np.ndarray, names: Sequence[str], target_names: Sequence[str], path: str,
+                  target_source: str) -> np.ndarray:
+    """``probabilities`` (N, K), whose columns are the classes ``names`` of the file ``path``, reordered to the class
+    order ``target_names`` (N, K): column k is ``p_<target_names[k]>``. The two must hold the same names; otherwise
+    refused, naming the names found only in each."""
+    difference = class_name_difference(names, f"{path} (its p_<class> columns)", target_names, target_source)
+    if difference:
+        raise MVExtError(f"Class names differ: {difference}. The p_<class> columns are matched to the classes by "
+                         f"name.")
+    return np.asarray(probabilities)[:, [list(names).index(n) for n in target_names]]
+
+
+def aligned_threshold(threshold: Optional[float], names: Sequence[str], target_names: Sequence[str],
+                      path: str) -> Optional[float]:
+    """The binary threshold of a file's ``decision_rule`` (a rule on ``p_<names[1]>``) in the class order
+    ``target_names``: the same value when ``names[1]`` is the positive class ``target_names[1]``; a rule on the other
+    class is refused (it cannot be restated exactly as a rule on the positive class)."""
+    if threshold is None or names[1] == target_names[1]:
+        return threshold
+    raise MVExtError(f"{path}: its decision_rule thresholds p_{names[1]}, but the positive class (class 1 of the "
+                     f"reference's class order {list(target_names)}) is '{target_names[1]}'. Write the predictions "
+                     f"with the arg-max or with a threshold on p_{target_names[1]}.")
 
 
 def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np.ndarray,

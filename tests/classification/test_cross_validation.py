@@ -116,3 +116,21 @@ def test_store_threshold_writes_the_exact_format(results, capsys):
     assert main(argv) == 0  # again: the previous file is kept as a backup
     assert [f for f in os.listdir(results["folder"]) if f.startswith(THRESHOLD_FILE) and f.endswith(".bak")]
     assert main(["evaluate-cls", "--cv", "-d", "777", "-c", "3d_tiny", "-f", "0", "0", "-o", "x"]) == 2
+
+
+def test_fold_columns_are_matched_by_class_name(results):
+    before = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                       n_resamples=20)
+    c, y, p = results["cases"], results["y"], results["probs"]
+    idx = list(range(2, 50, 5))
+    path = results["folder"] / "fold_2" / "validation" / "classification.csv"
+    path.write_text("case_id,predicted_class,p_pos,p_neg,true_class\n" + "".join(
+        f"{c[i]},{NAMES[int(p[i, 1] >= 0.5)]},{p[i, 1]:.6f},{p[i, 0]:.6f},{NAMES[y[i]]}\n" for i in idx))
+    after = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"] / "2"),
+                                      n_resamples=20)
+    assert after["pooled"]["auc"] == pytest.approx(before["pooled"]["auc"])
+    assert after["per_fold"]["2"] == before["per_fold"]["2"] and after["pooled"]["class_names"] == NAMES
+    path.write_text("case_id,predicted_class,p_pos,p_other\n" + "".join(f"{c[i]},pos,0.5,0.5\n" for i in idx))
+    with pytest.raises(MVExtError, match="only in .*fold_2/validation/classification.csv \\(its p_<class> columns\\): "
+                                         "'other'; only in .*dataset.json: 'neg'"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"] / "3"))
