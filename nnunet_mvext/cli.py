@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "the cases instead of the predicted lesion; required for models "
                                                 "trained with segmentation: false")
     p.add_argument("--threshold", default="argmax", help="binary decision: argmax (default), stored (the threshold "
-                                                          "evaluate-cls --cv --store-threshold chose) or a number")
+                                                          "evaluate-cls --cv --store-threshold chose) or a number in "
+                                                          "[0, 1] (class 1 when p_1 >= it)")
     p.set_defaults(func=_cmd_predict_cls)
 
     p = sub.add_parser("evaluate-cls", help="metrics with 95 %% intervals, calibration and plots for "

@@ -20,12 +20,14 @@ lesion-probable predicted component, or the ``--roi`` label file), and per fold 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from nnunet_mvext.classification.case_labels import BLOCK, names_in_order
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
@@ -93,28 +95,48 @@ def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tu
     return infos[first], training
 
 
-def decision_threshold(choice: str, model_folder: str, class_names: Sequence[str]) -> Optional[float]:
-    """None for the arg-max; the stored threshold for 'stored'; a number for a number."""
+def _checked_threshold(value, source: str) -> float:
+    """``value`` as a threshold: a finite number in [0, 1] (``p_1 >= t``; 0 and 1 are valid rules, and
+    ``--store-threshold``'s Youden threshold can be 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        raise MVExtError(f"{source} is {value!r}; allowed: argmax, stored or a number in [0, 1].")
+    return float(value)
+
+
+def decision_threshold(choice: str, model_folder: str, class_names: Optional[Sequence[str]]) -> Optional[float]:
+    """None for the arg-max; the stored threshold for 'stored'; a number for a number. Validated before anything
+    loads: a number in [0, 1] from the flag and from ``<model folder>/classification_threshold.json`` alike (its file
+    and key named). ``class_names`` None: the two-class check is left to :func:`require_two_classes`."""
     if choice == "argmax":
         return None
-    if len(class_names) != 2:
-        raise MVExtError(f"--threshold {choice}: a decision threshold needs two classes; this model has "
-                         f"{len(class_names)}. Use --threshold argmax.")
     if choice == "stored":
         path = os.path.join(model_folder, THRESHOLD_FILE)
         if not os.path.isfile(path):
             raise MVExtError(f"--threshold stored: {path} does not exist. Choose one on the out-of-fold predictions "
                              f"with nnunet-mvext evaluate-cls --cv ... --store-threshold.")
         stored = read_json(path, "Threshold file")
-        logger.info("applying the stored threshold %s (%s)", stored["threshold"], stored.get("chosen_on", "?"))
-        return float(stored["threshold"])
-    try:
-        value = float(choice)
-    except ValueError:
-        raise MVExtError(f"--threshold '{choice}': allowed are argmax, stored or a number in (0, 1).") from None
-    if not 0 < value < 1:
-        raise MVExtError(f"--threshold {value}: allowed are argmax, stored or a number in (0, 1).")
+        if not isinstance(stored, dict) or "threshold" not in stored:
+            raise MVExtError(f"--threshold stored: {path} has no 'threshold' key; expected {{\"threshold\": t, ...}} "
+                             f"with t in [0, 1], as evaluate-cls --cv --store-threshold writes it.")
+        value = _checked_threshold(stored["threshold"], f"--threshold stored: 'threshold' in {path}")
+        logger.info("applying the stored threshold %s (%s)", value, stored.get("chosen_on", "?"))
+    else:
+        try:
+            value = float(choice)
+        except ValueError:
+            raise MVExtError(f"--threshold '{choice}': allowed are argmax, stored or a number in [0, 1].") from None
+        value = _checked_threshold(value, "--threshold")
+    if class_names is not None:
+        require_two_classes(choice, class_names)
     return value
+
+
+def require_two_classes(choice: str, class_names: Sequence[str]) -> None:
+    """A decision threshold needs a binary model."""
+    if choice != "argmax" and len(class_names) != 2:
+        raise MVExtError(f"--threshold {choice}: a decision threshold needs two classes; this model has "
+                         f"{len(class_names)}. Use --threshold argmax.")
 
 
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
@@ -139,7 +161,11 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         raise MVExtError(f"No trained model in {model_folder} (dataset {dataset}, -tr {trainer}, -p {plans}, "
                          f"-c {configuration}).")
     folds = [f if f == "all" else int(f) for f in folds]
-    model_dataset_json = read_json(os.path.join(model_folder, "dataset.json"), "dataset.json of the model")
+    model_json = os.path.join(model_folder, "dataset.json")
+    model_dataset_json = read_json(model_json, "dataset.json of the model")
+    block = model_dataset_json.get(BLOCK)
+    known = isinstance(block, dict) and isinstance(block.get("class_names"), dict)
+    cut = decision_threshold(threshold, model_folder, names_in_order(block["class_names"], model_json) if known else None)
     file_ending = model_dataset_json["file_ending"]
     channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
     cases = input_cases(input_folder, file_ending, len(channel_names))
@@ -154,7 +180,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         if seen:
             logger.warning("WARNING: fold %s was trained on %d of these cases (%s); their predictions are not "
                            "held-out results.", f, len(seen), ", ".join(seen[:10]) + (" ..." if len(seen) > 10 else ""))
-    cut = decision_threshold(threshold, model_folder, info["class_names"])
+    require_two_classes(threshold, info["class_names"])
 
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,

@@ -1,0 +1,72 @@
+"""predict-cls in-process, without a trained model: what is refused before any model loads (the model folder holds
+only its dataset.json, so a check that came after the checkpoints are read would end in 'Missing ...pth')."""
+
+import json
+
+import pytest
+
+from nnunet_mvext.classification.inference import THRESHOLD_FILE, predict_classification
+from nnunet_mvext.cli import main
+from nnunet_mvext.errors import MVExtError
+
+DATASET = "Dataset778_Predict"
+TRAINER = "nnUNetTrainerFusionABAF"
+
+
+@pytest.fixture()
+def model(tmp_path, monkeypatch):
+    """An nnU-Net results folder with a model folder that has a dataset.json and no checkpoint; one input case."""
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    folder = tmp_path / "nnUNet_results" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres"
+    folder.mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "arterial", "1": "delayed"}, "file_ending": ".nii.gz",
+        "labels": {"background": 0, "lesion": 1},
+        "classification": {"class_names": {"0": "persistent", "1": "washout"}, "labels": {}}}))
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    for c in (0, 1):
+        (images / f"case_010_{c:04d}.nii.gz").write_bytes(b"")
+    return {"folder": folder, "images": str(images), "out": tmp_path / "pred"}
+
+
+def _predict(model, **kwargs):
+    return predict_classification(model["images"], str(model["out"]), "778", "3d_fullres", ["0"], TRAINER,
+                                  device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"threshold": 1.5}, "'threshold' in .*classification_threshold.json is 1.5; allowed: .*a number in \\[0, 1\\]"),
+    ({"threshold": -0.1}, "is -0.1; allowed"),
+    ({"threshold": "0.4"}, "is '0.4'; allowed"),
+    ({"threshold": None}, "is None; allowed"),
+    ({"positive_class": "washout"}, "classification_threshold.json has no 'threshold' key"),
+    ([0.4], "classification_threshold.json has no 'threshold' key"),
+])
+def test_a_bad_stored_threshold_is_refused_naming_the_file_before_any_model_loads(model, content, message):
+    (model["folder"] / THRESHOLD_FILE).write_text(json.dumps(content))
+    with pytest.raises(MVExtError, match=message):
+        _predict(model, threshold="stored")
+    assert not model["out"].exists()
+
+
+@pytest.mark.parametrize("stored", [0.0, 1.0, 0.53])
+def test_a_stored_threshold_in_0_1_is_accepted_as_the_flag_is(model, stored, caplog):
+    caplog.set_level("INFO")
+    (model["folder"] / THRESHOLD_FILE).write_text(json.dumps({"threshold": stored, "chosen_on": "folds [0]"}))
+    with pytest.raises(MVExtError, match="Missing .*fold_0/checkpoint_final.pth"):  # got as far as the checkpoints
+        _predict(model, threshold="stored")
+    assert f"applying the stored threshold {stored}" in caplog.text
+    with pytest.raises(MVExtError, match="Missing .*checkpoint_final.pth"):
+        _predict(model, threshold=str(stored))
+
+
+def test_the_threshold_flag_is_validated_before_any_model_loads(model, caplog):
+    for bad in ("1.5", "-1", "nan", "high"):
+        with pytest.raises(MVExtError, match="allowed are argmax, stored or a number in \\[0, 1\\]|allowed: argmax"):
+            _predict(model, threshold=bad)
+    assert main(["predict-cls", "-i", model["images"], "-o", str(model["out"]), "-d", "778", "-c", "3d_fullres",
+                 "-f", "0", "-device", "cpu", "--threshold", "stored"]) == 2
+    assert "classification_threshold.json does not exist" in caplog.text and not model["out"].exists()
