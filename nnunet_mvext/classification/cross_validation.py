@@ -34,7 +34,7 @@ from nnunet_mvext.classification.case_labels import names_in_order
 from nnunet_mvext.classification.evaluation import METRIC_LABELS, _list, report_markdown, score, write_outputs
 from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_decision_threshold,
                                                  read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.prediction_table import align_columns, aligned_threshold
+from nnunet_mvext.classification.prediction_table import align_columns, aligned_threshold, decision_rule
 from nnunet_mvext.classification.statistics import BOOTSTRAP_METRICS, DEFAULT_RESAMPLES
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
@@ -51,7 +51,7 @@ def write_pooled_csv(path: str, cases: Sequence[str], folds: Sequence[str], prob
     """``case_id, predicted_class, p_<class>..., fold, decision_rule, true_class``: the pooled out-of-fold
     predictions, readable by evaluate-cls and compare-cls."""
     predicted = predicted_classes(probabilities, threshold)
-    rule = "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+    rule = decision_rule(class_names, threshold)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["case_id", "predicted_class"] + [f"p_{n}" for n in class_names] +

@@ -30,7 +30,7 @@ import torch
 from nnunet_mvext.classification.case_labels import BLOCK, names_in_order
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys
-from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
+from nnunet_mvext.classification.prediction_table import decision_rule, phase_names_of, write_case_predictions
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
 
@@ -139,6 +139,28 @@ def require_two_classes(choice: str, class_names: Sequence[str]) -> None:
                          f"{len(class_names)}. Use --threshold argmax.")
 
 
+def write_prediction_outputs(output_folder: str, results: dict, class_names: Sequence[str],
+                             branch_names: Sequence[str], threshold: Optional[float]) -> str:
+    """``classification.csv``, ``classification_embeddings.npz`` and one console line per case; returns the CSV's
+    path. ``results``: ``{case_id: {"probabilities" (K,), "embedding" (D,), "beta" (P,) or None,
+    "aux_probabilities" (P, K) or None, "roi"}}``. The console line prints the ``predicted_class`` the CSV holds: one
+    decision (the arg-max, or ``p_1 >= threshold``) for both."""
+    ids = list(results)
+    beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
+    aux = None if results[ids[0]]["aux_probabilities"] is None else \
+        np.stack([results[c]["aux_probabilities"] for c in ids])
+    csv_path = os.path.join(output_folder, "classification.csv")
+    predicted = write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]),
+                                       class_names, [results[c]["roi"] for c in ids], branch_names, beta, aux,
+                                       threshold=threshold)
+    np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
+             embeddings=np.stack([results[c]["embedding"] for c in ids]))
+    rule = decision_rule(class_names, threshold)
+    for case_id, name in zip(ids, predicted):
+        logger.info("%s: %s (%s; region of interest: %s)", case_id, name, rule, results[case_id]["roi"])
+    return csv_path
+
+
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
                            folds: Sequence, trainer: str, plans: str = "nnUNetPlans",
                            checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
@@ -229,16 +251,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         results[case_id] = {key: (None if per_fold[0][key] is None else np.mean([r[key] for r in per_fold], axis=0))
                             for key in ("probabilities", "embedding", "beta", "aux_probabilities")}
         results[case_id]["roi"] = region.source
-        logger.info("%s: %s (region of interest: %s)", case_id,
-                    info["class_names"][int(np.argmax(results[case_id]["probabilities"]))], region.source)
-    ids = list(results)
-    beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
-    aux = None if results[ids[0]]["aux_probabilities"] is None else \
-        np.stack([results[c]["aux_probabilities"] for c in ids])
-    write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]), info["class_names"],
-                           [results[c]["roi"] for c in ids],
-                           info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
-                           beta, aux, threshold=cut)
-    np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
-             embeddings=np.stack([results[c]["embedding"] for c in ids]))
+        logger.info("%s: classified (%d of %d; region of interest: %s)", case_id, len(results), len(cases),
+                    region.source)
+    write_prediction_outputs(output_folder, results, info["class_names"],
+                             info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut)
     return csv_path

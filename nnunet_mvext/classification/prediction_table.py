@@ -17,15 +17,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_mvext.classification.metrics import predicted_classes
 from nnunet_mvext.errors import MVExtError
 
 
-def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> np.ndarray:
-    """Arg-max, or for two classes with ``threshold``: class 1 when ``p_1 >= threshold``."""
-    p = np.asarray(probabilities, dtype=float)
-    if threshold is None:
-        return p.argmax(1)
-    return (p[:, 1] >= threshold).astype(int)
+def decision_rule(class_names: Sequence[str], threshold: Optional[float]) -> str:
+    """The ``decision_rule`` cell: ``argmax`` or ``p_<class 1> >= t`` (what :func:`predicted_classes` applies)."""
+    return "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
 
 
 def class_name_difference(names: Sequence[str], source: str, other: Sequence[str], other_source: str) -> str:
@@ -66,11 +64,13 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
                            class_names: Sequence[str], roi_sources: Sequence[str],
                            phase_names: Sequence[str] = (), beta: Optional[np.ndarray] = None,
                            aux_probabilities: Optional[np.ndarray] = None, threshold: Optional[float] = None,
-                           y_true: Optional[Sequence[int]] = None) -> None:
-    """``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K)."""
+                           y_true: Optional[Sequence[int]] = None) -> list[str]:
+    """Write the CSV; returns the ``predicted_class`` of every case as written (the decision of
+    :func:`~nnunet_mvext.classification.metrics.predicted_classes` with ``threshold``, the one rule that metrics and
+    console lines use too). ``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K)."""
     probabilities = np.asarray(probabilities, dtype=float)
-    predicted = predicted_classes(probabilities, threshold)
-    rule = "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+    predicted = [class_names[int(k)] for k in predicted_classes(probabilities, threshold)]
+    rule = decision_rule(class_names, threshold)
     header = ["case_id", "predicted_class"] + [f"p_{n}" for n in class_names]
     if beta is not None:
         header += [f"beta_{p}" for p in phase_names]
@@ -81,13 +81,14 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
         writer = csv.writer(f)
         writer.writerow(header)
         for i, case in enumerate(case_ids):
-            row = [case, class_names[int(predicted[i])]] + [f"{v:.6f}" for v in probabilities[i]]
+            row = [case, predicted[i]] + [f"{v:.6f}" for v in probabilities[i]]
             if beta is not None:
                 row += [f"{v:.6f}" for v in beta[i]]
             if aux_probabilities is not None:
                 row += [f"{v:.6f}" for v in np.asarray(aux_probabilities[i]).ravel()]
             row += [roi_sources[i], int(roi_sources[i] != "lesion"), rule]
             writer.writerow(row + ([class_names[int(y_true[i])]] if y_true is not None else []))
+    return predicted
 
 
 def phase_names_of(channel_names: dict, phase_channels: Sequence[Sequence[int]]) -> list[str]:

@@ -1,11 +1,13 @@
 """predict-cls in-process, without a trained model: what is refused before any model loads (the model folder holds
 only its dataset.json, so a check that came after the checkpoints are read would end in 'Missing ...pth')."""
 
+import csv
 import json
 
+import numpy as np
 import pytest
 
-from nnunet_mvext.classification.inference import THRESHOLD_FILE, predict_classification
+from nnunet_mvext.classification.inference import THRESHOLD_FILE, predict_classification, write_prediction_outputs
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 
@@ -70,3 +72,15 @@ def test_the_threshold_flag_is_validated_before_any_model_loads(model, caplog):
     assert main(["predict-cls", "-i", model["images"], "-o", str(model["out"]), "-d", "778", "-c", "3d_fullres",
                  "-f", "0", "-device", "cpu", "--threshold", "stored"]) == 2
     assert "classification_threshold.json does not exist" in caplog.text and not model["out"].exists()
+
+
+@pytest.mark.parametrize("threshold, expected", [(None, "washout"), (0.53, "persistent"), (0.5, "washout")])
+def test_the_console_line_says_what_classification_csv_says(tmp_path, caplog, threshold, expected):
+    """The issue's case: p_washout 0.52 is washout by arg-max, persistent with --threshold 0.53."""
+    caplog.set_level("INFO")
+    results = {"case_010": {"probabilities": np.array([0.48, 0.52]), "embedding": np.zeros(4), "beta": None,
+                            "aux_probabilities": None, "roi": "lesion"}}
+    path = write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], ["a", "b"], threshold)
+    rows = list(csv.DictReader(open(path)))
+    assert rows[0]["predicted_class"] == expected
+    assert f"case_010: {expected} (" in caplog.text
