@@ -156,7 +156,7 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
 
     path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
                                   use_mirroring=not args.disable_tta, overwrite=args.overwrite, roi_folder=args.roi,
-                                  threshold=args.threshold)
+                                  threshold=args.threshold, force=args.force)
     logger.info("Wrote segmentations and %s", path)
     return 0
 
@@ -294,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint, e.g. checkpoint_best_auc.pth")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
     p.add_argument("--disable_tta", action="store_true", help="no mirroring")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing classification.csv in -o")
+    p.add_argument("--overwrite", action="store_true", help="replace the classification.csv of an earlier "
+                                                            "predict-cls output in -o (no backup)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty -o that is not an earlier predict-cls "
+                                                        "output (no predict_cls.json), keeping a timestamped .bak of "
+                                                        "every file replaced; implies --overwrite, with backups")
     p.add_argument("--roi", default=None, help="folder of lesion mask or box label files (CASE.nii.gz) that localise "
                                                 "the cases instead of the predicted lesion; required for models "
                                                 "trained with segmentation: false")

@@ -9,12 +9,16 @@ mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the regi
 lesion-probable predicted component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
 :mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
-``-o`` receives the segmentations, ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`),
-``classification_embeddings.npz`` and the model's ``dataset.json`` and ``plans.json`` (its class names are what
-``evaluate-cls`` reads integer reference classes through). ``--threshold stored`` applies the binary threshold that
-``evaluate-cls --cv --store-threshold`` chose on the pooled out-of-fold predictions
-(``<model folder>/classification_threshold.json``); the default is the arg-max. ``nnunet-mvext evaluate-cls``
-(:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
+``-o`` receives ``predict_cls.json`` (the marker that names the model, written first), the segmentations,
+``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`), ``classification_embeddings.npz`` and
+the model's ``dataset.json`` and ``plans.json`` (its class names are what ``evaluate-cls`` reads integer reference
+classes through). Before anything loads, ``-o`` must be new, empty or an earlier output (its marker): a file or
+another non-empty folder is refused unless ``--force``, which keeps a timestamped ``.bak`` of each file it replaces;
+an earlier ``classification.csv`` is replaced only with ``--overwrite`` (no backup) or ``--force``.
+
+``--threshold stored`` applies the binary threshold that ``evaluate-cls --cv --store-threshold`` chose on the pooled
+out-of-fold predictions (``<model folder>/classification_threshold.json``); the default is the arg-max.
+``nnunet-mvext evaluate-cls`` (:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -32,10 +37,11 @@ from nnunet_mvext.classification.case_prediction import classify_case, select_re
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys
 from nnunet_mvext.classification.prediction_table import decision_rule, phase_names_of, write_case_predictions
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.json_files import read_json
+from nnunet_mvext.json_files import keep_backup, read_json
 
 logger = logging.getLogger(__name__)
 THRESHOLD_FILE = "classification_threshold.json"
+OUTPUT_MARKER = "predict_cls.json"
 
 
 def input_cases(input_folder: str, file_ending: str, num_channels: int) -> dict[str, list[str]]:
@@ -139,22 +145,47 @@ def require_two_classes(choice: str, class_names: Sequence[str]) -> None:
                          f"{len(class_names)}. Use --threshold argmax.")
 
 
+def check_output_folder(output_folder: str, overwrite: bool, force: bool) -> None:
+    """Refuse, before anything loads, an ``-o`` that is a file, a non-empty folder that is not an earlier output of
+    predict-cls (no :data:`OUTPUT_MARKER`) unless ``force``, and an existing ``classification.csv`` unless
+    ``overwrite`` or ``force``."""
+    if os.path.lexists(output_folder) and not os.path.isdir(output_folder):
+        raise MVExtError(f"-o {output_folder} is a file, not a folder; give a new folder or an earlier predict-cls "
+                         f"output folder.")
+    if not os.path.isdir(output_folder) or not os.listdir(output_folder):
+        return
+    if not force and not os.path.isfile(os.path.join(output_folder, OUTPUT_MARKER)):
+        entries = sorted(os.listdir(output_folder))
+        raise MVExtError(f"-o {output_folder} is not empty ({len(entries)} entries: {', '.join(entries[:5])}"
+                         f"{' ...' if len(entries) > 5 else ''}) and is not an output of predict-cls (it has no "
+                         f"{OUTPUT_MARKER}); predict-cls would replace its dataset.json, plans.json, "
+                         f"classification.csv and CASE segmentations. Give a new or empty folder, or pass --force to "
+                         f"write into it keeping a timestamped .bak of every file it replaces.")
+    csv_path = os.path.join(output_folder, "classification.csv")
+    if os.path.isfile(csv_path) and not (overwrite or force):
+        raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite to replace it, "
+                         f"--force to replace it keeping a .bak, or another -o).")
+
+
 def write_prediction_outputs(output_folder: str, results: dict, class_names: Sequence[str],
-                             branch_names: Sequence[str], threshold: Optional[float]) -> str:
+                             branch_names: Sequence[str], threshold: Optional[float], force: bool = False) -> str:
     """``classification.csv``, ``classification_embeddings.npz`` and one console line per case; returns the CSV's
     path. ``results``: ``{case_id: {"probabilities" (K,), "embedding" (D,), "beta" (P,) or None,
     "aux_probabilities" (P, K) or None, "roi"}}``. The console line prints the ``predicted_class`` the CSV holds: one
-    decision (the arg-max, or ``p_1 >= threshold``) for both."""
+    decision (the arg-max, or ``p_1 >= threshold``) for both. ``force``: keep a timestamped ``.bak`` of each file
+    replaced."""
     ids = list(results)
     beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
     aux = None if results[ids[0]]["aux_probabilities"] is None else \
         np.stack([results[c]["aux_probabilities"] for c in ids])
     csv_path = os.path.join(output_folder, "classification.csv")
+    embeddings_path = os.path.join(output_folder, "classification_embeddings.npz")
+    for path in (csv_path, embeddings_path) if force else ():
+        keep_backup(path)
     predicted = write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]),
                                        class_names, [results[c]["roi"] for c in ids], branch_names, beta, aux,
                                        threshold=threshold)
-    np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
-             embeddings=np.stack([results[c]["embedding"] for c in ids]))
+    np.savez(embeddings_path, case_ids=np.array(ids), embeddings=np.stack([results[c]["embedding"] for c in ids]))
     rule = decision_rule(class_names, threshold)
     for case_id, name in zip(ids, predicted):
         logger.info("%s: %s (%s; region of interest: %s)", case_id, name, rule, results[case_id]["roi"])
@@ -165,16 +196,18 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                            folds: Sequence, trainer: str, plans: str = "nnUNetPlans",
                            checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
                            use_mirroring: bool = True, overwrite: bool = False, roi_folder: Optional[str] = None,
-                           threshold: str = "argmax") -> str:
-    """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``."""
+                           threshold: str = "argmax", force: bool = False) -> str:
+    """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``.
+
+    ``output_folder`` (:func:`check_output_folder`): new, empty or an earlier output of predict-cls (recognised by
+    :data:`OUTPUT_MARKER`, written first); ``overwrite`` replaces its ``classification.csv``; ``force`` also writes
+    into any other folder, keeping a timestamped ``.bak`` of every file it replaces."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    csv_path = os.path.join(output_folder, "classification.csv")
-    if os.path.isfile(csv_path) and not overwrite:
-        raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite or another -o).")
+    check_output_folder(output_folder, overwrite, force)
     try:
         model_folder = get_output_folder(dataset, trainer, plans, configuration)
     except RuntimeError as e:
@@ -187,7 +220,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     model_dataset_json = read_json(model_json, "dataset.json of the model")
     block = model_dataset_json.get(BLOCK)
     known = isinstance(block, dict) and isinstance(block.get("class_names"), dict)
-    cut = decision_threshold(threshold, model_folder, names_in_order(block["class_names"], model_json) if known else None)
+    cut = decision_threshold(threshold, model_folder,
+                             names_in_order(block["class_names"], model_json) if known else None)
     file_ending = model_dataset_json["file_ending"]
     channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
     cases = input_cases(input_folder, file_ending, len(channel_names))
@@ -215,10 +249,21 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                          f"checkpoints ({', '.join(differing_keys(stored, info))}); it was rewritten by a later "
                          f"training start. Retrain these folds or restore plans.json.")
     os.makedirs(output_folder, exist_ok=True)
+
+    def replaceable(name: str) -> str:
+        path = os.path.join(output_folder, name)
+        if force:
+            keep_backup(path)
+        return path
+
+    save_json({"written_by": "nnunet-mvext predict-cls", "model_folder": os.path.abspath(model_folder),
+               "folds": folds, "checkpoint": checkpoint, "threshold": threshold, "input_folder":
+               os.path.abspath(input_folder), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+              replaceable(OUTPUT_MARKER), sort_keys=False)
     # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations, and
     # evaluate-cls reads integer reference classes through the class names of this dataset.json
-    save_json(predictor.dataset_json, os.path.join(output_folder, "dataset.json"), sort_keys=False)
-    save_json(predictor.plans_manager.plans, os.path.join(output_folder, "plans.json"), sort_keys=False)
+    save_json(predictor.dataset_json, replaceable("dataset.json"), sort_keys=False)
+    save_json(predictor.plans_manager.plans, replaceable("plans.json"), sort_keys=False)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
@@ -234,7 +279,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
             logits = predictor.predict_logits_from_preprocessed_data(data).float().cpu()
             export_prediction_from_logits(logits, properties, predictor.configuration_manager,
                                           predictor.plans_manager, predictor.dataset_json,
-                                          os.path.join(output_folder, case_id), False)
+                                          replaceable(case_id + file_ending)[:-len(file_ending)], False)
             probabilities = torch.softmax(logits, 0)
             segmentation = probabilities.argmax(0).numpy()
             lesion_probability = probabilities[info["lesion_label"]].numpy()
@@ -253,6 +298,6 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         results[case_id]["roi"] = region.source
         logger.info("%s: classified (%d of %d; region of interest: %s)", case_id, len(results), len(cases),
                     region.source)
-    write_prediction_outputs(output_folder, results, info["class_names"],
-                             info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut)
-    return csv_path
+    return write_prediction_outputs(output_folder, results, info["class_names"],
+                                    info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
+                                    cut, force)

@@ -3,11 +3,13 @@ only its dataset.json, so a check that came after the checkpoints are read would
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
 
-from nnunet_mvext.classification.inference import THRESHOLD_FILE, predict_classification, write_prediction_outputs
+from nnunet_mvext.classification.inference import (OUTPUT_MARKER, THRESHOLD_FILE, predict_classification,
+                                                   write_prediction_outputs)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 
@@ -84,3 +86,58 @@ def test_the_console_line_says_what_classification_csv_says(tmp_path, caplog, th
     rows = list(csv.DictReader(open(path)))
     assert rows[0]["predicted_class"] == expected
     assert f"case_010: {expected} (" in caplog.text
+
+
+def test_a_folder_that_is_not_a_predict_cls_output_is_refused_before_any_model_loads(model, caplog):
+    out = model["out"]
+    out.mkdir()
+    (out / "dataset.json").write_text('{"mine": 1}')
+    (out / "case_010.nii.gz").write_bytes(b"my segmentation")
+    with pytest.raises(MVExtError, match="is not empty \\(2 entries: case_010.nii.gz, dataset.json\\) and is not an "
+                                         "output of predict-cls .*pass --force"):
+        _predict(model)
+    with pytest.raises(MVExtError, match="is not an output of predict-cls"):  # --overwrite is not enough
+        _predict(model, overwrite=True)
+    assert sorted(os.listdir(out)) == ["case_010.nii.gz", "dataset.json"]
+    assert (out / "dataset.json").read_text() == '{"mine": 1}'
+    with pytest.raises(MVExtError, match="Missing .*checkpoint_final.pth"):  # --force: on to the model
+        _predict(model, force=True)
+    (out / "dataset.json").unlink()
+    (out / "case_010.nii.gz").unlink()
+    with pytest.raises(MVExtError, match="Missing .*checkpoint_final.pth"):  # an empty folder is fine
+        _predict(model)
+
+
+def test_o_naming_a_file_is_refused_before_any_model_loads(model):
+    model["out"].write_text("notes")
+    for force in (False, True):
+        with pytest.raises(MVExtError, match="-o .*pred is a file, not a folder"):
+            _predict(model, force=force)
+    assert model["out"].read_text() == "notes"
+
+
+def test_an_earlier_output_is_recognised_by_its_marker_and_its_csv_needs_overwrite_or_force(model):
+    out = model["out"]
+    out.mkdir()
+    (out / OUTPUT_MARKER).write_text("{}")
+    (out / "dataset.json").write_text("{}")
+    with pytest.raises(MVExtError, match="Missing .*checkpoint_final.pth"):  # an earlier output: written into
+        _predict(model)
+    (out / "classification.csv").write_text("case_id,predicted_class,p_persistent,p_washout\n")
+    with pytest.raises(MVExtError, match="classification.csv already exists; refusing to overwrite it"):
+        _predict(model)
+    for flags in ({"overwrite": True}, {"force": True}):
+        with pytest.raises(MVExtError, match="Missing .*checkpoint_final.pth"):
+            _predict(model, **flags)
+
+
+def test_force_keeps_a_backup_of_the_csv_and_embeddings_it_replaces(tmp_path):
+    results = {"case_010": {"probabilities": np.array([0.3, 0.7]), "embedding": np.zeros(4), "beta": None,
+                            "aux_probabilities": None, "roi": "lesion"}}
+    (tmp_path / "classification.csv").write_text("earlier")
+    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None, force=True)
+    backups = [f for f in os.listdir(tmp_path) if f.startswith("classification.csv.") and f.endswith(".bak")]
+    assert len(backups) == 1 and (tmp_path / backups[0]).read_text() == "earlier"
+    assert "washout" in (tmp_path / "classification.csv").read_text()
+    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None, force=True)
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("classification_embeddings.npz.")]) == 1
