@@ -10,10 +10,10 @@ and, when the dataset was already preprocessed, into the preprocessed copy too.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Iterable, Optional, Sequence
 
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -24,8 +24,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
     """``{case_id: raw class text}`` from a ``case_id,class`` CSV; duplicate ids are refused by row number."""
     if not os.path.isfile(path):
         raise MVExtError(f"Labels file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows or [c.strip() for c in rows[0]] != ["case_id", "class"]:
         raise MVExtError(f"{path}: the first row must be the header 'case_id,class', got {rows[0] if rows else []}.")
     labels: dict[str, str] = {}

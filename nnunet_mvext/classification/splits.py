@@ -14,7 +14,6 @@ when folds were already trained on the old splits.
 
 from __future__ import annotations
 
-import csv
 import glob
 import logging
 import os
@@ -25,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from nnunet_mvext.classification.case_labels import class_names as block_class_names
 from nnunet_mvext.classification.case_labels import require_labels, training_case_ids
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -35,8 +35,7 @@ def read_groups_csv(path: str, cases: list[str]) -> dict[str, str]:
     """``{case_id: group}`` from a ``case_id,group`` CSV; refuses duplicates, unknown and missing cases by name."""
     if not os.path.isfile(path):
         raise MVExtError(f"Groups file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows or [c.strip() for c in rows[0]] != ["case_id", "group"]:
         raise MVExtError(f"{path}: the first row must be the header 'case_id,group', got {rows[0] if rows else []}.")
     known, groups = set(cases), {}

@@ -304,3 +304,22 @@ def test_class_names_that_really_differ_are_named(tmp_path):
     with pytest.raises(MVExtError, match="only in .*other/classification.csv \\(its p_<class> columns\\): 'maybe'; "
                                          "only in .*dataset.json: 'neg'"):
         compare_classifiers(ref, [_write_pred(tmp_path / "a.csv", cases, p), other], str(tmp_path / "cmp"))
+
+
+@pytest.mark.parametrize("ref_encoding, pred_encoding", [("cp1252", "utf-16"), ("utf-16", "latin-1"),
+                                                         ("utf-8-sig", "cp1252")])
+def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, ref_encoding, pred_encoding):
+    caplog.set_level("INFO")
+    names = ["négatif", "positif"]
+    cases, y, p = _cases(12)
+    utf8 = _write_pred(tmp_path / "pred_utf8.csv", cases, p, names=names, dataset_json=False)
+    ref = tmp_path / "ref.csv"
+    ref.write_bytes(("case_id,class\r\n" + "".join(f"{c},{names[v]}\r\n" for c, v in zip(cases, y)))
+                    .encode(ref_encoding))
+    pred = tmp_path / "pred.csv"
+    pred.write_bytes(open(utf8, encoding="utf-8").read().encode(pred_encoding))
+    expected = evaluate_classification(str(ref), utf8, str(tmp_path / "e1"), n_resamples=20)
+    result = evaluate_classification(str(ref), str(pred), str(tmp_path / "e2"), n_resamples=20)
+    assert result["class_names"] == names and result["auc"] == expected["auc"]
+    assert result["accuracy"] == expected["accuracy"]
+    assert "as Windows-1252 (cp1252)" in caplog.text
