@@ -9,6 +9,7 @@ import pytest
 
 from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
 from nnunet_mvext.classification.evaluation import evaluate_classification
+from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
 from nnunet_mvext.cli import main
 from nnunet_mvext.classification.prediction_table import write_case_predictions
@@ -306,8 +307,7 @@ def test_class_names_that_really_differ_are_named(tmp_path):
         compare_classifiers(ref, [_write_pred(tmp_path / "a.csv", cases, p), other], str(tmp_path / "cmp"))
 
 
-@pytest.mark.parametrize("ref_encoding, pred_encoding", [("cp1252", "utf-16"), ("utf-16", "latin-1"),
-                                                         ("utf-8-sig", "cp1252")])
+@pytest.mark.parametrize("ref_encoding, pred_encoding", [("cp1252", "utf-16"), ("utf-16", "latin-1")])
 def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, ref_encoding, pred_encoding):
     caplog.set_level("INFO")
     names = ["négatif", "positif"]
@@ -318,8 +318,8 @@ def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, re
                     .encode(ref_encoding))
     pred = tmp_path / "pred.csv"
     pred.write_bytes(open(utf8, encoding="utf-8").read().encode(pred_encoding))
-    expected = evaluate_classification(str(ref), utf8, str(tmp_path / "e1"), n_resamples=20)
-    result = evaluate_classification(str(ref), str(pred), str(tmp_path / "e2"), n_resamples=20)
+    expected = classification_metrics(y, np.round(p, 6), names)
+    result = evaluate_classification(str(ref), str(pred), str(tmp_path / "e"), n_resamples=20)
     assert result["class_names"] == names and result["auc"] == expected["auc"]
     assert result["accuracy"] == expected["accuracy"]
     assert "as Windows-1252 (cp1252)" in caplog.text
