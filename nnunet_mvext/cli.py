@@ -158,7 +158,7 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
 
     path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
                                   use_mirroring=not args.disable_tta, overwrite=args.overwrite, roi_folder=args.roi,
-                                  threshold=args.threshold)
+                                  threshold=args.threshold, force=args.force)
     logger.info("Wrote segmentations and %s", path)
     return 0
 
@@ -183,10 +183,11 @@ def _cmd_evaluate_cls(args: argparse.Namespace) -> int:
                          per_fold_table_markdown(cv["per_fold"], cv["per_fold_summary"]) + "\n")
         logger.info("Wrote cv_metrics.json, pooled_metrics.json, report.md and plots to %s", args.o)
         return 0
-    if args.ref is None or args.pred is None or args.store_threshold or args.f or args.d:
-        raise MVExtError("Without --cv give -ref and -pred (-d, -c, -tr, -f and --store-threshold go with --cv).")
+    if args.ref is None or args.pred is None or args.store_threshold or args.f or args.c:
+        raise MVExtError("Without --cv give -ref and -pred, and -d for integer classes (-c, -tr, -f and "
+                         "--store-threshold go with --cv).")
     result = evaluate_classification(args.ref, args.pred, args.o, args.embeddings, chill=args.chill,
-                                     n_resamples=args.n_bootstrap, seed=args.seed)
+                                     n_resamples=args.n_bootstrap, seed=args.seed, dataset=args.d)
     sys.stdout.write(metrics_table_markdown(result) + "\n")
     logger.info("Wrote classification_metrics.json, report.md, roc.png, confusion_matrix.png, reliability.png "
                 "to %s", args.o)
@@ -197,7 +198,7 @@ def _cmd_compare_cls(args: argparse.Namespace) -> int:
     from nnunet_mvext.classification.comparison import compare_classifiers
 
     result = compare_classifiers(args.ref, args.predictions, args.o, chill=args.chill, n_resamples=args.n_bootstrap,
-                                 seed=args.seed)
+                                 seed=args.seed, dataset=args.d)
     sys.stdout.write(f"Baseline: {result['baseline']} ({result['note']})\n\n{result['table_markdown']}\n")
     logger.info("Wrote comparison.md and comparison.json to %s", args.o)
     return 0
@@ -299,17 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint, e.g. checkpoint_best_auc.pth")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
     p.add_argument("--disable_tta", action="store_true", help="no mirroring")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing classification.csv in -o")
+    p.add_argument("--overwrite", action="store_true", help="replace the classification.csv of an earlier "
+                                                            "predict-cls output in -o (no backup)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty -o that is not an earlier predict-cls "
+                                                        "output (no predict_cls.json), keeping a timestamped .bak of "
+                                                        "every file replaced; implies --overwrite, with backups")
     p.add_argument("--roi", default=None, help="folder of lesion mask or box label files (CASE.nii.gz) that localise "
                                                 "the cases instead of the predicted lesion; required for models "
                                                 "trained with segmentation: false")
     p.add_argument("--threshold", default="argmax", help="binary decision: argmax (default), stored (the threshold "
-                                                          "evaluate-cls --cv --store-threshold chose) or a number")
+                                                          "evaluate-cls --cv --store-threshold chose) or a number in "
+                                                          "[0, 1] (class 1 when p_1 >= it)")
     p.set_defaults(func=_cmd_predict_cls)
 
     p = sub.add_parser("evaluate-cls", help="metrics with 95 %% intervals, calibration and plots for "
                                             "classification.csv; --cv pools the folds' validation predictions")
-    p.add_argument("-ref", default=None, help="labels CSV (case_id,class) or dataset.json with the block")
+    p.add_argument("-ref", default=None, help="labels CSV (case_id,class; class = name, or integer index read "
+                                              "through the dataset's class names) or dataset.json with the block")
     p.add_argument("-pred", default=None, help="classification.csv from predict-cls")
     p.add_argument("-o", required=True, help="output folder")
     p.add_argument("--embeddings", default=None, help="classification_embeddings.npz for a t-SNE plot "
@@ -318,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "the reference may hold more")
     p.add_argument("--cv", action="store_true", help="pool nnUNet_results/D/TR__P__C/fold_X/validation/"
                                                      "classification.csv (out-of-fold) instead of -ref/-pred")
-    p.add_argument("-d", default=None, help="--cv: dataset id or name")
+    p.add_argument("-d", default=None, help="dataset id or name: --cv's model; with -ref, the class names that "
+                                            "integer classes are read through (default: the dataset.json that "
+                                            "predict-cls wrote beside -pred)")
     p.add_argument("-c", default=None, help="--cv: configuration")
     p.add_argument("-tr", default="nnUNetTrainerFusionABAF", help="--cv: trainer (default: %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="--cv: plans identifier (default: %(default)s)")
@@ -332,8 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare-cls", help="paired comparison of models on the same cases: DeLong (binary AUC), "
                                            "paired bootstrap (the rest); every model against the first")
-    p.add_argument("-ref", required=True, help="labels CSV (case_id,class) or dataset.json with the block")
+    p.add_argument("-ref", required=True, help="labels CSV (case_id,class; class = name, or integer index read "
+                                               "through the dataset's class names) or dataset.json with the block")
     p.add_argument("predictions", nargs="+", help="classification.csv files; the first is the baseline")
+    p.add_argument("-d", default=None, help="dataset id or name whose class names integer classes in -ref are read "
+                                            "through (default: the dataset.json predict-cls wrote beside a CSV)")
     p.add_argument("-o", required=True, help="output folder (comparison.md, comparison.json)")
     p.add_argument("--chill", action="store_true", help="the reference may hold cases that were not predicted")
     p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")

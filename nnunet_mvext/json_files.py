@@ -39,13 +39,20 @@ def backup_path(path: str) -> str:
     return candidate
 
 
+def keep_backup(path: str) -> str | None:
+    """Copy an existing file ``path`` to :func:`backup_path` before it is replaced; returns the backup (None: no
+    file)."""
+    if not os.path.isfile(path):
+        return None
+    backup = backup_path(path)
+    shutil.copy2(path, backup)
+    logger.info("kept the previous %s as %s", os.path.basename(path), backup)
+    return backup
+
+
 def write_json_with_backup(path: str, content, indent: int = 4) -> str | None:
     """Replace ``path`` by ``content``, first copying the old file to :func:`backup_path`. Returns the backup."""
-    backup = None
-    if os.path.isfile(path):
-        backup = backup_path(path)
-        shutil.copy2(path, backup)
-        logger.info("kept the previous %s as %s", os.path.basename(path), backup)
+    backup = keep_backup(path)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(content, f, indent=indent)

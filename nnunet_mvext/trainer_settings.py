@@ -54,8 +54,10 @@ def _non_negative(v) -> bool:
 
 
 def _phase_groups(v) -> bool:
-    return all(isinstance(g, list) and g and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
-                                                    for c in g) for g in v)
+    """A non-empty list of non-empty lists of channel indices (an empty list is refused like an empty group: it
+    would silently mean 'one phase per channel', which is null's meaning)."""
+    return bool(v) and all(isinstance(g, list) and g and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                             for c in g) for g in v)
 
 
 def _views(v) -> bool:
@@ -128,7 +130,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "Fusion trainers: how the per-phase lesion embeddings are fused for the case class (decision: one "
                 "classifier per phase, log-probabilities combined by learned weights).",
                 choices=("concat", "dsn", "abaf", "decision"), applies_to="fusion"),
-    SettingSpec("phase_channels", None, (list,), "a list of channel-index lists, or null (one phase per channel)",
+    SettingSpec("phase_channels", None, (list,), "a non-empty list of non-empty channel-index lists, or null (one "
+                "phase per channel)",
                 "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups,
                 applies_to="fusion"),
     SettingSpec("shared_encoder", False, (bool,), "true or false",

@@ -53,6 +53,8 @@ def test_misspelled_key_is_named_with_suggestion_and_allowed_keys():
     ("protocol_ablation", ["patch_pooling", "patch_pooling"], "out of range"),
     ("pretrained_checkpoint", "/models/fold_{fold_id}/checkpoint_final.pth", "out of range"),
     ("pretrained_checkpoint", "/models/fold_{fold/checkpoint_final.pth", "out of range"),
+    ("phase_channels", [[0], []], "out of range"),
+    ("phase_channels", [], "out of range"),  # not 'one phase per channel': that is null
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(key, value, problem):
     with pytest.raises(MVExtError) as e:

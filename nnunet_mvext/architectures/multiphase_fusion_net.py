@@ -104,7 +104,8 @@ class MultiPhaseFusionNet(nn.Module):
         if short not in ENCODERS:
             raise MVExtError(f"The plan's network_class_name '{encoder_class_name}' has no known encoder; allowed: "
                              f"{', '.join(ENCODERS)}.")
-        groups = validate_phase_channels(phase_channels or default_phase_channels(num_input_channels),
+        groups = validate_phase_channels(default_phase_channels(num_input_channels) if phase_channels is None
+                                         else phase_channels,
                                          num_input_channels, shared_encoder)
         self.phase_channels = groups
         self.shared_encoder = shared_encoder

@@ -193,7 +193,8 @@ class MultiViewFusionNet(nn.Module):
         self.views = validate_views(views, view_slices)
         self.view_axes = [VIEW_AXES[v] for v in self.views]
         self.view_slices = view_slices
-        groups = validate_phase_channels(phase_channels or default_phase_channels(num_input_channels),
+        groups = validate_phase_channels(default_phase_channels(num_input_channels) if phase_channels is None
+                                         else phase_channels,
                                          num_input_channels, shared_encoder)
         self.phase_channels = groups
         self.shared_encoder = shared_encoder

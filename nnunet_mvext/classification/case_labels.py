@@ -10,10 +10,10 @@ and, when the dataset was already preprocessed, into the preprocessed copy too.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Iterable, Optional, Sequence
 
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -24,8 +24,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
     """``{case_id: raw class text}`` from a ``case_id,class`` CSV; duplicate ids are refused by row number."""
     if not os.path.isfile(path):
         raise MVExtError(f"Labels file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows or [c.strip() for c in rows[0]] != ["case_id", "class"]:
         raise MVExtError(f"{path}: the first row must be the header 'case_id,class', got {rows[0] if rows else []}.")
     labels: dict[str, str] = {}
@@ -127,9 +126,35 @@ def class_block(dataset_json: dict, source: str) -> dict:
     return block
 
 
+def names_in_order(class_names_entry: dict, source: str) -> list[str]:
+    """``["name of 0", "name of 1", ...]`` from a block's ``class_names`` (keys "0" .. "K-1")."""
+    keys = [str(i) for i in range(len(class_names_entry))]
+    if sorted(class_names_entry) != sorted(keys):
+        raise MVExtError(f"{source}: '{BLOCK}' 'class_names' has the keys {sorted(class_names_entry)}; expected "
+                         f"{keys} (one name per class index).")
+    return [str(class_names_entry[k]) for k in keys]
+
+
 def class_names(dataset_json: dict, source: str) -> list[str]:
-    names = class_block(dataset_json, source)["class_names"]
-    return [names[str(i)] for i in range(len(names))]
+    return names_in_order(class_block(dataset_json, source)["class_names"], source)
+
+
+def dataset_class_names(dataset: str) -> tuple[list[str], str]:
+    """``(class names, path)`` of the ``classification`` block of a dataset's ``dataset.json`` (``dataset``: id or
+    name, as ``-d``): the raw one, else the preprocessed copy."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
+    candidates = [os.path.join(str(root), name, "dataset.json") for root in (nnUNet_raw, nnUNet_preprocessed)
+                  if root.is_set()]
+    for path in candidates:
+        if os.path.isfile(path):
+            return class_names(read_json(path, "dataset.json"), path), path
+    raise MVExtError(f"-d {dataset}: no dataset.json found (looked for {' and '.join(candidates) or 'nnUNet_raw'}).")
 
 
 def require_labels(dataset_json: dict, case_ids: Iterable[str], source: str) -> dict[str, int]:

@@ -5,8 +5,8 @@ DeLong's paired test (z, p, interval of the difference); the other metrics, and 
 paired stratified bootstrap (both models scored on the same resamples). p-values are per comparison, not adjusted
 for the number of models or metrics.
 
-All CSVs must hold the same cases and class names; every case needs a reference label (``--chill``: the reference
-may hold more cases than were predicted).
+All CSVs must hold the same cases and class names (their ``p_<class>`` columns are matched by name, in any order);
+every case needs a reference label (``--chill``: the reference may hold more cases than were predicted).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _fmt, _list, load_reference, match_cases,
-                                                    metrics_table_markdown)
+from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _fmt, _list, class_order, load_reference,
+                                                    match_cases, metrics_table_markdown)
 from nnunet_mvext.classification.metrics import read_decision_threshold, read_predictions_csv
+from nnunet_mvext.classification.prediction_table import align_columns, aligned_threshold
 from nnunet_mvext.classification.statistics import (DEFAULT_RESAMPLES, delong_paired_test, metric_names,
                                                     metrics_with_intervals, paired_bootstrap)
 from nnunet_mvext.errors import MVExtError
@@ -46,33 +47,34 @@ def model_labels(paths: Sequence[str]) -> list[str]:
 
 def compare_classifiers(reference: str, predictions: Sequence[str], output_folder: str, chill: bool = False,
                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                        names: Optional[Sequence[str]] = None) -> dict:
+                        names: Optional[Sequence[str]] = None, dataset: Optional[str] = None) -> dict:
     """Compare each of ``predictions[1:]`` with ``predictions[0]`` on the same cases; writes ``comparison.json``
-    and ``comparison.md``. Returns ``{"baseline", "models": {name: metrics with intervals}, "comparisons":
-    {name: {metric: {"difference", "low", "high", "p", "method"[, "z"]}}}, "cases", "table_markdown"}``."""
+    and ``comparison.md``. Classes are matched by name as in ``evaluate-cls`` (``dataset``: ``-d``, for integer
+    classes in a CSV reference; :func:`~nnunet_mvext.classification.evaluation.class_order`). Returns
+    ``{"baseline", "models": {name: metrics with intervals}, "comparisons": {name: {metric: {"difference", "low",
+    "high", "p", "method"[, "z"]}}}, "cases", "table_markdown"}``."""
     if len(predictions) < 2:
         raise MVExtError("compare-cls needs at least two predictions CSVs: the baseline first, then the models.")
     labels = list(names) if names else model_labels(predictions)
     loaded = [read_predictions_csv(p) for p in predictions]
-    cases0, class_names, _ = loaded[0]
-    for path, (cases, cnames, _) in zip(predictions[1:], loaded[1:]):
-        if cnames != class_names:
-            raise MVExtError(f"Class names differ: {predictions[0]} has {class_names}, {path} has {cnames}.")
+    cases0 = loaded[0][0]
+    for path, (cases, _, _) in zip(predictions[1:], loaded[1:]):
         only0, only1 = sorted(set(cases0) - set(cases)), sorted(set(cases) - set(cases0))
         if only0 or only1:
             raise MVExtError("A paired comparison needs the same cases in every file. "
                              + (f"Only in {predictions[0]}: {_list(only0)}. " if only0 else "")
                              + (f"Only in {path}: {_list(only1)}." if only1 else ""))
-    truth, ref_names = load_reference(reference, class_names)
-    if ref_names is not None and ref_names != class_names:
-        raise MVExtError(f"Class names differ: {reference} has {ref_names}, {predictions[0]} has {class_names}.")
+    order, order_source = class_order(reference, predictions, dataset)
+    truth, class_names = load_reference(reference, order, order_source, loaded[0][1])
+    order_source = order_source or f"{predictions[0]} (the baseline; the reference names its classes)"
     match_cases(truth, cases0, reference, predictions[0], chill)
     y = np.array([truth[c] for c in cases0])
-    probs = []
-    for cases, _, p in loaded:
-        order = {c: i for i, c in enumerate(cases)}
-        probs.append(p[[order[c] for c in cases0]])
-    thresholds = [read_decision_threshold(path, class_names) for path in predictions]
+    probs, thresholds = [], []
+    for path, (cases, file_names, p) in zip(predictions, loaded):
+        row = {c: i for i, c in enumerate(cases)}
+        probs.append(align_columns(p, file_names, class_names, path, order_source)[[row[c] for c in cases0]])
+        thresholds.append(aligned_threshold(read_decision_threshold(path, file_names), file_names, class_names,
+                                            path))
     models = {label: metrics_with_intervals(y, p, class_names, n_resamples=n_resamples, seed=seed, threshold=t)
               for label, p, t in zip(labels, probs, thresholds)}
     for label, m in models.items():

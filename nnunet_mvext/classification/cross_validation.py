@@ -13,7 +13,8 @@ validation cases). A fold CSV without these columns is named in ``provenance_not
 
 Refused before anything is computed, by name: a missing fold (the default folds 0-4; ``-f`` names the folds you
 have), a fold named twice, fold ``all`` (it validates on its own training cases), a case in two folds, class names
-that differ between folds, and a case without a reference label.
+that differ between folds (the ``p_<class>`` columns are matched by name, in the class order of the model folder's
+``dataset.json``, else of the first fold), and a case without a reference label.
 
 Reference labels: the ``classification`` block of the ``dataset.json`` that nnU-Net copied into the model folder
 (what the trainer used), else the ``true_class`` column of the CSVs; when both exist they must agree.
@@ -35,11 +36,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_mvext.classification.case_labels import names_in_order
 from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _list, lesion_localisation, report_markdown, score,
                                                     write_outputs)
 from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_column,
                                                  read_decision_threshold, read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
+from nnunet_mvext.classification.prediction_table import (align_columns, aligned_threshold, decision_rule,
+                                                          provenance_warnings, read_provenance)
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
@@ -56,7 +59,7 @@ def write_pooled_csv(path: str, cases: Sequence[str], folds: Sequence[str], prob
     """``case_id, predicted_class, p_<class>..., fold, decision_rule, true_class``: the pooled out-of-fold
     predictions, readable by evaluate-cls and compare-cls."""
     predicted = predicted_classes(probabilities, threshold)
-    rule = "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+    rule = decision_rule(class_names, threshold)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["case_id", "predicted_class"] + [f"p_{n}" for n in class_names] +
@@ -103,6 +106,17 @@ def fold_csvs(folder: str, folds: Optional[Sequence[str]]) -> dict[str, str]:
     return paths
 
 
+def _model_class_names(folder: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """The class order of the model folder's ``dataset.json`` block (what the trainer used), or ``(None, None)``."""
+    path = os.path.join(folder, "dataset.json")
+    if not os.path.isfile(path):
+        return None, None
+    block = read_json(path, "dataset.json").get("classification")
+    if not isinstance(block, dict) or not isinstance(block.get("class_names"), dict):
+        return None, None
+    return names_in_order(block["class_names"], path), path
+
+
 def _reference_labels(folder: str, per_fold: dict, class_names: list[str]) -> dict[str, int]:
     """``{case: class index}`` from the model folder's dataset.json block and/or the ``true_class`` columns."""
     block_labels = None
@@ -110,7 +124,7 @@ def _reference_labels(folder: str, per_fold: dict, class_names: list[str]) -> di
     if os.path.isfile(dataset_json):
         block = read_json(dataset_json, "dataset.json").get("classification")
         if isinstance(block, dict) and isinstance(block.get("labels"), dict):
-            names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
+            names = names_in_order(block["class_names"], dataset_json)
             if names != class_names:
                 raise MVExtError(f"Class names differ: {dataset_json} has {names}, the fold CSVs have {class_names}.")
             block_labels = {c: int(v) for c, v in block["labels"].items()}
@@ -171,20 +185,20 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     """
     folder = model_folder(dataset, configuration, trainer, plans)
     paths = fold_csvs(folder, folds)
-    per_fold_data, class_names, seen, thresholds = {}, None, {}, {}
+    class_names, first = _model_class_names(folder)
+    per_fold_data, seen, thresholds = {}, {}, {}
     for fold, path in paths.items():
         cases, names, probs = read_predictions_csv(path)
         if class_names is None:
             class_names, first = names, path
-        elif names != class_names:
-            raise MVExtError(f"Class names differ between folds: {first} has {class_names}, {path} has {names}.")
+        probs = align_columns(probs, names, class_names, path, first)
         overlap = [c for c in cases if c in seen]
         if overlap:
             raise MVExtError(f"Case(s) {_list(overlap)} appear in the validation of fold {seen[overlap[0]]} and of "
                              f"fold {fold}: folds must not overlap (were they trained on different splits?).")
         seen.update({c: fold for c in cases})
         per_fold_data[fold] = (path, cases, probs)
-        thresholds[fold] = read_decision_threshold(path, class_names)
+        thresholds[fold] = aligned_threshold(read_decision_threshold(path, names), names, class_names, path)
     if len(set(thresholds.values())) > 1:
         raise MVExtError(f"The folds' predictions use different decision rules ({thresholds}, None = arg-max); "
                          f"pool predictions made with one rule.")

@@ -1,10 +1,13 @@
 """``nnunet-mvext evaluate-cls``: a predictions CSV against reference labels, with intervals and calibration.
 
-Reference: a ``case_id,class`` CSV (class = integer index or class name) or a ``dataset.json`` with the
-``classification`` block. Every input is validated before anything is computed or any folder created: an empty
-file, a duplicated case row, a probability that is not a number in [0, 1], class names that differ between the
-files, predicted cases without a reference label and (without ``--chill``) reference cases without a prediction are
-refused, naming the file, row and case.
+Reference: a ``case_id,class`` CSV (class = class name or integer index) or a ``dataset.json`` with the
+``classification`` block. Classes are matched by NAME, never by column position (picai_eval's rule: class names, not
+column positions, link a prediction to its reference): the ``p_<class>`` columns may come in any order, and an
+integer class is read through the dataset's class names (``-d``, else the ``dataset.json`` that ``predict-cls``
+writes beside its CSV; :func:`class_order`), or refused. Every input is validated before anything is computed or
+any folder created: an empty file, a duplicated case row, a probability that is not a number in [0, 1], class names
+that differ between the files (naming the classes only in each), predicted cases without a reference label and
+(without ``--chill``) reference cases without a prediction are refused, naming the file, row and case.
 
 Writes into the output folder: ``classification_metrics.json`` (the point metrics of
 :func:`~nnunet_mvext.classification.metrics.classification_metrics`, ``intervals``: DeLong for a binary AUC, the
@@ -23,11 +26,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.case_labels import class_block, read_labels_csv
+from nnunet_mvext.classification.case_labels import (BLOCK, class_block, class_names, dataset_class_names,
+                                                     names_in_order, read_labels_csv)
 from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
                                                  read_column, read_decision_threshold, read_predictions_csv,
                                                  youden_threshold)
-from nnunet_mvext.classification.prediction_table import provenance_warnings, read_provenance
+from nnunet_mvext.classification.prediction_table import (align_columns, aligned_threshold, provenance_warnings,
+                                                          read_provenance)
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
@@ -44,36 +49,67 @@ def _list(items: Sequence[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def load_reference(path: str, class_names: Optional[Sequence[str]] = None) -> tuple[dict[str, int], Optional[list]]:
-    """``({case_id: class index}, class names or None)`` from a labels CSV or a dataset.json with the block.
+def class_order(reference: str, predictions: Sequence[str], dataset: Optional[str] = None) -> tuple[list, str]:
+    """``(class names, their source)`` through which the reference's classes are read and the ``p_<class>`` columns
+    matched, by name: a ``dataset.json`` reference's own block; else ``dataset`` (``-d``); else the block of the
+    ``dataset.json`` that ``predict-cls`` writes beside its CSV (the first of ``predictions`` that has one). ``([],
+    "")`` when none of them exists: then only a reference that names its classes can be read."""
+    if reference.endswith(".json"):
+        return class_names(read_json(reference, "reference"), reference), reference
+    if dataset is not None:
+        names, path = dataset_class_names(dataset)
+        return names, f"{path} (-d {dataset})"
+    for csv_path in predictions:
+        beside = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "dataset.json")
+        if os.path.isfile(beside):
+            block = read_json(beside, "dataset.json").get(BLOCK)
+            if isinstance(block, dict) and isinstance(block.get("class_names"), dict):
+                return names_in_order(block["class_names"], beside), beside
+    return [], ""
 
-    In the CSV (header ``case_id,class``) a class is an integer index or, given ``class_names``, one of the names.
+
+def load_reference(path: str, names: Sequence[str], names_source: str,
+                   predicted_names: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """``({case_id: class index}, class names)``: the reference's labels as indices into the returned names.
+
+    ``names``: the class order of :func:`class_order` (``names_source`` says where it comes from). A ``dataset.json``
+    reference holds indices into its own block. In a ``case_id,class`` CSV a class is a name or an integer index; an
+    integer is read through ``names`` only, never through the position of a ``p_<class>`` column, so it is refused
+    when ``names`` is empty. Without ``names`` the classes named in the CSV are taken in the order of
+    ``predicted_names`` (the predictions' columns).
     """
     if path.endswith(".json"):
-        block = class_block(read_json(path, "reference"), path)
-        names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
+        content = read_json(path, "reference")
+        block, names = class_block(content, path), class_names(content, path)
         labels = {}
         for case, value in block["labels"].items():
             if not isinstance(value, int) or not 0 <= value < len(names):
                 raise MVExtError(f"{path}: case '{case}' has class {value!r}; allowed: 0..{len(names) - 1}.")
             labels[case] = value
-        return labels, names
+        return labels, list(names)
     raw = read_labels_csv(path)
+    order = list(names) or list(predicted_names)
     labels = {}
     for case, value in raw.items():
-        if class_names is not None and value in class_names:
-            labels[case] = list(class_names).index(value)
+        if value in order:
+            labels[case] = order.index(value)
             continue
         try:
-            labels[case] = int(value)
+            index = int(value)
         except ValueError:
-            allowed = f"0..{len(class_names) - 1} or {', '.join(class_names)}" if class_names else "an integer >= 0"
+            allowed = (f"0..{len(names) - 1} or {', '.join(names)} ({names_source})" if names else
+                       f"{', '.join(order)} (the p_<class> columns of the predictions)")
             raise MVExtError(f"{path}: case '{case}' has class '{value}'; allowed: {allowed}.") from None
-        if labels[case] < 0 or (class_names is not None and labels[case] >= len(class_names)):
-            allowed = f"0..{len(class_names) - 1}" if class_names else ">= 0"
-            raise MVExtError(f"{path}: case '{case}' has class {labels[case]}, out of range (allowed: {allowed}"
-                             f"{'; the predictions have ' + str(len(class_names)) + ' classes' if class_names else ''}).")
-    return labels, None
+        if not names:
+            raise MVExtError(f"{path}: case '{case}' has the integer class {index}, and no class names are known to "
+                             f"read it through (a column's position is not used). Pass the dataset with -d, keep the "
+                             f"dataset.json that predict-cls writes beside its classification.csv, or write class "
+                             f"names ({', '.join(order)}) instead of integers.")
+        if not 0 <= index < len(names):
+            raise MVExtError(f"{path}: case '{case}' has class {index}, out of range (allowed: 0..{len(names) - 1}, "
+                             f"the classes {', '.join(names)} of {names_source}).")
+        labels[case] = index
+    return labels, order
 
 
 def match_cases(truth: dict[str, int], cases: Sequence[str], reference: str, predictions_csv: str,
@@ -229,26 +265,30 @@ def _embeddings_for(embeddings: Optional[str], predictions_csv: str, cases: Sequ
 
 def evaluate_classification(reference: str, predictions_csv: str, output_folder: str,
                             embeddings: Optional[str] = None, chill: bool = False,
-                            n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+                            n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, dataset: Optional[str] = None) -> dict:
     """Validate, score ``predictions_csv`` against ``reference`` and write the outputs; returns the result dict.
 
-    ``chill``: score only the predicted cases (as ``nnUNetv2_evaluate_folder -chill``); the reference cases left out
-    are listed in ``result["reference_cases_not_predicted"]``.
+    Classes are matched by name (:func:`class_order`, :func:`load_reference`): the ``p_<class>`` columns may come
+    in any order; integer classes of a CSV reference are read through the class names of ``dataset`` (``-d``) or of
+    the ``dataset.json`` beside ``predictions_csv``. ``chill``: score only the predicted cases (as
+    ``nnUNetv2_evaluate_folder -chill``); the reference cases left out are listed in
+    ``result["reference_cases_not_predicted"]``.
     """
-    cases, names, probs = read_predictions_csv(predictions_csv)
-    truth, ref_names = load_reference(reference, names)
-    if ref_names is not None and ref_names != names:
-        raise MVExtError(f"Class names differ: {reference} has {ref_names}, {predictions_csv} has {names} "
-                         f"(its p_<class> columns).")
+    cases, file_names, file_probs = read_predictions_csv(predictions_csv)
+    order, order_source = class_order(reference, [predictions_csv], dataset)
+    truth, names = load_reference(reference, order, order_source, file_names)
+    probs = align_columns(file_probs, file_names, names, predictions_csv, order_source or "the reference")
     left_out = match_cases(truth, cases, reference, predictions_csv, chill)
     emb = _embeddings_for(embeddings, predictions_csv, cases) if len(cases) >= 4 else None
-    threshold = read_decision_threshold(predictions_csv, names)
+    threshold = aligned_threshold(read_decision_threshold(predictions_csv, file_names), file_names, names,
+                                  predictions_csv)
     y = [truth[c] for c in cases]
     if left_out:
         logger.info("--chill: scoring the %d predicted cases; %d reference cases have no prediction.", len(cases),
                     len(left_out))
     result = score(y, probs, names, n_resamples, seed, threshold)
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
+    result["class_names_from"] = order_source or f"{predictions_csv} (the reference names its classes)"
     result["provenance"] = read_provenance(predictions_csv)
     result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv))
     for warning in result["warnings"]:

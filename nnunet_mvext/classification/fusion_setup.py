@@ -75,8 +75,9 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
                          f"trainers need plain labels because the lesion is found as one label of the segmentation.")
     block = class_block(dataset_json, f"dataset.json of {plans.get('dataset_name', '?')}")
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
-    phases = validate_phase_channels(settings.phase_channels or [[c] for c in range(n_channels)], n_channels,
-                                     settings.shared_encoder, f"trainer_settings of {where}")
+    phases = validate_phase_channels([[c] for c in range(n_channels)] if settings.phase_channels is None
+                                     else settings.phase_channels, n_channels, settings.shared_encoder,
+                                     f"trainer_settings of {where}")
     lesion = resolve_lesion_label(settings.lesion_label, labels, f"trainer_settings of {where}")
     fallback = None
     if settings.fallback_roi_label is not None:

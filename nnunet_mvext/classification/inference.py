@@ -9,30 +9,39 @@ mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the regi
 lesion-probable predicted component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
 :mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
-``-o`` receives the segmentations, ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`) and
-``classification_embeddings.npz``. ``--threshold stored`` applies the binary threshold that
-``evaluate-cls --cv --store-threshold`` chose on the pooled out-of-fold predictions
-(``<model folder>/classification_threshold.json``); the default is the arg-max. ``nnunet-mvext evaluate-cls``
-(:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
+``-o`` receives ``predict_cls.json`` (the marker that names the model, written first), the segmentations,
+``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`), ``classification_embeddings.npz`` and
+the model's ``dataset.json`` and ``plans.json`` (its class names are what ``evaluate-cls`` reads integer reference
+classes through). Before anything loads, ``-o`` must be new, empty or an earlier output (its marker): a file or
+another non-empty folder is refused unless ``--force``, which keeps a timestamped ``.bak`` of each file it replaces;
+an earlier ``classification.csv`` is replaced only with ``--overwrite`` (no backup) or ``--force``.
+
+``--threshold stored`` applies the binary threshold that ``evaluate-cls --cv --store-threshold`` chose on the pooled
+out-of-fold predictions (``<model folder>/classification_threshold.json``); the default is the arg-max.
+``nnunet-mvext evaluate-cls`` (:mod:`nnunet_mvext.classification.evaluation`) scores the CSV.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from nnunet_mvext.classification.case_labels import BLOCK, names_in_order
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys
-from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
+from nnunet_mvext.classification.prediction_table import decision_rule, phase_names_of, write_case_predictions
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.json_files import read_json
+from nnunet_mvext.json_files import keep_backup, read_json
 
 logger = logging.getLogger(__name__)
 THRESHOLD_FILE = "classification_threshold.json"
+OUTPUT_MARKER = "predict_cls.json"
 
 
 def input_cases(input_folder: str, file_ending: str, num_channels: int) -> dict[str, list[str]]:
@@ -92,44 +101,113 @@ def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tu
     return infos[first], training
 
 
-def decision_threshold(choice: str, model_folder: str, class_names: Sequence[str]) -> Optional[float]:
-    """None for the arg-max; the stored threshold for 'stored'; a number for a number."""
+def _checked_threshold(value, source: str) -> float:
+    """``value`` as a threshold: a finite number in [0, 1] (``p_1 >= t``; 0 and 1 are valid rules, and
+    ``--store-threshold``'s Youden threshold can be 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        raise MVExtError(f"{source} is {value!r}; allowed: argmax, stored or a number in [0, 1].")
+    return float(value)
+
+
+def decision_threshold(choice: str, model_folder: str, class_names: Optional[Sequence[str]]) -> Optional[float]:
+    """None for the arg-max; the stored threshold for 'stored'; a number for a number. Validated before anything
+    loads: a number in [0, 1] from the flag and from ``<model folder>/classification_threshold.json`` alike (its file
+    and key named). ``class_names`` None: the two-class check is left to :func:`require_two_classes`."""
     if choice == "argmax":
         return None
-    if len(class_names) != 2:
-        raise MVExtError(f"--threshold {choice}: a decision threshold needs two classes; this model has "
-                         f"{len(class_names)}. Use --threshold argmax.")
     if choice == "stored":
         path = os.path.join(model_folder, THRESHOLD_FILE)
         if not os.path.isfile(path):
             raise MVExtError(f"--threshold stored: {path} does not exist. Choose one on the out-of-fold predictions "
                              f"with nnunet-mvext evaluate-cls --cv ... --store-threshold.")
         stored = read_json(path, "Threshold file")
-        logger.info("applying the stored threshold %s (%s)", stored["threshold"], stored.get("chosen_on", "?"))
-        return float(stored["threshold"])
-    try:
-        value = float(choice)
-    except ValueError:
-        raise MVExtError(f"--threshold '{choice}': allowed are argmax, stored or a number in (0, 1).") from None
-    if not 0 < value < 1:
-        raise MVExtError(f"--threshold {value}: allowed are argmax, stored or a number in (0, 1).")
+        if not isinstance(stored, dict) or "threshold" not in stored:
+            raise MVExtError(f"--threshold stored: {path} has no 'threshold' key; expected {{\"threshold\": t, ...}} "
+                             f"with t in [0, 1], as evaluate-cls --cv --store-threshold writes it.")
+        value = _checked_threshold(stored["threshold"], f"--threshold stored: 'threshold' in {path}")
+        logger.info("applying the stored threshold %s (%s)", value, stored.get("chosen_on", "?"))
+    else:
+        try:
+            value = float(choice)
+        except ValueError:
+            raise MVExtError(f"--threshold '{choice}': allowed are argmax, stored or a number in [0, 1].") from None
+        value = _checked_threshold(value, "--threshold")
+    if class_names is not None:
+        require_two_classes(choice, class_names)
     return value
+
+
+def require_two_classes(choice: str, class_names: Sequence[str]) -> None:
+    """A decision threshold needs a binary model."""
+    if choice != "argmax" and len(class_names) != 2:
+        raise MVExtError(f"--threshold {choice}: a decision threshold needs two classes; this model has "
+                         f"{len(class_names)}. Use --threshold argmax.")
+
+
+def check_output_folder(output_folder: str, overwrite: bool, force: bool) -> None:
+    """Refuse, before anything loads, an ``-o`` that is a file, a non-empty folder that is not an earlier output of
+    predict-cls (no :data:`OUTPUT_MARKER`) unless ``force``, and an existing ``classification.csv`` unless
+    ``overwrite`` or ``force``."""
+    if os.path.lexists(output_folder) and not os.path.isdir(output_folder):
+        raise MVExtError(f"-o {output_folder} is a file, not a folder; give a new folder or an earlier predict-cls "
+                         f"output folder.")
+    if not os.path.isdir(output_folder) or not os.listdir(output_folder):
+        return
+    if not force and not os.path.isfile(os.path.join(output_folder, OUTPUT_MARKER)):
+        entries = sorted(os.listdir(output_folder))
+        raise MVExtError(f"-o {output_folder} is not empty ({len(entries)} entries: {', '.join(entries[:5])}"
+                         f"{' ...' if len(entries) > 5 else ''}) and is not an output of predict-cls (it has no "
+                         f"{OUTPUT_MARKER}); predict-cls would replace its dataset.json, plans.json, "
+                         f"classification.csv and CASE segmentations. Give a new or empty folder, or pass --force to "
+                         f"write into it keeping a timestamped .bak of every file it replaces.")
+    csv_path = os.path.join(output_folder, "classification.csv")
+    if os.path.isfile(csv_path) and not (overwrite or force):
+        raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite to replace it, "
+                         f"--force to replace it keeping a .bak, or another -o).")
+
+
+def write_prediction_outputs(output_folder: str, results: dict, class_names: Sequence[str],
+                             branch_names: Sequence[str], threshold: Optional[float], force: bool = False) -> str:
+    """``classification.csv``, ``classification_embeddings.npz`` and one console line per case; returns the CSV's
+    path. ``results``: ``{case_id: {"probabilities" (K,), "embedding" (D,), "beta" (P,) or None,
+    "aux_probabilities" (P, K) or None, "roi"}}``. The console line prints the ``predicted_class`` the CSV holds: one
+    decision (the arg-max, or ``p_1 >= threshold``) for both. ``force``: keep a timestamped ``.bak`` of each file
+    replaced."""
+    ids = list(results)
+    beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
+    aux = None if results[ids[0]]["aux_probabilities"] is None else \
+        np.stack([results[c]["aux_probabilities"] for c in ids])
+    csv_path = os.path.join(output_folder, "classification.csv")
+    embeddings_path = os.path.join(output_folder, "classification_embeddings.npz")
+    for path in (csv_path, embeddings_path) if force else ():
+        keep_backup(path)
+    predicted = write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]),
+                                       class_names, [results[c]["roi"] for c in ids], branch_names, beta, aux,
+                                       threshold=threshold)
+    np.savez(embeddings_path, case_ids=np.array(ids), embeddings=np.stack([results[c]["embedding"] for c in ids]))
+    rule = decision_rule(class_names, threshold)
+    for case_id, name in zip(ids, predicted):
+        logger.info("%s: %s (%s; region of interest: %s)", case_id, name, rule, results[case_id]["roi"])
+    return csv_path
 
 
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
                            folds: Sequence, trainer: str, plans: str = "nnUNetPlans",
                            checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
                            use_mirroring: bool = True, overwrite: bool = False, roi_folder: Optional[str] = None,
-                           threshold: str = "argmax") -> str:
-    """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``."""
+                           threshold: str = "argmax", force: bool = False) -> str:
+    """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``.
+
+    ``output_folder`` (:func:`check_output_folder`): new, empty or an earlier output of predict-cls (recognised by
+    :data:`OUTPUT_MARKER`, written first); ``overwrite`` replaces its ``classification.csv``; ``force`` also writes
+    into any other folder, keeping a timestamped ``.bak`` of every file it replaces."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    csv_path = os.path.join(output_folder, "classification.csv")
-    if os.path.isfile(csv_path) and not overwrite:
-        raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite or another -o).")
+    check_output_folder(output_folder, overwrite, force)
     try:
         model_folder = get_output_folder(dataset, trainer, plans, configuration)
     except RuntimeError as e:
@@ -138,7 +216,12 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         raise MVExtError(f"No trained model in {model_folder} (dataset {dataset}, -tr {trainer}, -p {plans}, "
                          f"-c {configuration}).")
     folds = [f if f == "all" else int(f) for f in folds]
-    model_dataset_json = read_json(os.path.join(model_folder, "dataset.json"), "dataset.json of the model")
+    model_json = os.path.join(model_folder, "dataset.json")
+    model_dataset_json = read_json(model_json, "dataset.json of the model")
+    block = model_dataset_json.get(BLOCK)
+    known = isinstance(block, dict) and isinstance(block.get("class_names"), dict)
+    cut = decision_threshold(threshold, model_folder,
+                             names_in_order(block["class_names"], model_json) if known else None)
     file_ending = model_dataset_json["file_ending"]
     channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
     cases = input_cases(input_folder, file_ending, len(channel_names))
@@ -153,7 +236,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         if seen:
             logger.warning("WARNING: fold %s was trained on %d of these cases (%s); their predictions are not "
                            "held-out results.", f, len(seen), ", ".join(seen[:10]) + (" ..." if len(seen) > 10 else ""))
-    cut = decision_threshold(threshold, model_folder, info["class_names"])
+    require_two_classes(threshold, info["class_names"])
 
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
@@ -166,10 +249,21 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                          f"checkpoints ({', '.join(differing_keys(stored, info))}); it was rewritten by a later "
                          f"training start. Retrain these folds or restore plans.json.")
     os.makedirs(output_folder, exist_ok=True)
-    if info["segmentation"]:
-        # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations
-        save_json(predictor.dataset_json, os.path.join(output_folder, "dataset.json"), sort_keys=False)
-        save_json(predictor.plans_manager.plans, os.path.join(output_folder, "plans.json"), sort_keys=False)
+
+    def replaceable(name: str) -> str:
+        path = os.path.join(output_folder, name)
+        if force:
+            keep_backup(path)
+        return path
+
+    save_json({"written_by": "nnunet-mvext predict-cls", "model_folder": os.path.abspath(model_folder),
+               "folds": folds, "checkpoint": checkpoint, "threshold": threshold, "input_folder":
+               os.path.abspath(input_folder), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+              replaceable(OUTPUT_MARKER), sort_keys=False)
+    # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations, and
+    # evaluate-cls reads integer reference classes through the class names of this dataset.json
+    save_json(predictor.dataset_json, replaceable("dataset.json"), sort_keys=False)
+    save_json(predictor.plans_manager.plans, replaceable("plans.json"), sort_keys=False)
     network = predictor.network._orig_mod if hasattr(predictor.network, "_orig_mod") else predictor.network
     network.to(torch_device)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
@@ -185,7 +279,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
             logits = predictor.predict_logits_from_preprocessed_data(data).float().cpu()
             export_prediction_from_logits(logits, properties, predictor.configuration_manager,
                                           predictor.plans_manager, predictor.dataset_json,
-                                          os.path.join(output_folder, case_id), False)
+                                          replaceable(case_id + file_ending)[:-len(file_ending)], False)
             probabilities = torch.softmax(logits, 0)
             segmentation = probabilities.argmax(0).numpy()
             lesion_probability = probabilities[info["lesion_label"]].numpy()
@@ -202,16 +296,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         results[case_id] = {key: (None if per_fold[0][key] is None else np.mean([r[key] for r in per_fold], axis=0))
                             for key in ("probabilities", "embedding", "beta", "aux_probabilities")}
         results[case_id]["roi"] = region.source
-        logger.info("%s: %s (region of interest: %s)", case_id,
-                    info["class_names"][int(np.argmax(results[case_id]["probabilities"]))], region.source)
-    ids = list(results)
-    beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
-    aux = None if results[ids[0]]["aux_probabilities"] is None else \
-        np.stack([results[c]["aux_probabilities"] for c in ids])
-    write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]), info["class_names"],
-                           [results[c]["roi"] for c in ids],
-                           info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
-                           beta, aux, threshold=cut)
-    np.savez(os.path.join(output_folder, "classification_embeddings.npz"), case_ids=np.array(ids),
-             embeddings=np.stack([results[c]["embedding"] for c in ids]))
-    return csv_path
+        logger.info("%s: classified (%d of %d; region of interest: %s)", case_id, len(results), len(cases),
+                    region.source)
+    return write_prediction_outputs(output_folder, results, info["class_names"],
+                                    info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
+                                    cut, force)

@@ -29,7 +29,6 @@ label file only with ``empty_cases``; otherwise they are listed in a warning.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -40,6 +39,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import backup_path, read_json
 
@@ -109,8 +109,7 @@ def read_boxes_csv(path: str) -> tuple[list[LesionBox], bool]:
     """
     if not os.path.isfile(path):
         raise MVExtError(f"Boxes file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows:
         raise MVExtError(f"{path} is empty; expected the header {','.join(CORNER_COLUMNS)} "
                          f"(or {','.join(CENTER_COLUMNS)}).")

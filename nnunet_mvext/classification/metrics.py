@@ -26,7 +26,6 @@ References
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import warnings
@@ -35,6 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 
 DEFAULT_CALIBRATION_BINS = 10
@@ -271,8 +271,7 @@ def _read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and ``(row number, cells)`` of the non-blank rows; an absent or empty file is an error."""
     if not os.path.isfile(path):
         raise MVExtError(f"Predictions file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows or not any(c.strip() for c in rows[0]):
         raise MVExtError(f"{path} is empty; expected the header 'case_id,predicted_class,p_<class>...' and one row "
                          f"per case (as predict-cls writes it).")

@@ -7,6 +7,9 @@ classified: ``lesion``, ``fallback`` or ``none``), ``no_lesion_found`` (1 unless
 ``decision_rule`` (``argmax`` or the binary threshold applied) and, in the fold validation, the provenance columns
 (:data:`PROVENANCE_COLUMNS`, the same value in every row) and ``true_class``. ``evaluate-cls`` (also ``--cv``) reads
 the provenance and warns about a checkpoint selected on the cases it validates.
+
+Readers link a ``p_<class>`` column to a class by its NAME, never by its position (:func:`align_columns`): a file
+whose columns come in another order is scored exactly like the same file in the usual order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_mvext.classification.metrics import predicted_classes, read_column
+from nnunet_mvext.errors import MVExtError
+
 #: ``checkpoint``: the weights that made the predictions (``checkpoint_final.pth``, ``checkpoint_best_auc.pth``, ...);
 #: ``checkpoint_selected_on_these_cases``: 1 when that checkpoint was chosen on these same validation cases (their
 #: metrics are then optimistic), else 0; ``pretrained_checkpoint``: the file that initialised the model (empty: none),
@@ -24,25 +30,58 @@ PROVENANCE_COLUMNS = ("checkpoint", "checkpoint_selected_on_these_cases", "pretr
                       "pretrained_checkpoint_fold")
 
 
-def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> np.ndarray:
-    """Arg-max, or for two classes with ``threshold``: class 1 when ``p_1 >= threshold``."""
-    p = np.asarray(probabilities, dtype=float)
-    if threshold is None:
-        return p.argmax(1)
-    return (p[:, 1] >= threshold).astype(int)
+def decision_rule(class_names: Sequence[str], threshold: Optional[float]) -> str:
+    """The ``decision_rule`` cell: ``argmax`` or ``p_<class 1> >= t`` (what :func:`predicted_classes` applies)."""
+    return "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+
+
+def class_name_difference(names: Sequence[str], source: str, other: Sequence[str], other_source: str) -> str:
+    """Empty when both hold the same class names (in any order); else a sentence naming the names only in each."""
+    only, only_other = [n for n in names if n not in other], [n for n in other if n not in names]
+    if not only and not only_other:
+        return ""
+    parts = [f"only in {src}: {', '.join(repr(n) for n in ns)}" for src, ns in ((source, only),
+                                                                                  (other_source, only_other)) if ns]
+    return f"{source} has {list(names)}, {other_source} has {list(other)} ({'; '.join(parts)})"
+
+
+def align_columns(probabilities: np.ndarray, names: Sequence[str], target_names: Sequence[str], path: str,
+                  target_source: str) -> np.ndarray:
+    """``probabilities`` (N, K), whose columns are the classes ``names`` of the file ``path``, reordered to the class
+    order ``target_names`` (N, K): column k is ``p_<target_names[k]>``. The two must hold the same names; otherwise
+    refused, naming the names found only in each."""
+    difference = class_name_difference(names, f"{path} (its p_<class> columns)", target_names, target_source)
+    if difference:
+        raise MVExtError(f"Class names differ: {difference}. The p_<class> columns are matched to the classes by "
+                         f"name.")
+    return np.asarray(probabilities)[:, [list(names).index(n) for n in target_names]]
+
+
+def aligned_threshold(threshold: Optional[float], names: Sequence[str], target_names: Sequence[str],
+                      path: str) -> Optional[float]:
+    """The binary threshold of a file's ``decision_rule`` (a rule on ``p_<names[1]>``) in the class order
+    ``target_names``: the same value when ``names[1]`` is the positive class ``target_names[1]``; a rule on the other
+    class is refused (it cannot be restated exactly as a rule on the positive class)."""
+    if threshold is None or names[1] == target_names[1]:
+        return threshold
+    raise MVExtError(f"{path}: its decision_rule thresholds p_{names[1]}, but the positive class (class 1 of the "
+                     f"reference's class order {list(target_names)}) is '{target_names[1]}'. Write the predictions "
+                     f"with the arg-max or with a threshold on p_{target_names[1]}.")
 
 
 def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np.ndarray,
                            class_names: Sequence[str], roi_sources: Sequence[str],
                            phase_names: Sequence[str] = (), beta: Optional[np.ndarray] = None,
                            aux_probabilities: Optional[np.ndarray] = None, threshold: Optional[float] = None,
-                           y_true: Optional[Sequence[int]] = None, provenance: Optional[dict] = None) -> None:
-    """``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K); ``provenance``: the values of
-    :data:`PROVENANCE_COLUMNS` (written in every row; None: no such columns)."""
+                           y_true: Optional[Sequence[int]] = None, provenance: Optional[dict] = None) -> list[str]:
+    """Write the CSV; returns the ``predicted_class`` of every case as written (the decision of
+    :func:`~nnunet_mvext.classification.metrics.predicted_classes` with ``threshold``, the one rule that metrics and
+    console lines use too). ``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K);
+    ``provenance``: the values of :data:`PROVENANCE_COLUMNS` (written in every row; None: no such columns)."""
     provenance = {k: provenance[k] for k in PROVENANCE_COLUMNS if k in provenance} if provenance else {}
     probabilities = np.asarray(probabilities, dtype=float)
-    predicted = predicted_classes(probabilities, threshold)
-    rule = "argmax" if threshold is None else f"p_{class_names[1]} >= {threshold:.6f}"
+    predicted = [class_names[int(k)] for k in predicted_classes(probabilities, threshold)]
+    rule = decision_rule(class_names, threshold)
     header = ["case_id", "predicted_class"] + [f"p_{n}" for n in class_names]
     if beta is not None:
         header += [f"beta_{p}" for p in phase_names]
@@ -53,20 +92,19 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
         writer = csv.writer(f)
         writer.writerow(header)
         for i, case in enumerate(case_ids):
-            row = [case, class_names[int(predicted[i])]] + [f"{v:.6f}" for v in probabilities[i]]
+            row = [case, predicted[i]] + [f"{v:.6f}" for v in probabilities[i]]
             if beta is not None:
                 row += [f"{v:.6f}" for v in beta[i]]
             if aux_probabilities is not None:
                 row += [f"{v:.6f}" for v in np.asarray(aux_probabilities[i]).ravel()]
             row += [roi_sources[i], int(roi_sources[i] != "lesion"), rule, *provenance.values()]
             writer.writerow(row + ([class_names[int(y_true[i])]] if y_true is not None else []))
+    return predicted
 
 
 def read_provenance(path: str) -> dict[str, str]:
     """The provenance columns present in a predictions CSV: ``{column: value}`` (values that differ between rows are
     joined by ``'; '``); ``{}`` for a file written without them (by ``predict-cls`` or an earlier release)."""
-    from nnunet_mvext.classification.metrics import read_column
-
     found = {}
     for name in PROVENANCE_COLUMNS:
         cells = read_column(path, name)

@@ -14,17 +14,18 @@ when folds were already trained on the old splits.
 
 from __future__ import annotations
 
-import csv
 import glob
 import logging
 import os
-from typing import Optional
+import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from nnunet_mvext.classification.case_labels import class_names as block_class_names
 from nnunet_mvext.classification.case_labels import require_labels, training_case_ids
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
 
@@ -35,8 +36,7 @@ def read_groups_csv(path: str, cases: list[str]) -> dict[str, str]:
     """``{case_id: group}`` from a ``case_id,group`` CSV; refuses duplicates, unknown and missing cases by name."""
     if not os.path.isfile(path):
         raise MVExtError(f"Groups file {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows or [c.strip() for c in rows[0]] != ["case_id", "group"]:
         raise MVExtError(f"{path}: the first row must be the header 'case_id,group', got {rows[0] if rows else []}.")
     known, groups = set(cases), {}
@@ -58,19 +58,61 @@ def read_groups_csv(path: str, cases: list[str]) -> dict[str, str]:
     return groups
 
 
+def check_fold_number(n_folds: int) -> None:
+    """``--folds`` must give a cross-validation: at least 2 folds."""
+    if n_folds < 2:
+        raise MVExtError(f"--folds {n_folds}: a cross-validation needs at least 2 folds (nnU-Net's default is 5). To "
+                         f"train one model on every case, train nnU-Net's fold 'all' (nnUNetv2_train D C all), which "
+                         f"needs no splits.")
+
+
+def check_class_counts(labels: dict[str, int], groups: dict[str, str], n_folds: int,
+                       class_names: Sequence[str]) -> None:
+    """Before scikit-learn runs, by class name: refuse ``n_folds`` when every class has fewer cases than folds
+    (``StratifiedGroupKFold`` cannot split that); warn when some class has fewer groups (patients) than folds (some
+    validation folds then lack it). Both name the classes, their counts and the largest fold count possible."""
+    present = sorted(set(labels.values()))
+    cases = {c: sum(1 for v in labels.values() if v == c) for c in present}
+    group_counts = {c: len({groups[k] for k, v in labels.items() if v == c}) for c in present}
+    unit = "cases" if len(set(groups.values())) == len(groups) else "patients (groups)"
+    every_class = max(1, min(group_counts.values()))
+    hint = (f"with --folds {every_class} or fewer every validation fold holds every class" if every_class >= 2 else
+            f"class {', '.join(class_names[c] for c in present if group_counts[c] < 2)} has a single "
+            f"{unit[:-1] if unit == 'cases' else 'patient'}, so no fold count puts it in every validation fold")
+    if all(cases[c] < n_folds for c in present):
+        largest = min(max(cases.values()), len(set(groups.values())))
+        raise MVExtError(f"--folds {n_folds}: every class has fewer than {n_folds} cases ("
+                         + ", ".join(f"{class_names[c]}: {cases[c]}" for c in present)
+                         + f"); a stratified split needs at least one class with as many cases as folds. The largest "
+                           f"fold count possible is {largest}; {hint}.")
+    short = [c for c in present if group_counts[c] < n_folds]
+    if short:
+        logger.warning("WARNING: --folds %d: %s %s fewer %s than folds (%s), so some validation folds will lack "
+                       "%s; %s.", n_folds, "class" if len(short) == 1 else "classes",
+                       ", ".join(class_names[c] for c in short) + (" has" if len(short) == 1 else " have"), unit,
+                       ", ".join(f"{class_names[c]}: {group_counts[c]}" for c in short),
+                       "it" if len(short) == 1 else "them", hint)
+
+
 def stratified_group_splits(cases: list[str], labels: dict[str, int], groups: dict[str, str], n_folds: int,
-                            seed: int) -> list[dict]:
-    """nnU-Net's split list from ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``."""
+                            seed: int, class_names: Optional[Sequence[str]] = None) -> list[dict]:
+    """nnU-Net's split list from ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``, after
+    :func:`check_fold_number` and :func:`check_class_counts` (whose warning replaces scikit-learn's)."""
+    check_fold_number(n_folds)
     n_groups = len(set(groups.values()))
-    if n_folds < 2 or n_groups < n_folds:
-        raise MVExtError(f"{n_folds} folds need at least {max(n_folds, 2)} groups; the dataset has {n_groups}"
+    if n_groups < n_folds:
+        raise MVExtError(f"{n_folds} folds need at least {n_folds} groups; the dataset has {n_groups}"
                          f"{' (patients)' if n_groups != len(cases) else ' cases'}.")
+    names = list(class_names) if class_names else [str(i) for i in range(max(labels.values()) + 1)]
+    check_class_counts({c: labels[c] for c in cases}, groups, n_folds, names)
     y = np.array([labels[c] for c in cases])
     g = np.array([groups[c] for c in cases])
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     splits = []
-    for train, val in splitter.split(np.zeros(len(cases)), y, g):
-        splits.append({"train": sorted(cases[i] for i in train), "val": sorted(cases[i] for i in val)})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class in y", category=UserWarning)
+        for train, val in splitter.split(np.zeros(len(cases)), y, g):
+            splits.append({"train": sorted(cases[i] for i in train), "val": sorted(cases[i] for i in val)})
     return splits
 
 
@@ -87,6 +129,7 @@ def trained_fold_folders(dataset_name: str) -> list[str]:
 def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5, seed: int = 0,
                 force: bool = False) -> str:
     """Write ``splits_final.json``; returns its path. Warns when a fold lacks a class the data hold."""
+    check_fold_number(n_folds)
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
@@ -106,7 +149,7 @@ def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5
     target = os.path.join(str(nnUNet_preprocessed), name, "splits_final.json")
     if os.path.isfile(target) and not force:
         raise MVExtError(f"{target} exists; nnU-Net trains on it. Pass --force to replace it (a backup is kept).")
-    splits = stratified_group_splits(cases, labels, groups, n_folds, seed)
+    splits = stratified_group_splits(cases, labels, groups, n_folds, seed, class_names)
     counts = {c: len({groups[k] for k in cases if labels[k] == c}) for c in range(len(class_names))}
     for i, split in enumerate(splits):
         lacking = [class_names[c] for c in range(len(class_names)) if counts[c] and

@@ -104,3 +104,33 @@ def test_header_only_csv_is_named_and_a_bom_is_accepted(dataset, tmp_path):
     bom = tmp_path / "excel.csv"
     bom.write_bytes("case_id,class\ncase_000,0\ncase_001,1\n".encode("utf-8-sig"))
     assert set_classes("321", str(bom), ["x", "y"])
+
+
+@pytest.mark.parametrize("encoding, delimiter", [("utf-16", ","), ("utf-16", "\t"), ("cp1252", ","),
+                                                 ("latin-1", ",")])
+def test_set_classes_reads_what_a_spreadsheet_saves(dataset, tmp_path, caplog, encoding, delimiter):
+    """Excel's 'Unicode Text' (UTF-16 with its byte-order mark, tab-separated), UTF-16 CSV, and Windows-1252/latin-1
+    with a non-ASCII character: read, the character decoded, the encoding logged."""
+    caplog.set_level("INFO")
+    path = tmp_path / "labels.csv"
+    rows = ["case_id,class", "case_000,0", "case_001,1", "café_002,1"]
+    path.write_bytes("\r\n".join(r.replace(",", delimiter) for r in rows).encode(encoding))
+    with pytest.raises(MVExtError, match="case id 'café_002' has no images"):  # decoded, so named as written
+        set_classes("321", str(path))
+    assert ("UTF-16 LE (byte-order mark)" if encoding == "utf-16" else "Windows-1252 (cp1252)") in caplog.text
+    path.write_bytes("\r\n".join(r.replace(",", delimiter) for r in rows[:3]).encode(encoding))
+    assert set_classes("321", str(path), ["négatif", "positif"])
+    block = json.load(open(os.path.join(dataset[0].folder, "dataset.json")))["classification"]
+    assert block["labels"] == {"case_000": 0, "case_001": 1}
+
+
+@pytest.mark.parametrize("data, message", [
+    ("case_id,class\ncase_000,0\n".encode("utf-16-le"), "holds NUL bytes and no byte-order mark"),
+    (b"case_id,class\ncase_000,0\n\x81\x8d,1\n", "neither UTF-8 \\(byte 0x81 at position 25 is invalid\\) nor "
+                                                  "Windows-1252 text \\(byte 0x81 at position 25"),
+])
+def test_a_csv_in_no_readable_encoding_is_refused_naming_the_file_and_encoding(dataset, tmp_path, data, message):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(data)
+    with pytest.raises(MVExtError, match=f"labels.csv .*{message}"):
+        set_classes("321", str(path))

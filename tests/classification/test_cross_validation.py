@@ -195,3 +195,35 @@ def test_cv_counts_the_pooled_cases_without_a_predicted_lesion(results):
     local = r["pooled"]["lesion_localisation"]
     assert local["cases"] == ["case_001", "case_006"] and local["metrics_with_predicted_lesion_only"]["num_cases"] == 48
     assert "2 of 50 cases had no predicted lesion" in (results["out"] / "report.md").read_text()
+
+
+def test_fold_columns_are_matched_by_class_name(results):
+    before = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                       n_resamples=20)
+    c, y, p = results["cases"], results["y"], results["probs"]
+    idx = list(range(2, 50, 5))
+    path = results["folder"] / "fold_2" / "validation" / "classification.csv"
+    path.write_text("case_id,predicted_class,p_pos,p_neg,true_class\n" + "".join(
+        f"{c[i]},{NAMES[int(p[i, 1] >= 0.5)]},{p[i, 1]:.6f},{p[i, 0]:.6f},{NAMES[y[i]]}\n" for i in idx))
+    after = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"] / "2"),
+                                      n_resamples=20)
+    assert after["pooled"]["auc"] == pytest.approx(before["pooled"]["auc"])
+    assert after["per_fold"]["2"] == before["per_fold"]["2"] and after["pooled"]["class_names"] == NAMES
+    path.write_text("case_id,predicted_class,p_pos,p_other\n" + "".join(f"{c[i]},pos,0.5,0.5\n" for i in idx))
+    with pytest.raises(MVExtError, match="only in .*fold_2/validation/classification.csv \\(its p_<class> columns\\): "
+                                         "'other'; only in .*dataset.json: 'neg'"):
+        evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"] / "3"))
+
+
+def test_fold_csvs_saved_by_a_spreadsheet_are_read(results, caplog):
+    caplog.set_level("INFO")
+    order = [i for fold in range(5) for i in range(fold, 50, 5)]
+    expected = classification_metrics(results["y"][order], results["probs"][order], NAMES)["auc"]
+    for fold, encoding in ((1, "utf-16"), (3, "cp1252")):
+        path = results["folder"] / f"fold_{fold}" / "validation" / "classification.csv"
+        path.write_bytes(path.read_text(encoding="utf-8").replace("lesion", "lésion").encode(encoding))
+    after = evaluate_cross_validation("777", "3d_tiny", "nnUNetTrainerFusionABAF", str(results["out"]),
+                                      n_resamples=20)
+    assert after["pooled"]["auc"] == pytest.approx(expected)
+    assert "fold_1/validation/classification.csv as UTF-16 LE (byte-order mark)" in caplog.text
+    assert "fold_3/validation/classification.csv as Windows-1252 (cp1252)" in caplog.text

@@ -8,6 +8,7 @@ import pytest
 
 from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
 from nnunet_mvext.classification.evaluation import evaluate_classification
+from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
 from nnunet_mvext.cli import main
 from nnunet_mvext.classification.prediction_table import write_case_predictions
@@ -28,8 +29,16 @@ def _write_ref(path, cases, y):
     return str(path)
 
 
-def _write_pred(path, cases, probs, names=NAMES):
+def _write_dataset_json(folder, names=NAMES):
+    """The dataset.json predict-cls writes beside its CSV: integer reference classes are read through its names."""
+    block = {"class_names": {str(i): n for i, n in enumerate(names)}, "labels": {}}
+    (folder / "dataset.json").write_text(json.dumps({"classification": block}))
+
+
+def _write_pred(path, cases, probs, names=NAMES, dataset_json=True):
     write_case_predictions(str(path), cases, probs, names, ["lesion"] * len(cases))
+    if dataset_json:
+        _write_dataset_json(path.parent, names)
     return str(path)
 
 
@@ -95,6 +104,7 @@ def test_duplicated_prediction_row_is_refused_not_counted_twice(tmp_path):
 def test_bad_input_is_refused_before_any_output(tmp_path, ref_text, pred_text, message):
     (tmp_path / "ref.csv").write_text(ref_text)
     (tmp_path / "pred.csv").write_text(pred_text)
+    _write_dataset_json(tmp_path)
     out = tmp_path / "eval"
     with pytest.raises(MVExtError, match=message):
         evaluate_classification(str(tmp_path / "ref.csv"), str(tmp_path / "pred.csv"), str(out))
@@ -104,7 +114,7 @@ def test_bad_input_is_refused_before_any_output(tmp_path, ref_text, pred_text, m
 def test_class_names_from_dataset_json_must_match(tmp_path):
     block = {"classification": {"class_names": {"0": "low", "1": "high"}, "labels": {"a": 0, "b": 1}}}
     (tmp_path / "dataset.json").write_text(json.dumps(block))
-    pred = _write_pred(tmp_path / "pred.csv", ["a", "b"], np.array([[0.8, 0.2], [0.3, 0.7]]))
+    pred = _write_pred(tmp_path / "pred.csv", ["a", "b"], np.array([[0.8, 0.2], [0.3, 0.7]]), dataset_json=False)
     with pytest.raises(MVExtError, match="Class names differ: .*dataset.json has \\['low', 'high'\\]"):
         evaluate_classification(str(tmp_path / "dataset.json"), pred, str(tmp_path / "eval"))
     assert not (tmp_path / "eval").exists()
@@ -209,6 +219,7 @@ def test_a_stored_decision_threshold_in_the_csv_is_applied(tmp_path):
     cases = ["a", "b", "c", "d"]
     ref = _write_ref(tmp_path / "ref.csv", cases, [0, 0, 1, 1])
     rows = [("a", 0.9, 0.1), ("b", 0.6, 0.4), ("c", 0.65, 0.35), ("d", 0.2, 0.8)]
+    _write_dataset_json(tmp_path)
 
     def write(name, rule_of):
         path = tmp_path / name
@@ -242,6 +253,7 @@ def test_cases_without_a_predicted_lesion_are_counted_and_scored_apart(tmp_path,
     ref = _write_ref(tmp_path / "ref.csv", cases, y)
     pred = str(tmp_path / "pred.csv")
     write_case_predictions(pred, cases, p, NAMES, rois)
+    _write_dataset_json(tmp_path)  # the integer reference is read through its class names
     with caplog.at_level(logging.INFO):
         r = evaluate_classification(ref, pred, str(tmp_path / "e"), n_resamples=100)
     local = r["lesion_localisation"]
@@ -260,3 +272,93 @@ def test_cases_without_a_predicted_lesion_are_counted_and_scored_apart(tmp_path,
     other = tmp_path / "other.csv"
     other.write_text("case_id,p_neg,p_pos\n" + "".join(f"{c},{a},{b}\n" for c, (a, b) in zip(cases, p)))
     assert evaluate_classification(ref, str(other), str(tmp_path / "e2"), n_resamples=20)["lesion_localisation"] is None
+
+
+def _reordered_pred(path, cases, probs, names=NAMES):
+    """The same predictions with the p_<class> columns in reverse order (``p_pos,p_neg``)."""
+    path.write_text(f"case_id,predicted_class,p_{names[1]},p_{names[0]}\n" + "".join(
+        f"{c},{names[int(p[1] >= p[0])]},{p[1]:.6f},{p[0]:.6f}\n" for c, p in zip(cases, probs)))
+    return str(path)
+
+
+@pytest.mark.parametrize("reference", ["integer", "named", "dataset.json"])
+def test_probability_columns_are_matched_by_class_name_not_position(tmp_path, reference):
+    cases, y = [f"case_{i:03d}" for i in range(10)], np.array([0, 1] * 5)
+    p1 = np.where(y == 1, 0.8, 0.3)  # separates the classes perfectly: AUC 1, accuracy 1
+    probs = np.c_[1 - p1, p1]
+    (tmp_path / "usual").mkdir()
+    (tmp_path / "reordered").mkdir()
+    if reference == "dataset.json":
+        ref = tmp_path / "ref.json"
+        ref.write_text(json.dumps({"classification": {"class_names": {"0": "neg", "1": "pos"},
+                                                      "labels": {c: int(v) for c, v in zip(cases, y)}}}))
+        ref = str(ref)
+    else:
+        ref = _write_ref(tmp_path / "ref.csv", cases, [NAMES[v] for v in y] if reference == "named" else y)
+    usual = _write_pred(tmp_path / "usual" / "classification.csv", cases, probs, dataset_json=reference == "integer")
+    reordered = _reordered_pred(tmp_path / "reordered" / "classification.csv", cases, probs)
+    if reference == "integer":  # beside the CSV, as predict-cls writes it
+        _write_dataset_json(tmp_path / "reordered")
+    a = evaluate_classification(ref, usual, str(tmp_path / "e_usual"), n_resamples=20)
+    b = evaluate_classification(ref, reordered, str(tmp_path / "e_reordered"), n_resamples=20)
+    assert a["auc"] == b["auc"] == 1.0 and a["accuracy"] == b["accuracy"] == 1.0
+    assert b["collapse_warning"] is None
+    if reference == "named":  # no dataset names: the classes are taken in the order of the file's columns
+        assert b["class_names"] == ["pos", "neg"] and b["confusion_matrix"] == [[5, 0], [0, 5]]
+    else:
+        assert b["class_names"] == NAMES and b["confusion_matrix"] == a["confusion_matrix"]
+    result = compare_classifiers(ref, [usual, reordered], str(tmp_path / "cmp"), n_resamples=20)
+    assert result["comparisons"]["reordered/classification.csv"]["auc"]["difference"] == pytest.approx(0)
+
+
+def test_integer_classes_without_class_names_are_refused_and_read_through_d(tmp_path, monkeypatch, capsys):
+    cases, y = [f"case_{i:03d}" for i in range(10)], np.array([0, 1] * 5)
+    probs = np.c_[np.where(y == 1, 0.2, 0.7), np.where(y == 1, 0.8, 0.3)]
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    pred = _reordered_pred(tmp_path / "classification.csv", cases, probs)  # no dataset.json beside it
+    out = tmp_path / "eval"
+    with pytest.raises(MVExtError, match="case 'case_000' has the integer class 0, and no class names are known .*"
+                                         "Pass the dataset with -d"):
+        evaluate_classification(ref, pred, str(out))
+    with pytest.raises(MVExtError, match="no class names are known"):
+        compare_classifiers(ref, [pred, _write_pred(tmp_path / "b.csv", cases, probs, dataset_json=False)],
+                            str(out))
+    assert not out.exists()
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    raw = tmp_path / "nnUNet_raw" / "Dataset321_Names"
+    raw.mkdir(parents=True)
+    _write_dataset_json(raw)
+    assert main(["evaluate-cls", "-ref", ref, "-pred", pred, "-d", "321", "-o", str(out), "--n-bootstrap", "20"]) == 0
+    stored = json.load(open(out / "classification_metrics.json"))
+    assert stored["auc"] == 1.0 and stored["accuracy"] == 1.0 and stored["class_names"] == NAMES
+    assert "Dataset321_Names" in stored["class_names_from"]
+
+
+def test_class_names_that_really_differ_are_named(tmp_path):
+    cases, y, p = _cases(10)
+    ref = _write_ref(tmp_path / "ref.csv", cases, y)
+    (tmp_path / "other").mkdir()
+    other = _write_pred(tmp_path / "other" / "classification.csv", cases, p, names=["pos", "maybe"],
+                        dataset_json=False)
+    with pytest.raises(MVExtError, match="only in .*other/classification.csv \\(its p_<class> columns\\): 'maybe'; "
+                                         "only in .*dataset.json: 'neg'"):
+        compare_classifiers(ref, [_write_pred(tmp_path / "a.csv", cases, p), other], str(tmp_path / "cmp"))
+
+
+@pytest.mark.parametrize("ref_encoding, pred_encoding", [("cp1252", "utf-16"), ("utf-16", "latin-1")])
+def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, ref_encoding, pred_encoding):
+    caplog.set_level("INFO")
+    names = ["négatif", "positif"]
+    cases, y, p = _cases(12)
+    utf8 = _write_pred(tmp_path / "pred_utf8.csv", cases, p, names=names, dataset_json=False)
+    ref = tmp_path / "ref.csv"
+    ref.write_bytes(("case_id,class\r\n" + "".join(f"{c},{names[v]}\r\n" for c, v in zip(cases, y)))
+                    .encode(ref_encoding))
+    pred = tmp_path / "pred.csv"
+    pred.write_bytes(open(utf8, encoding="utf-8").read().encode(pred_encoding))
+    expected = classification_metrics(y, np.round(p, 6), names)
+    result = evaluate_classification(str(ref), str(pred), str(tmp_path / "e"), n_resamples=20)
+    assert result["class_names"] == names and result["auc"] == expected["auc"]
+    assert result["accuracy"] == expected["accuracy"]
+    assert "as Windows-1252 (cp1252)" in caplog.text

@@ -2,6 +2,7 @@
 channel or configuration and what is allowed; a good setup gives the stored description. (One refusal also goes
 through ``nnUNetv2_train`` in tests/e2e/test_fusion_cli.py, which checks that no folder is created.)"""
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -50,6 +51,7 @@ def test_a_good_setup_gives_the_stored_description():
     ("3d_cascade_fullres", None, {}, "is a cascade stage (previous stage '3d_lowres')"),
     ("3d_fullres", {"background": 0, "organ": 1, "lesion": [1, 2]}, {}, "uses region-based labels (['lesion'])"),
     ("3d_fullres", None, {"phase_channels": [[0], [5]]}, "names channel 5, but the dataset has 3 channel(s)"),
+    ("3d_fullres", None, {"phase_channels": []}, "'phase_channels' is empty. Allowed: groups of the input channels"),
     ("3d_fullres", None, {"lesion_label": 7}, "'lesion_label' is 7, not a foreground label of this dataset. "
                                               "Allowed: organ=1, lesion=2"),
     ("3d_fullres", {"background": 0, "lesion": 1, "ignore": 2}, {"lesion_label": 2},
@@ -112,3 +114,17 @@ def test_a_checkpoint_of_another_fold_is_refused_before_nnunet_creates_a_folder(
     with pytest.raises(MVExtError, match=message):
         nnUNetTrainerFusionABAF.check_before_nnunet_init(trainer, PLANS, "3d_fullres", 1, _dataset(),
                                                          _settings(pretrained_checkpoint=path))
+
+
+def test_an_empty_phase_channels_list_stops_the_trainer_before_nnunet_creates_a_folder(tmp_path, monkeypatch):
+    import copy
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    plans = copy.deepcopy(PLANS)
+    plans["configurations"]["3d_fullres"]["trainer_settings"] = {"phase_channels": []}
+    with pytest.raises(MVExtError, match="key 'phase_channels' is out of range \\(\\[\\]\\). Allowed: a non-empty"):
+        nnUNetTrainerFusionABAF(plans, "3d_fullres", 0, _dataset(), torch.device("cpu"))
+    assert not os.listdir(tmp_path)

@@ -101,3 +101,31 @@ def test_too_few_groups_and_cli(dataset, caplog):
         assert main(["make-splits", "778", "--groups", dataset["groups_csv"], "--folds", "8"]) == 0
     assert "has no validation case of class c" in caplog.text  # 5 patients of class c for 8 folds
     assert main(["make-splits", "778"]) == 2
+
+
+def test_a_fold_count_above_every_class_is_refused_by_class_before_scikit_learn(dataset):
+    # without groups each case is its own group; a 9, b 18, c 13 cases
+    with pytest.raises(MVExtError, match="--folds 19: every class has fewer than 19 cases \\(a: 9, b: 18, c: 13\\); "
+                                         ".* The largest fold count possible is 18; with --folds 9 or fewer every "
+                                         "validation fold holds every class"):
+        make_splits("778", n_folds=19)
+    assert not dataset["target"].exists()
+
+
+def test_a_fold_count_above_some_classes_is_named_in_one_warning(dataset, caplog, recwarn):
+    with caplog.at_level(logging.WARNING):
+        make_splits("778", n_folds=10)
+    assert "--folds 10: class a has fewer cases than folds (a: 9), so some validation folds will lack it; with " \
+           "--folds 9 or fewer every validation fold holds every class" in caplog.text
+    assert not [w for w in recwarn if "least populated class" in str(w.message)]  # scikit-learn's, replaced
+    with caplog.at_level(logging.WARNING):
+        make_splits("778", groups_csv=dataset["groups_csv"], n_folds=6, force=True)
+    assert "classes a, c have fewer patients (groups) than folds (a: 5, c: 5), so some validation folds will lack " \
+           "them; with --folds 5 or fewer" in caplog.text
+
+
+@pytest.mark.parametrize("folds", [1, 0, -3])
+def test_fewer_than_two_folds_is_refused_as_a_fold_count(dataset, folds):
+    with pytest.raises(MVExtError, match=f"--folds {folds}: a cross-validation needs at least 2 folds"):
+        make_splits("778", groups_csv=dataset["groups_csv"], n_folds=folds)
+    assert not dataset["target"].exists()

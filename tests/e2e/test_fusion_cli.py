@@ -84,6 +84,20 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog)
         assert main(["predict-cls", "-i", images, "-o", str(out), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0", "-tr",
                      TRAINER, "-device", "cpu"]) == 2
     assert "refusing to overwrite" in caplog.text
+    assert json.load(open(out / "predict_cls.json"))["written_by"] == "nnunet-mvext predict-cls"  # the marker
+
+    # --force into a user's folder (refused without it, in-process in tests/classification/test_inference.py): every
+    # file it replaces is kept as a timestamped .bak, the others are left alone
+    user = tmp_path / "user_folder"
+    user.mkdir()
+    (user / "dataset.json").write_text('{"mine": 1}')
+    (user / f"{cases[0]}.nii.gz").write_bytes(b"my segmentation")
+    (user / "notes.txt").write_text("keep")
+    run(["nnunet-mvext", "predict-cls", "-i", images, "-o", user, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr",
+         TRAINER, "-device", "cpu", "--disable_tta", "--force"], workspace.env)
+    backups = {f.rsplit(".", 2)[0]: (user / f).read_bytes() for f in os.listdir(user) if f.endswith(".bak")}
+    assert backups == {"dataset.json": b'{"mine": 1}', f"{cases[0]}.nii.gz": b"my segmentation"}
+    assert (user / "notes.txt").read_text() == "keep" and (user / "classification.csv").is_file()
 
     reference = os.path.join(workspace.raw, workspace.dataset_name, "labelsTs", "classification.csv")
     run(["nnunet-mvext", "evaluate-cls", "-ref", reference, "-pred", out / "classification.csv", "-o", out / "eval"],
