@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from nnunet_mvext.errors import MVExtError
+
 
 def predicted_classes(probabilities: np.ndarray, threshold: Optional[float]) -> np.ndarray:
     """Arg-max, or for two classes with ``threshold``: class 1 when ``p_1 >= threshold``."""
@@ -52,9 +54,20 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
 
 
 def phase_names_of(channel_names: dict, phase_channels: Sequence[Sequence[int]]) -> list[str]:
-    """Column names of the phases: the dataset's channel names joined by '+' for multi-channel phases."""
-    names = []
-    for group in phase_channels:
-        parts = [str(channel_names.get(str(c), c)).replace(",", "_").replace(" ", "_") for c in group]
-        names.append("+".join(parts))
+    """Column names of the phases (``beta_<phase>``, ``aux_<phase>_p_<class>``, log lines).
+
+    A one-channel phase is its channel name exactly, spaces and ``+`` included (``In Phase``, ``C+A``); a comma
+    becomes ``_`` so that no CSV reader splits the header. A multi-channel phase joins its channel names with ``+``
+    (``arterial+delayed``); when a channel name of any phase holds ``+``, ``(`` or ``)``, every part of a
+    multi-channel phase is put in parentheses (``(T2WI)+(C+A)``), so that a group never reads like one channel named
+    with a ``+`` (``C`` and ``A`` joined is ``(C)+(A)``, the channel ``C+A`` is ``C+A``). Phases whose names still
+    coincide are refused, naming them.
+    """
+    names_of = [[str(channel_names.get(str(c), c)).replace(",", "_") for c in group] for group in phase_channels]
+    wrap = any(ch in part for parts in names_of for part in parts for ch in "+()")
+    names = [parts[0] if len(parts) == 1 else "+".join(f"({p})" if wrap else p for p in parts) for parts in names_of]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MVExtError(f"phase_channels {[list(g) for g in phase_channels]}: phases named alike ({', '.join(repeated)}); "
+                         f"give the channels distinct names in dataset.json.")
     return names
