@@ -1,7 +1,7 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
 ``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``set-classes``, ``predict-cls``, ``evaluate-cls``,
-``compare-cls``, ``make-splits``, ``make-dataset``, ``boxes-to-labels``, ``import-lld``,
+``compare-cls``, ``make-splits``, ``make-dataset``, ``boxes-to-labels``, ``import-lld``, ``export-lld``,
 ``make-lld-mock``. Training, prediction and evaluation stay nnU-Net's own commands.
 """
 
@@ -247,6 +247,13 @@ def _cmd_import_lld(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_lld(args: argparse.Namespace) -> int:
+    from nnunet_mvext.lld_mmri.submission import export_submission
+
+    export_submission(args.predictions, args.o, lesions_csv=args.lesions, overwrite=args.overwrite)
+    return 0
+
+
 def _cmd_make_lld_mock(args: argparse.Namespace) -> int:
     from nnunet_mvext.lld_mmri.mock_release import generate_mock_release
 
@@ -413,6 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an earlier import-lld into the same dataset "
                                                         "(only the files it wrote are removed)")
     p.set_defaults(func=_cmd_import_lld)
+
+    p = sub.add_parser("export-lld", help="the LLD-MMRI 2023 submission file (one entry per patient) from a "
+                                          "classification.csv")
+    p.add_argument("predictions", help="classification.csv of predict-cls (columns p_<class> of the 7 classes)")
+    p.add_argument("-o", required=True, help="output JSON, named after the team (e.g. team.json)")
+    p.add_argument("--lesions", default=None, help="lesions.csv of the import-lld dataset: the patient and box "
+                                                   "volume of each case (needed for the crop alignment's lesion "
+                                                   "cases; without it every case is a patient)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (a backup is kept)")
+    p.set_defaults(func=_cmd_export_lld)
 
     p = sub.add_parser("make-lld-mock", help="write a synthetic release in LLD-MMRI 2023's layout (tests, walkthrough)")
     p.add_argument("out_dir", help="new or empty folder")
