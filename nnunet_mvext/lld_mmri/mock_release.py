@@ -10,7 +10,8 @@ handle:
   default 6), independently per phase (patients breathe and move between phases);
 - **boxes per series** in the challenge's convention (x, y max exclusive, z max inclusive; see
   :mod:`~nnunet_mvext.lld_mmri.annotation`), the lesion's true extent in that series plus the annotators' jitter: each
-  of the six bounds moved by a random integer in ``[-box_jitter, box_jitter]`` voxels (default 2);
+  of the six bounds moved by a random integer in ``[-box_jitter, box_jitter]`` voxels (default 2), drawn from a
+  random stream of its own (one seed gives the same images for every ``box_jitter``);
 - several lesions (2 or 3, same category) for a fraction of the patients (``multi_lesion_fraction``, default 0.3);
 - unreleased patients: category -1 for a fraction of them (``unreleased_fraction``, default 0.2);
 - with ``defects`` (default), entries like those the challenge's own crop code skips: in patient 1 the T2WI box of
@@ -172,6 +173,7 @@ def generate_mock_release(out_dir: str, num_patients: int = 12, seed: int = 0, *
         raise MVExtError(f"{out_dir} exists and is not an empty folder; refusing to write a mock release into it.")
 
     rng = np.random.default_rng(seed)
+    jitter_rng = np.random.default_rng([seed, 1])  # apart, so that the images do not depend on box_jitter
     labels = assign_classes(num_patients, np.full(len(CLASS_NAMES), 1.0 / len(CLASS_NAMES)), rng)
     unreleased = set(rng.choice(num_patients, int(round(unreleased_fraction * num_patients)), replace=False).tolist())
     multi = set(rng.choice(num_patients, int(round(multi_lesion_fraction * num_patients)), replace=False).tolist())
@@ -207,7 +209,7 @@ def generate_mock_release(out_dir: str, num_patients: int = 12, seed: int = 0, *
                 sitk.WriteImage(image, path, useCompression=True)
             boxes = {}
             for k, (centre, radius) in enumerate(lesions):
-                box = _box(centre + shift, radius, size, spacing, origin, box_jitter, rng)
+                box = _box(centre + shift, radius, size, spacing, origin, box_jitter, jitter_rng)
                 if k == 0 and defect == (phase, "box beyond the slice count"):
                     box["z_min"], box["z_max"] = int(size[2]) + 2, int(size[2]) + 5
                 boxes[str(k)] = {"category": category, "bbox": {"3D_box": box}}

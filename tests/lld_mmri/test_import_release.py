@@ -21,7 +21,7 @@ from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES, PHASES, read_annotatio
 from nnunet_mvext.lld_mmri.import_release import MARKER, import_release
 from nnunet_mvext.lld_mmri.mock_release import lesion_centre
 
-# seed 4 of the 6-patient mock (see conftest): patient 0 unreleased, patients 2 and 3 two lesions each; defects in
+# seed 4 of the 6-patient mock (see conftest): patient 0 unreleased, patients 2 and 3 three lesions each; defects in
 # patient 1 (T2WI box beyond the slices), 2 (DWI unreadable), 3 (no Out Phase series)
 UNRELEASED, BEYOND, UNREADABLE, MISSING = "MR100000", "MR100037", "MR100074", "MR100111"
 
@@ -118,9 +118,9 @@ def test_resample_has_one_case_per_patient_with_all_its_lesions(resample_import,
             [os.path.join("labelsTr", f"{case}.nii.gz")]
         images = [sitk.ReadImage(os.path.join(resample_import.folder, f)) for f in files]
         assert len({(i.GetSize(), i.GetSpacing(), i.GetOrigin(), i.GetDirection()) for i in images}) == 1, case
-    assert len(truth[UNREADABLE]["lesions"]) == 2
+    assert len(truth[UNREADABLE]["lesions"]) == 3
     label = sitk.ReadImage(os.path.join(resample_import.folder, "labelsTr", f"{UNREADABLE}.nii.gz"))
-    for lesion in ("0", "1"):  # each lesion's true centre in the reference phase's space is labelled
+    for lesion in ("0", "1", "2"):  # each lesion's true centre in the reference phase's space is labelled
         point = lesion_centre(mock.truth(), UNREADABLE, lesion, "C+A")
         assert label.GetPixel(label.TransformPhysicalPointToIndex(point.tolist())) == 1
 
@@ -149,8 +149,8 @@ def test_skipped_entries_are_logged(crop_import_logged):
 
 def test_missing_phases_are_placeholders_named_in_the_record(crop_import):
     record = read_missing_phases(crop_import.folder)
-    assert record == {f"{UNREADABLE}_0": ["DWI"], f"{UNREADABLE}_1": ["DWI"],
-                      f"{MISSING}_0": ["Out Phase"], f"{MISSING}_1": ["Out Phase"]}
+    assert record == {**{f"{UNREADABLE}_{i}": ["DWI"] for i in range(3)},
+                      **{f"{MISSING}_{i}": ["Out Phase"] for i in range(3)}}
     assert crop_import.missing_phases == record
     for case in crop_import.train_cases:
         for c, phase in enumerate(PHASES):

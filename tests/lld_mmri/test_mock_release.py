@@ -43,7 +43,7 @@ def test_lesions_unreleased_patients_and_defects(mock):
     truth = mock.truth()["patients"]
     annotation = read_annotation(mock.folder)
     assert sum(not t["released"] for t in truth.values()) == 1  # round(0.2 * 6)
-    assert sorted(len(t["lesions"]) for t in truth.values()) == [1, 1, 1, 1, 2, 2]  # round(0.3 * 6) with several
+    assert sorted(len(t["lesions"]) for t in truth.values()) == [1, 1, 1, 1, 3, 3]  # round(0.3 * 6) with several
     for patient, entries in annotation.items():
         categories = {les.category for e in entries for les in e.lesions}
         assert categories == {truth[patient]["class"] if truth[patient]["released"] else UNRELEASED}
