@@ -68,6 +68,6 @@ def phase_names_of(channel_names: dict, phase_channels: Sequence[Sequence[int]])
     names = [parts[0] if len(parts) == 1 else "+".join(f"({p})" if wrap else p for p in parts) for parts in names_of]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise MVExtError(f"phase_channels {[list(g) for g in phase_channels]}: phases named alike ({', '.join(repeated)}); "
-                         f"give the channels distinct names in dataset.json.")
+        raise MVExtError(f"phase_channels {[list(g) for g in phase_channels]}: phases named alike "
+                         f"({', '.join(repeated)}); give the channels distinct names in dataset.json.")
     return names

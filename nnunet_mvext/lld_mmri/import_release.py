@@ -37,7 +37,8 @@ readable series (resample), the next phase in the order reference, then :data:`P
 **Skipped and repaired entries** (reported in ``import_report.json`` and on screen, each with patient, series, phase,
 lesion, why and what was done):
 
-- a series file that is missing or unreadable (or not 3D): the phase is missing for the patient: a placeholder
+- a series file that is missing, unreadable, truncated (:func:`truncated`: ITK would read it, zero-filled) or not 3D:
+  the phase is missing for the patient: a placeholder
   (zeros on the case's grid) is written and ``missing_phases.json`` names it; a phase without any series in
   ``Annotation.json`` likewise;
 - a box beyond its image (the challenge's crop code skips boxes beyond the slice count) or empty: not used; in crop
@@ -176,6 +177,42 @@ def _lesion_order(indices) -> list[str]:
     return sorted(indices, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
 
 
+def truncated(path: str) -> Optional[str]:
+    """Why the NIfTI file ``path`` holds fewer voxel bytes than its header declares, or None.
+
+    ITK reads such a file (a broken download) without an error and fills the missing voxels with zeros. The check
+    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with the
+    file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
+    2^32); on a mismatch the file is decompressed to confirm (a gzip of several members records only the last).
+    A file nibabel cannot read is left to ITK.
+    """
+    import gzip
+    import zlib
+
+    import nibabel
+
+    try:
+        proxy = nibabel.load(path).dataobj
+        expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    except Exception:  # noqa: BLE001 - not a NIfTI file nibabel reads: ITK decides
+        return None
+    if not path.endswith(".gz"):
+        size = os.path.getsize(path)
+        return None if size >= expected else f"truncated: {size} bytes, its header declares {expected}"
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2 ** 32:
+            return None
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as e:
+        return f"truncated or corrupt gzip ({e})"
+    return None if total >= expected else f"truncated: {total} bytes uncompressed, its header declares {expected}"
+
+
 def _read_headers(patient: str, entries: list[SeriesEntry], release: str, plan: ImportPlan
                   ) -> dict[str, tuple[SeriesEntry, Grid]]:
     """``{phase: (entry, grid)}`` of the patient's readable 3D series; reports duplicates, missing, unreadable."""
@@ -183,9 +220,9 @@ def _read_headers(patient: str, entries: list[SeriesEntry], release: str, plan: 
     series = {}
     for entry in entries:
         if entry.phase in seen:
+            first = seen[entry.phase].series_uid
             plan.skipped.append(Skipped(patient, entry.phase, entry.series_uid, None,
-                                        f"a second series of {entry.phase} (the first is {seen[entry.phase].series_uid})",
-                                        "ignored"))
+                                        f"a second series of {entry.phase} (the first is {first})", "ignored"))
             continue
         seen[entry.phase] = entry
         path = entry.image_path(release)
@@ -199,6 +236,8 @@ def _read_headers(patient: str, entries: list[SeriesEntry], release: str, plan: 
                 reader.ReadImageInformation()
                 if reader.GetDimension() != 3:
                     why = f"series file {path} is {reader.GetDimension()}D, not 3D"
+                elif problem := truncated(path):
+                    why = f"unreadable series file {path}: {problem}"
             except RuntimeError as e:
                 why = f"unreadable series file {path}: {str(e).strip().splitlines()[-1]}"
         if why:
@@ -334,20 +373,30 @@ def _volume(box: Box, grid: Grid) -> float:
     return float(np.prod(box.size()) * np.prod(grid.spacing))
 
 
-def write_case(case: CasePlan, folder: str) -> tuple[list[str], list[Skipped]]:
+def _read_series(path: str, cache: dict) -> tuple[Optional[sitk.Image], Optional[str]]:
+    """``(image as float32, None)`` or ``(None, why it could not be read)``; each file read once per ``cache``."""
+    if path not in cache:
+        try:
+            cache[path] = (sitk.ReadImage(path, sitk.sitkFloat32), None)
+        except RuntimeError as e:
+            cache[path] = (None, str(e).strip().splitlines()[-1])
+    return cache[path]
+
+
+def write_case(case: CasePlan, folder: str, cache: Optional[dict] = None) -> tuple[list[str], list[Skipped]]:
     """Read the case's series, write its channels and label; returns the phases written as placeholders and the
-    series that failed to read now (their phase becomes a placeholder)."""
+    series that failed to read now (their phase becomes a placeholder). ``cache`` keeps the series read for the
+    other lesion cases of the patient."""
+    cache = {} if cache is None else cache
     missing, failed = list(case.absent), []
     images_folder = os.path.join(folder, case.images_folder)
     for c, phase in enumerate(PHASES):
         image = None
         if phase in case.sources:
             series_uid, path = case.sources[phase]
-            try:
-                image = sitk.ReadImage(path, sitk.sitkFloat32)
-            except RuntimeError as e:
-                failed.append(Skipped(case.patient, phase, series_uid, None,
-                                      f"unreadable series file {path}: {str(e).strip().splitlines()[-1]}",
+            image, why = _read_series(path, cache)
+            if image is None:
+                failed.append(Skipped(case.patient, phase, series_uid, None, f"unreadable series file {path}: {why}",
                                       "phase missing: placeholder (zeros) + missing_phases.json"))
                 missing.append(phase)
         channel = placeholder(case.output) if image is None else sample_channel(image, case.sampling[phase],
@@ -366,7 +415,8 @@ def write_case(case: CasePlan, folder: str) -> tuple[list[str], list[Skipped]]:
 def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool) -> list[tuple[list[str], list[Skipped]]]:
     if single_thread:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    return [write_case(case, folder) for case in cases]
+    cache: dict = {}
+    return [write_case(case, folder, cache) for case in cases]
 
 
 def _read_test_patients(path: Optional[str], patients: Sequence[str]) -> set:

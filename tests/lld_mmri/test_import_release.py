@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -244,3 +245,37 @@ def test_cli_import_and_refusal(small_mock, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="nnunet_mvext"):
         assert main(["import-lld", small_mock.folder, "-d", "999", "--raw", raw, "--reference-phase", "arterial"]) == 2
     assert "--reference-phase 'arterial': allowed: 'T2WI'" in caplog.text
+
+
+def test_a_truncated_series_that_itk_would_read_zero_filled_becomes_a_placeholder(small_mock, tmp_path):
+    release = str(tmp_path / "release")
+    shutil.copytree(small_mock.folder, release)
+    patient = small_mock.patients[0]
+    entry = next(e for e in read_annotation(release)[patient] if e.phase == "C+V")
+    path = entry.image_path(release)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])  # a broken download: the header is there, half of the voxels are not
+    assert sitk.ReadImage(path).GetSize()  # ITK reads it without an error
+    result = import_release(release, 990, raw_folder=str(tmp_path / "raw"), alignment="crop")
+    case = f"{patient}_0"
+    assert result.missing_phases == {case: ["C+V"]} == read_missing_phases(result.folder)
+    assert not _array(result.folder, "imagesTr", f"{case}_0006.nii.gz").any()
+    assert [(s.patient, s.phase, s.series) for s in result.skipped] == [(patient, "C+V", entry.series_uid)]
+    with open(os.path.join(result.folder, "import_report.json")) as f:
+        assert "truncated or corrupt gzip" in json.load(f)["skipped"][0]["reason"]
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
+def test_truncated_files_are_recognised(ending, tmp_path):
+    from nnunet_mvext.lld_mmri.import_release import truncated
+
+    path = str(tmp_path / f"a{ending}")
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(30 * 20 * 10, dtype=np.int16).reshape(10, 20, 30)), path)
+    assert truncated(path) is None
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-100])
+    assert truncated(path).startswith("truncated")
