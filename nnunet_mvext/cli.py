@@ -1,8 +1,8 @@
 """The ``nnunet-mvext`` command: what nnU-Net has no command for.
 
 ``demo``, ``trainers``, ``env``, ``add-config``, ``plan``, ``set-classes``, ``predict-cls``, ``evaluate-cls``,
-``compare-cls``, ``make-splits``, ``make-dataset``, ``boxes-to-labels``. Training, prediction and evaluation stay
-nnU-Net's own commands.
+``compare-cls``, ``make-splits``, ``make-dataset``, ``boxes-to-labels``, ``import-lld``, ``export-lld``,
+``make-lld-mock``. Training, prediction and evaluation stay nnU-Net's own commands.
 """
 
 from __future__ import annotations
@@ -241,6 +241,32 @@ def _cmd_boxes_to_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_lld(args: argparse.Namespace) -> int:
+    from nnunet_mvext.lld_mmri.import_release import import_release
+
+    import_release(args.release, args.d, name=args.name, raw_folder=args.raw, alignment=args.alignment,
+                   reference_phase=args.reference_phase, margin=args.margin, test_patients=args.test_patients,
+                   force=args.force, num_processes=args.np)
+    return 0
+
+
+def _cmd_export_lld(args: argparse.Namespace) -> int:
+    from nnunet_mvext.lld_mmri.submission import export_submission
+
+    export_submission(args.predictions, args.o, lesions_csv=args.lesions, overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_make_lld_mock(args: argparse.Namespace) -> int:
+    from nnunet_mvext.lld_mmri.mock_release import generate_mock_release
+
+    generate_mock_release(args.out_dir, args.patients, args.seed, unreleased_fraction=args.unreleased_fraction,
+                          multi_lesion_fraction=args.multi_lesion_fraction,
+                          misregistration_mm=args.misregistration_mm, box_jitter=args.box_jitter,
+                          defects=not args.no_defects)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-mvext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -391,6 +417,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing label files (a backup of each is kept)")
     p.add_argument("--empty-cases", action="store_true", help="write all-background labels for cases without a box")
     p.set_defaults(func=_cmd_boxes_to_labels)
+
+    p = sub.add_parser("import-lld", help="import the LLD-MMRI 2023 release (images/, labels/Annotation.json) as an "
+                                          "nnU-Net dataset: the eight phases on one grid per case")
+    p.add_argument("release", help="release folder holding images/ and labels/Annotation.json")
+    p.add_argument("-d", type=int, required=True, help="dataset id of the new dataset")
+    p.add_argument("--name", default="LLDMMRI2023", help="dataset name: Dataset<ID>_<name> (default: %(default)s)")
+    p.add_argument("--raw", default=None, help="raw folder (default: $nnUNet_raw)")
+    p.add_argument("--alignment", choices=("crop", "resample"), default="crop",
+                   help="crop: one case per lesion, every phase cropped around its own box (aligns the phases by "
+                        "their boxes); resample: one case per patient, every phase resampled onto the reference "
+                        "phase's grid by physical coordinates (default: %(default)s)")
+    p.add_argument("--reference-phase", default="C+A", help="the phase whose grid (and box) a case takes "
+                                                             "(default: %(default)s)")
+    p.add_argument("--margin", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="crop: voxels added around the box on each side (default: the official 16 16 2)")
+    p.add_argument("--test-patients", default=None, help="text file, one patient id per line: labelled patients "
+                                                         "to hold out in imagesTs (the unreleased ones always are)")
+    p.add_argument("-np", type=int, default=4, help="processes writing cases (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an earlier import-lld into the same dataset "
+                                                        "(only the files it wrote are removed)")
+    p.set_defaults(func=_cmd_import_lld)
+
+    p = sub.add_parser("export-lld", help="the LLD-MMRI 2023 submission file (one entry per patient) from a "
+                                          "classification.csv")
+    p.add_argument("predictions", help="classification.csv of predict-cls (columns p_<class> of the 7 classes)")
+    p.add_argument("-o", required=True, help="output JSON, named after the team (e.g. team.json)")
+    p.add_argument("--lesions", default=None, help="lesions.csv of the import-lld dataset: the patient and box "
+                                                   "volume of each case (needed for the crop alignment's lesion "
+                                                   "cases; without it every case is a patient)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (a backup is kept)")
+    p.set_defaults(func=_cmd_export_lld)
+
+    p = sub.add_parser("make-lld-mock", help="write a synthetic release in LLD-MMRI 2023's layout (tests, walkthrough)")
+    p.add_argument("out_dir", help="new or empty folder")
+    p.add_argument("--patients", type=int, default=12, help="number of patients (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unreleased-fraction", type=float, default=0.2, help="patients with category -1 "
+                                                                         "(default: %(default)s)")
+    p.add_argument("--multi-lesion-fraction", type=float, default=0.3, help="patients with 2 or 3 lesions "
+                                                                           "(default: %(default)s)")
+    p.add_argument("--misregistration-mm", type=float, default=6.0, help="each phase shifted by up to this per axis "
+                                                                         "(default: %(default)s)")
+    p.add_argument("--box-jitter", type=int, default=2, help="each box bound moved by up to this many voxels "
+                                                             "(default: %(default)s)")
+    p.add_argument("--no-defects", action="store_true", help="no skipped entries (by default patient 1 has a box "
+                                                             "beyond the slice count, 2 an unreadable series, 3 a "
+                                                             "missing phase)")
+    p.set_defaults(func=_cmd_make_lld_mock)
     return parser
 
 

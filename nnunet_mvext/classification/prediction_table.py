@@ -22,6 +22,7 @@ import numpy as np
 from nnunet_mvext.classification.metrics import predicted_classes, read_column
 from nnunet_mvext.errors import MVExtError
 
+
 #: ``checkpoint``: the weights that made the predictions (``checkpoint_final.pth``, ``checkpoint_best_auc.pth``, ...);
 #: ``checkpoint_selected_on_these_cases``: 1 when that checkpoint was chosen on these same validation cases (their
 #: metrics are then optimistic), else 0; ``pretrained_checkpoint``: the file that initialised the model (empty: none),
@@ -133,9 +134,20 @@ def provenance_warnings(provenance: dict[str, str], what: str, fold: Optional[st
 
 
 def phase_names_of(channel_names: dict, phase_channels: Sequence[Sequence[int]]) -> list[str]:
-    """Column names of the phases: the dataset's channel names joined by '+' for multi-channel phases."""
-    names = []
-    for group in phase_channels:
-        parts = [str(channel_names.get(str(c), c)).replace(",", "_").replace(" ", "_") for c in group]
-        names.append("+".join(parts))
+    """Column names of the phases (``beta_<phase>``, ``aux_<phase>_p_<class>``, log lines).
+
+    A one-channel phase is its channel name exactly, spaces and ``+`` included (``In Phase``, ``C+A``); a comma
+    becomes ``_`` so that no CSV reader splits the header. A multi-channel phase joins its channel names with ``+``
+    (``arterial+delayed``); when a channel name of any phase holds ``+``, ``(`` or ``)``, every part of a
+    multi-channel phase is put in parentheses (``(T2WI)+(C+A)``), so that a group never reads like one channel named
+    with a ``+`` (``C`` and ``A`` joined is ``(C)+(A)``, the channel ``C+A`` is ``C+A``). Phases whose names still
+    coincide are refused, naming them.
+    """
+    names_of = [[str(channel_names.get(str(c), c)).replace(",", "_") for c in group] for group in phase_channels]
+    wrap = any(ch in part for parts in names_of for part in parts for ch in "+()")
+    names = [parts[0] if len(parts) == 1 else "+".join(f"({p})" if wrap else p for p in parts) for parts in names_of]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MVExtError(f"phase_channels {[list(g) for g in phase_channels]}: phases named alike "
+                         f"({', '.join(repeated)}); give the channels distinct names in dataset.json.")
     return names

@@ -1,0 +1,87 @@
+"""The per-case record of missing phases: ``missing_phases.json`` in the raw dataset folder.
+
+nnU-Net's preprocessing needs every channel file of a case, so a phase that a case lacks is written as a
+placeholder (all zeros on the case's grid) and named here. Training and ``predict-cls`` read this record instead of
+guessing from the content (augmentation noise makes a placeholder non-zero). Format, one key per case that misses
+at least one phase (training and test cases alike; a case that is not listed has every phase)::
+
+    {"MR12345_0": ["DWI"], "MR67890": ["T2WI", "C+Delay"]}
+
+Phase names are channel names of the dataset's ``dataset.json`` (``channel_names``), exactly as written there. A
+dataset without the file misses nothing. ``nnunet-mvext import-lld`` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Optional
+
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import read_json
+
+FILE_NAME = "missing_phases.json"
+
+
+def _channel_names(dataset_folder: str) -> Optional[dict[str, int]]:
+    """``{channel name: index}`` of the folder's ``dataset.json``, or None when it has none."""
+    path = os.path.join(dataset_folder, "dataset.json")
+    if not os.path.isfile(path):
+        return None
+    names = read_json(path, "dataset.json").get("channel_names", {})
+    return {str(name): int(index) for index, name in names.items()}
+
+
+def validate_missing_phases(record, channel_names: Optional[Mapping[str, int]], source: str) -> dict[str, list[str]]:
+    """The record as ``{case_id: [phase names]}``; refuses, naming the case and key, anything but an object of
+    non-empty lists of distinct channel names (checked against ``channel_names`` when given) that leave at least one
+    phase present."""
+    if not isinstance(record, dict):
+        raise MVExtError(f"{source}: expected an object {{case_id: [phase names]}}, got {type(record).__name__}.")
+    out = {}
+    for case, phases in record.items():
+        if not isinstance(phases, list) or not phases or not all(isinstance(p, str) for p in phases):
+            raise MVExtError(f"{source}: case '{case}' has {phases!r}; expected a non-empty list of phase names.")
+        repeated = sorted({p for p in phases if phases.count(p) > 1})
+        if repeated:
+            raise MVExtError(f"{source}: case '{case}' names {', '.join(repeated)} more than once.")
+        if channel_names is not None:
+            unknown = [p for p in phases if p not in channel_names]
+            if unknown:
+                raise MVExtError(f"{source}: case '{case}' names {', '.join(repr(p) for p in unknown)}, not a channel "
+                                 f"name of dataset.json; allowed: {', '.join(repr(p) for p in channel_names)}.")
+            if len(phases) >= len(channel_names):
+                raise MVExtError(f"{source}: case '{case}' misses every phase; such a case cannot be imported.")
+        out[str(case)] = list(phases)
+    return out
+
+
+def read_missing_phases(dataset_folder: str) -> dict[str, list[str]]:
+    """``{case_id: [missing phase names]}`` of ``DATASET_FOLDER/missing_phases.json``, validated against the
+    folder's ``dataset.json`` channel names; ``{}`` when the file does not exist (nothing is missing)."""
+    path = os.path.join(dataset_folder, FILE_NAME)
+    if not os.path.isfile(path):
+        return {}
+    return validate_missing_phases(read_json(path, "Missing-phases record"), _channel_names(dataset_folder), path)
+
+
+def missing_channels(dataset_folder: str) -> dict[str, list[int]]:
+    """``{case_id: [channel indices]}``: :func:`read_missing_phases` with the phases as ``dataset.json`` channel
+    indices (sorted)."""
+    record = read_missing_phases(dataset_folder)
+    if not record:
+        return {}
+    names = _channel_names(dataset_folder)
+    if names is None:
+        raise MVExtError(f"{os.path.join(dataset_folder, FILE_NAME)} needs the folder's dataset.json to map phase "
+                         f"names to channels; it has none.")
+    return {case: sorted(names[p] for p in phases) for case, phases in record.items()}
+
+
+def write_missing_phases(dataset_folder: str, record: Mapping[str, list[str]]) -> str:
+    """Write the record (cases sorted; cases with an empty list left out); returns the file's path."""
+    path = os.path.join(dataset_folder, FILE_NAME)
+    content = {case: list(phases) for case, phases in sorted(record.items()) if phases}
+    with open(path, "w") as f:
+        json.dump(content, f, indent=1)
+    return path

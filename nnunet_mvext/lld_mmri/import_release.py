@@ -1,0 +1,649 @@
+"""``nnunet-mvext import-lld RELEASE -d ID``: the LLD-MMRI 2023 release as an nnU-Net raw dataset.
+
+Writes ``nnUNet_raw/Dataset<ID>_<name>/`` (default name ``LLDMMRI2023``):
+
+- ``imagesTr/<case>_000C.nii.gz``, ``labelsTr/<case>.nii.gz``: the labelled cases; channels in the order of
+  :data:`~nnunet_mvext.lld_mmri.annotation.PHASES` (``0000`` T2WI .. ``0007`` C+Delay), on one grid per case
+  (:mod:`~nnunet_mvext.lld_mmri.alignment`); labels 0 background, 1 lesion (the box, filled; a lesion mask instead
+  where the release has one, see below).
+- ``imagesTs/``, ``labelsTs/<case>.nii.gz``: the unreleased patients (category -1) and the patients named by
+  ``test_patients`` (a held-out labelled split), with their box labels, which ``predict-cls --roi labelsTs`` uses to
+  localise the lesion; the classes of the labelled ones in ``labelsTs/classification.csv`` (``case_id,class``).
+- ``dataset.json`` (nnU-Net's own writer, ``generate_dataset_json``): channel names = the phase names exactly,
+  labels, and the ``classification`` block with the challenge's class names in the challenge's order and the
+  training cases' classes.
+- ``groups.csv`` (``case_id,group``: the patient of every training case) for ``make-splits --groups``.
+- ``lesions.csv`` (``case_id,patient,lesions,split,category,reference_phase,box_volume_mm3``, every case) for
+  ``export-lld``, which turns case predictions into one per patient.
+- ``missing_phases.json`` (:mod:`nnunet_mvext.classification.missing_phases`): the phases each case lacks.
+- ``alignment.json``: per case the output grid and, per phase, the series, the grid it was sampled on and what placed
+  it (``own box``, ``reference box`` or ``physical``).
+- ``import_report.json``: the settings, counts and every skipped or repaired entry.
+
+**Cases.** ``crop`` (default): one case per lesion, ``<patient>_<lesion index>`` for every lesion (``MR1234_0``,
+``MR1234_1``). Unlike the official crops (``MR1234`` for lesion 0), no case id equals a patient id, so a lesion case
+is never mistaken for a patient's prediction; ``lesions.csv`` maps each to its patient. ``resample``: one case per
+patient, ``<patient>``, all its lesions in one label. Patients with several lesions get one prediction per patient
+from ``export-lld``: the mean of their lesion cases' probabilities weighted by the reference boxes' volumes (mm^3).
+
+**Lesion index and category across series.** A lesion is the same JSON key in every series of a patient. Its
+category is the one most of its series give (ties: the reference phase's); every disagreement between series, and
+between the lesions of one patient, is reported. A lesion missing from a series is reported; in crop that phase is
+placed around the reference box's centre.
+
+**Reference phase** (default ``C+A``): the grid of a case. When it has no usable box for a lesion (crop) or no
+readable series (resample), the next phase in the order reference, then :data:`PHASES` takes its place, reported.
+
+**Skipped and repaired entries** (reported in ``import_report.json`` and on screen, each with patient, series, phase,
+lesion, why and what was done):
+
+- a series file that is missing, unreadable, truncated (:func:`truncated`: ITK would read it, zero-filled) or not 3D:
+  the phase is missing for the patient: a placeholder
+  (zeros on the case's grid) is written and ``missing_phases.json`` names it; a phase without any series in
+  ``Annotation.json`` likewise;
+- a box beyond its image (the challenge's crop code skips boxes beyond the slice count) or empty: not used; in crop
+  the phase is placed around the reference box's centre (by physical coordinates), in resample the label takes the
+  lesion's box from the next phase that has a usable one, mapped by physical coordinates;
+- a second series of a phase already seen for the patient: ignored;
+- a lesion without a usable box in any series, or a patient without a readable series: not imported.
+
+**Masks.** Where a release holds a lesion mask for the reference series at ``labels/<patient>/<studyUID>/
+<seriesUID>.nii.gz`` (the image layout under ``labels/``; the 2023 release has none, the layout of a later one is
+assumed, not known), its non-zero voxels are the lesion label instead of the boxes (nearest-neighbour onto the case's
+grid; in crop everything non-zero inside the crop, including a neighbouring lesion). Counted in the report.
+
+**Refused** before anything is written: no ``Annotation.json``, a malformed one or an unknown phase name
+(:mod:`~nnunet_mvext.lld_mmri.annotation`), an unknown reference phase or alignment, a test-patient list naming a
+patient the release lacks, and an existing dataset folder: without ``force`` always, with ``force`` unless an
+earlier ``import-lld`` wrote it (its marker file ``.nnunet_mvext_import_lld.json`` lists the files it wrote). With
+``force`` exactly those files are removed; anything else in the folder stays, and a file of the new import that
+would replace a file the earlier import did not write is refused. Another folder with the same dataset id is
+refused too (nnU-Net would not know which one ``-d ID`` means).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from typing import Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_mvext.classification.missing_phases import write_missing_phases
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.lld_mmri.alignment import (OFFICIAL_MARGIN, Grid, box_label, crop_sampling_grids, mask_label,
+                                             placeholder, resample_sampling_grids, sample_channel)
+from nnunet_mvext.lld_mmri.annotation import (CLASS_NAMES, PHASES, UNRELEASED, Box, SeriesEntry, majority,
+                                              majority_category, read_annotation)
+
+logger = logging.getLogger(__name__)
+
+ALIGNMENTS = ("crop", "resample")
+DEFAULT_NAME = "LLDMMRI2023"
+DEFAULT_REFERENCE_PHASE = "C+A"
+MARKER = ".nnunet_mvext_import_lld.json"
+REPORT = "import_report.json"
+GROUPS = "groups.csv"
+LESIONS = "lesions.csv"
+ALIGNMENT_RECORD = "alignment.json"
+FILE_ENDING = ".nii.gz"
+LABELS = {"background": 0, "lesion": 1}
+LESION_COLUMNS = ("case_id", "patient", "lesions", "split", "category", "reference_phase", "box_volume_mm3")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One skipped or repaired entry of the release: where (patient, series, phase, lesion), why, what was done."""
+
+    patient: str
+    phase: str
+    series: str
+    lesion: Optional[str]
+    reason: str
+    action: str
+
+    def message(self) -> str:
+        series = f" series {self.series}" if self.series else ""
+        lesion = f", lesion {self.lesion}" if self.lesion is not None else ""
+        return f"patient {self.patient}, {self.phase}{series}{lesion}: {self.reason} -> {self.action}"
+
+
+@dataclass
+class CasePlan:
+    """Everything needed to write one case (geometry from the series headers; pixels are read when writing)."""
+
+    case_id: str
+    patient: str
+    lesions: tuple
+    split: str  # train | test | unlabelled
+    category: Optional[int]
+    reference_phase: str
+    output: Grid
+    sampling: dict  # phase -> Grid
+    placed_by: dict  # phase -> own box | reference box | physical
+    sources: dict  # phase -> (series uid, image path)
+    absent: list  # phases without a usable series (placeholders)
+    label_boxes: list  # [(Box, Grid of its series)]
+    mask: Optional[str]  # path of a released mask of the reference series
+    box_volume_mm3: float
+
+    @property
+    def images_folder(self) -> str:
+        return "imagesTr" if self.split == "train" else "imagesTs"
+
+    @property
+    def labels_folder(self) -> str:
+        return "labelsTr" if self.split == "train" else "labelsTs"
+
+    def files(self) -> list[str]:
+        """The files this case writes, relative to the dataset folder."""
+        return [os.path.join(self.images_folder, f"{self.case_id}_{c:04d}{FILE_ENDING}") for c in range(len(PHASES))] \
+            + [os.path.join(self.labels_folder, self.case_id + FILE_ENDING)]
+
+
+@dataclass
+class ImportPlan:
+    cases: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    disagreements: list = field(default_factory=list)
+    patients_without_case: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Where the dataset lies and what it holds."""
+
+    dataset_name: str
+    folder: str
+    train_cases: tuple
+    test_cases: tuple
+    skipped: tuple
+    missing_phases: dict
+
+
+def _preference(reference_phase: str) -> list[str]:
+    return [reference_phase] + [p for p in PHASES if p != reference_phase]
+
+
+def _lesion_order(indices) -> list[str]:
+    return sorted(indices, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
+
+
+def truncated(path: str) -> Optional[str]:
+    """Why the NIfTI file ``path`` holds fewer voxel bytes than its header declares, or None.
+
+    ITK reads such a file (a broken download) without an error and fills the missing voxels with zeros. The check
+    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with the
+    file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
+    2^32); on a mismatch the file is decompressed to confirm (a gzip of several members records only the last).
+    A file nibabel cannot read is left to ITK.
+    """
+    import gzip
+    import zlib
+
+    import nibabel
+
+    try:
+        proxy = nibabel.load(path).dataobj
+        expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    except Exception:  # noqa: BLE001 - not a NIfTI file nibabel reads: ITK decides
+        return None
+    if not path.endswith(".gz"):
+        size = os.path.getsize(path)
+        return None if size >= expected else f"truncated: {size} bytes, its header declares {expected}"
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2 ** 32:
+            return None
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as e:
+        return f"truncated or corrupt gzip ({e})"
+    return None if total >= expected else f"truncated: {total} bytes uncompressed, its header declares {expected}"
+
+
+def _read_headers(patient: str, entries: list[SeriesEntry], release: str, plan: ImportPlan
+                  ) -> dict[str, tuple[SeriesEntry, Grid]]:
+    """``{phase: (entry, grid)}`` of the patient's readable 3D series; reports duplicates, missing, unreadable."""
+    seen: dict[str, SeriesEntry] = {}
+    series = {}
+    for entry in entries:
+        if entry.phase in seen:
+            first = seen[entry.phase].series_uid
+            plan.skipped.append(Skipped(patient, entry.phase, entry.series_uid, None,
+                                        f"a second series of {entry.phase} (the first is {first})", "ignored"))
+            continue
+        seen[entry.phase] = entry
+        path = entry.image_path(release)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        why = None
+        if not os.path.isfile(path):
+            why = f"series file {path} does not exist"
+        else:
+            try:
+                reader.ReadImageInformation()
+                if reader.GetDimension() != 3:
+                    why = f"series file {path} is {reader.GetDimension()}D, not 3D"
+                elif problem := truncated(path):
+                    why = f"unreadable series file {path}: {problem}"
+            except RuntimeError as e:
+                why = f"unreadable series file {path}: {str(e).strip().splitlines()[-1]}"
+        if why:
+            plan.skipped.append(Skipped(patient, entry.phase, entry.series_uid, None, why,
+                                        "phase missing: placeholder (zeros) + missing_phases.json"))
+            continue
+        series[entry.phase] = (entry, Grid.of(reader))
+    for phase in PHASES:
+        if phase not in seen:
+            plan.skipped.append(Skipped(patient, phase, "", None, "no series of this phase in Annotation.json",
+                                        "phase missing: placeholder (zeros) + missing_phases.json"))
+    return series
+
+
+def _usable_boxes(patient: str, lesion: str, series: dict, plan: ImportPlan, alignment: str) -> dict[str, Box]:
+    """``{phase: box}`` of the lesion in the readable series whose box fits the image; reports the others."""
+    boxes = {}
+    action_missing = ("phase placed around the reference box's centre (physical coordinates)" if alignment == "crop"
+                      else "box not used")
+    for phase, (entry, grid) in series.items():
+        found = entry.lesion(lesion)
+        if found is None:
+            plan.skipped.append(Skipped(patient, phase, entry.series_uid, lesion,
+                                        "the lesion is not annotated in this series", action_missing))
+            continue
+        problem = found.box.problem(grid.size)
+        if problem:
+            plan.skipped.append(Skipped(patient, phase, entry.series_uid, lesion, problem, action_missing))
+            continue
+        boxes[phase] = found.box
+    return boxes
+
+
+def _lesion_category(patient: str, lesion: str, entries: list[SeriesEntry], reference_phase: str,
+                     plan: ImportPlan) -> int:
+    categories = {}
+    for entry in entries:
+        found = entry.lesion(lesion)
+        if found is not None and entry.phase not in categories:
+            categories[entry.phase] = found.category
+    category = majority_category(categories, reference_phase)
+    if len(set(categories.values())) > 1:
+        plan.disagreements.append({"patient": patient, "lesion": lesion, "categories": categories, "used": category,
+                                   "why": "the series give this lesion different categories; the majority is used"})
+    return category
+
+
+def _split(category: int, patient: str, test_patients: set) -> str:
+    if category == UNRELEASED:
+        return "unlabelled"
+    return "test" if patient in test_patients else "train"
+
+
+def _reference_for(patient: str, candidates: dict, reference_phase: str, what: str, plan: ImportPlan,
+                   lesion: Optional[str] = None) -> Optional[str]:
+    for phase in _preference(reference_phase):
+        if phase in candidates:
+            if phase != reference_phase:
+                plan.skipped.append(Skipped(patient, reference_phase, "", lesion, f"the reference phase has {what}",
+                                            f"{phase} is the reference of this case"))
+            return phase
+    return None
+
+
+def plan_patient(patient: str, entries: list[SeriesEntry], release: str, alignment: str, reference_phase: str,
+                 margin: Sequence[int], test_patients: set, plan: ImportPlan) -> None:
+    """Add the patient's cases (and what was skipped) to ``plan``, from the series headers only."""
+    series = _read_headers(patient, entries, release, plan)
+    if not series:
+        plan.patients_without_case.append({"patient": patient, "why": "no readable series"})
+        return
+    grids = {phase: grid for phase, (_, grid) in series.items()}
+    absent = [p for p in PHASES if p not in series]
+    lesion_ids = _lesion_order({les.index for e in entries for les in e.lesions})
+    if not lesion_ids:
+        plan.patients_without_case.append({"patient": patient, "why": "no lesion annotated"})
+        return
+    boxes = {les: _usable_boxes(patient, les, series, plan, alignment) for les in lesion_ids}
+    categories = {les: _lesion_category(patient, les, entries, reference_phase, plan) for les in lesion_ids}
+    if len(set(categories.values())) > 1:
+        plan.disagreements.append({"patient": patient, "lesion": None, "categories": categories,
+                                   "used": "each lesion case its own" if alignment == "crop" else
+                                   majority([categories[les] for les in lesion_ids]),
+                                   "why": "the lesions of this patient have different categories"})
+    sources = {phase: (entry.series_uid, entry.image_path(release)) for phase, (entry, _) in series.items()}
+
+    if alignment == "crop":
+        for les in lesion_ids:
+            ref = _reference_for(patient, boxes[les], reference_phase, "no usable box of this lesion", plan, les)
+            if ref is None:
+                plan.skipped.append(Skipped(patient, reference_phase, "", les, "no usable box in any series",
+                                            "lesion not imported"))
+                continue
+            ref_box = boxes[les][ref]
+            output, sampling = crop_sampling_grids(grids[ref], ref_box, grids, boxes[les], margin)
+            placed = {p: "own box" if p in boxes[les] else "reference box" for p in grids}
+            mask = series[ref][0].mask_path(release)
+            plan.cases.append(CasePlan(
+                f"{patient}_{les}", patient, (les,), _split(categories[les], patient, test_patients),
+                categories[les], ref, output, sampling, placed, sources, absent, [(ref_box, grids[ref])],
+                mask if os.path.isfile(mask) else None, _volume(ref_box, grids[ref])))
+        return
+
+    counts = {p: sum(p in boxes[les] for les in lesion_ids) for p in series}
+    best = max(counts.values())
+    ref = _reference_for(patient, {p for p, n in counts.items() if n == best}, reference_phase,
+                         "no readable series or fewer usable boxes than another phase", plan)
+    label_boxes, volume = [], 0.0
+    for les in lesion_ids:
+        source = next((p for p in _preference(ref) if p in boxes[les]), None)
+        if source is None:
+            plan.skipped.append(Skipped(patient, ref, series[ref][0].series_uid, les, "no usable box in any series",
+                                        "lesion not in the label"))
+            continue
+        if source != ref:
+            plan.skipped.append(Skipped(patient, ref, series[ref][0].series_uid, les,
+                                        "no usable box on the reference series",
+                                        f"the label takes the box of {source}, mapped by physical coordinates"))
+        label_boxes.append((boxes[les][source], grids[source]))
+        volume += _volume(boxes[les][source], grids[source])
+    if not label_boxes:
+        plan.patients_without_case.append({"patient": patient, "why": "no usable box in any series"})
+        return
+    category = majority([categories[les] for les in lesion_ids])
+    output, sampling = resample_sampling_grids(grids[ref], list(series))
+    mask = series[ref][0].mask_path(release)
+    plan.cases.append(CasePlan(patient, patient, tuple(lesion_ids), _split(category, patient, test_patients), category,
+                               ref, output, sampling, {p: "physical" for p in series}, sources, absent, label_boxes,
+                               mask if os.path.isfile(mask) else None, volume))
+
+
+def _volume(box: Box, grid: Grid) -> float:
+    return float(np.prod(box.size()) * np.prod(grid.spacing))
+
+
+def _read_series(path: str, cache: dict) -> tuple[Optional[sitk.Image], Optional[str]]:
+    """``(image as float32, None)`` or ``(None, why it could not be read)``; each file read once per ``cache``."""
+    if path not in cache:
+        try:
+            cache[path] = (sitk.ReadImage(path, sitk.sitkFloat32), None)
+        except RuntimeError as e:
+            cache[path] = (None, str(e).strip().splitlines()[-1])
+    return cache[path]
+
+
+def write_case(case: CasePlan, folder: str, cache: Optional[dict] = None) -> tuple[list[str], list[Skipped]]:
+    """Read the case's series, write its channels and label; returns the phases written as placeholders and the
+    series that failed to read now (their phase becomes a placeholder). ``cache`` keeps the series read for the
+    other lesion cases of the patient."""
+    cache = {} if cache is None else cache
+    missing, failed = list(case.absent), []
+    images_folder = os.path.join(folder, case.images_folder)
+    for c, phase in enumerate(PHASES):
+        image = None
+        if phase in case.sources:
+            series_uid, path = case.sources[phase]
+            image, why = _read_series(path, cache)
+            if image is None:
+                failed.append(Skipped(case.patient, phase, series_uid, None, f"unreadable series file {path}: {why}",
+                                      "phase missing: placeholder (zeros) + missing_phases.json"))
+                missing.append(phase)
+        channel = placeholder(case.output) if image is None else sample_channel(image, case.sampling[phase],
+                                                                                case.output)
+        sitk.WriteImage(channel, os.path.join(images_folder, f"{case.case_id}_{c:04d}{FILE_ENDING}"),
+                        useCompression=True)
+    if case.mask is not None:
+        label = mask_label(sitk.ReadImage(case.mask), case.sampling[case.reference_phase], case.output,
+                           LABELS["lesion"])
+    else:
+        label = box_label(case.output, case.label_boxes, LABELS["lesion"])
+    sitk.WriteImage(label, os.path.join(folder, case.labels_folder, case.case_id + FILE_ENDING), useCompression=True)
+    return [p for p in PHASES if p in missing], failed
+
+
+def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool) -> list[tuple[list[str], list[Skipped]]]:
+    if single_thread:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    cache: dict = {}
+    return [write_case(case, folder, cache) for case in cases]
+
+
+def _read_test_patients(path: Optional[str], patients: Sequence[str]) -> set:
+    if path is None:
+        return set()
+    if not os.path.isfile(path):
+        raise MVExtError(f"--test-patients file {path} does not exist.")
+    with open(path, encoding="utf-8-sig") as f:
+        names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    unknown = [n for n in names if n not in set(patients)]
+    if unknown:
+        raise MVExtError(f"{path} names {len(unknown)} patient(s) the release does not hold: {', '.join(unknown[:10])}"
+                         f"{' ...' if len(unknown) > 10 else ''}. One patient id per line, as in Annotation.json.")
+    return set(names)
+
+
+def _dataset_ids_in_use(raw: str, dataset_id: int, full_name: str) -> list[str]:
+    """Folders of another dataset with the same id in ``raw`` and nnU-Net's preprocessed and results folders."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+    roots = [raw] + [str(v) for v in (nnUNet_preprocessed, nnUNet_results) if v.is_set()]
+    return sorted(p for root in roots for p in glob.glob(os.path.join(root, f"Dataset{dataset_id:03d}_*"))
+                  if os.path.basename(p) != full_name)
+
+
+def _marker_files(folder: str) -> Optional[list[str]]:
+    path = os.path.join(folder, MARKER)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return list(json.load(f)["written"])
+
+
+def _write_marker(folder: str, release: str, files: Sequence[str]) -> None:
+    with open(os.path.join(folder, MARKER), "w") as f:
+        json.dump({"written_by": "nnunet-mvext import-lld", "release": os.path.abspath(release),
+                   "written": sorted(set(files) | {MARKER})}, f, indent=1)
+
+
+def _check_target(folder: str, force: bool) -> Optional[list[str]]:
+    """The files an earlier import wrote into ``folder`` (to remove with ``force``); refuses what may not be touched."""
+    if not os.path.exists(folder):
+        return None
+    if not os.path.isdir(folder):
+        raise MVExtError(f"{folder} is a file; refusing to replace it. Choose another dataset id or --name.")
+    earlier = _marker_files(folder)
+    if earlier is None:
+        raise MVExtError(f"Dataset folder {folder} exists and was not written by import-lld (no {MARKER}); refusing "
+                         f"to touch it. Choose another dataset id or --name.")
+    if not force:
+        raise MVExtError(f"Dataset folder {folder} holds an earlier import-lld; add --force to replace the files it "
+                         f"wrote (listed in {MARKER}; other files in the folder stay).")
+    return earlier
+
+
+def _remove_earlier(folder: str, earlier: Sequence[str]) -> None:
+    removed = 0
+    for rel in earlier:
+        path = os.path.join(folder, rel)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+            removed += 1
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        path = os.path.join(folder, sub)
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+    logger.info("removed %d file(s) of the earlier import-lld from %s", removed, folder)
+
+
+def _write_csv(path: str, header: Sequence[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _class_counts(cases: list[CasePlan]) -> dict:
+    return {name: {"cases": sum(c.category == k for c in cases),
+                   "patients": len({c.patient for c in cases if c.category == k})}
+            for k, name in enumerate(CLASS_NAMES)}
+
+
+def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, raw_folder: Optional[str] = None,
+                   alignment: str = "crop", reference_phase: str = DEFAULT_REFERENCE_PHASE,
+                   margin: Optional[Sequence[int]] = None, test_patients: Optional[str] = None, force: bool = False,
+                   num_processes: int = 1) -> ImportResult:
+    """Import the release into ``raw_folder`` (default ``$nnUNet_raw``) as ``Dataset<ID>_<name>`` (module
+    docstring). ``margin``: crop margin in voxels ``(x, y, z)`` (default the official 16, 16, 2);
+    ``test_patients``: a text file of labelled patients to hold out (one id per line)."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    from nnunetv2.paths import nnUNet_raw
+
+    if alignment not in ALIGNMENTS:
+        raise MVExtError(f"--alignment '{alignment}': allowed: {', '.join(ALIGNMENTS)}.")
+    if reference_phase not in PHASES:
+        raise MVExtError(f"--reference-phase '{reference_phase}': allowed: {', '.join(repr(p) for p in PHASES)}.")
+    if margin is not None and alignment != "crop":
+        raise MVExtError("--margin applies to --alignment crop only.")
+    margin = tuple(OFFICIAL_MARGIN if margin is None else margin)
+    if len(margin) != 3 or any(int(m) != m or m < 0 for m in margin):
+        raise MVExtError(f"--margin {' '.join(map(str, margin))}: give three voxel counts >= 0 (x y z), e.g. 16 16 2.")
+    if not 1 <= dataset_id <= 999:
+        raise MVExtError(f"dataset id must be in 1..999, got {dataset_id}.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise MVExtError(f"--name '{name}': use letters, digits, '_' and '-' (nnU-Net's folder is Dataset<ID>_<name>).")
+    if num_processes < 1:
+        raise MVExtError(f"-np must be >= 1, got {num_processes}.")
+    raw = raw_folder or (str(nnUNet_raw) if nnUNet_raw.is_set() else None)
+    if not raw:
+        raise MVExtError("Give the raw folder with --raw or set nnUNet_raw.")
+    full_name = f"Dataset{dataset_id:03d}_{name}"
+    folder = os.path.join(raw, full_name)
+    clashes = _dataset_ids_in_use(raw, dataset_id, full_name)
+    if clashes:
+        raise MVExtError(f"Dataset id {dataset_id} is taken by {clashes[0]}; nnU-Net finds datasets by id, so choose "
+                         f"another -d.")
+    earlier = _check_target(folder, force)
+
+    annotation = read_annotation(release_dir)
+    held_out = _read_test_patients(test_patients, list(annotation))
+    logger.info("Annotation.json: %d patients, %d series; planning the %s alignment on the reference phase %s",
+                len(annotation), sum(len(v) for v in annotation.values()), alignment, reference_phase)
+    plan = ImportPlan()
+    for patient, entries in annotation.items():
+        plan_patient(patient, entries, release_dir, alignment, reference_phase, margin, held_out, plan)
+    if not plan.cases:
+        raise MVExtError(f"{release_dir}: no case could be imported ({len(plan.skipped)} skipped entries, e.g. "
+                         f"{plan.skipped[0].message() if plan.skipped else 'none'}).")
+    files = [f for case in plan.cases for f in case.files()]
+    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json",
+              os.path.join("labelsTs", "classification.csv")]
+    ours = set(earlier or [])
+    foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
+    if foreign:
+        raise MVExtError(f"{os.path.join(folder, foreign[0])} exists and was not written by import-lld"
+                         f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; refusing to replace it.")
+    if earlier is not None:
+        _remove_earlier(folder, earlier)
+        from nnunetv2.paths import nnUNet_preprocessed
+
+        if nnUNet_preprocessed.is_set() and os.path.isdir(os.path.join(str(nnUNet_preprocessed), full_name)):
+            logger.warning("WARNING: %s holds the preprocessed data of the earlier import; run "
+                           "nnUNetv2_plan_and_preprocess -d %d again before training.",
+                           os.path.join(str(nnUNet_preprocessed), full_name), dataset_id)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    _write_marker(folder, release_dir, files + tables)
+
+    by_patient: dict[str, list[CasePlan]] = {}
+    for case in plan.cases:
+        by_patient.setdefault(case.patient, []).append(case)
+    groups = list(by_patient.values())
+    if num_processes == 1:
+        outcomes = [_write_patient(g, folder, False) for g in groups]
+    else:
+        with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn")) as pool:
+            outcomes = list(pool.map(_write_patient, groups, [folder] * len(groups), [True] * len(groups)))
+    missing: dict[str, list[str]] = {}
+    for group, results in zip(groups, outcomes):
+        for case, (absent, failed) in zip(group, results):
+            if absent:
+                missing[case.case_id] = absent
+            for entry in failed:
+                if entry not in plan.skipped:
+                    plan.skipped.append(entry)
+
+    train = [c for c in plan.cases if c.split == "train"]
+    test = [c for c in plan.cases if c.split != "train"]
+    generate_dataset_json(
+        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
+        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
+        description=f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} "
+                    f"alignment, reference phase {reference_phase}); the lesion label is its box",
+        license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
+        classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
+                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
+    _write_csv(os.path.join(folder, GROUPS), ("case_id", "group"), [(c.case_id, c.patient) for c in train])
+    _write_csv(os.path.join(folder, LESIONS), LESION_COLUMNS,
+               [(c.case_id, c.patient, ";".join(c.lesions), c.split, c.category, c.reference_phase,
+                 f"{c.box_volume_mm3:.3f}") for c in plan.cases])
+    labelled_test = [c for c in test if c.split == "test"]
+    if labelled_test:
+        _write_csv(os.path.join(folder, "labelsTs", "classification.csv"), ("case_id", "class"),
+                   [(c.case_id, c.category) for c in labelled_test])
+    write_missing_phases(folder, missing)
+    with open(os.path.join(folder, ALIGNMENT_RECORD), "w") as f:
+        json.dump({c.case_id: {"output": c.output.as_dict(), "reference_phase": c.reference_phase,
+                               "phases": {p: {"series": c.sources[p][0], "placed_by": c.placed_by[p],
+                                              "sampling": c.sampling[p].as_dict()} for p in c.sampling}}
+                   for c in plan.cases}, f, indent=1)
+    report = {
+        "release": os.path.abspath(release_dir), "dataset": full_name, "alignment": alignment,
+        "reference_phase": reference_phase, "margin_voxels_xyz": list(margin) if alignment == "crop" else None,
+        "counts": {"patients_in_release": len(annotation),
+                   "patients_imported": len(by_patient),
+                   "series_in_release": sum(len(v) for v in annotation.values()),
+                   "cases": {"imagesTr": len(train), "imagesTs": len(test),
+                             "imagesTs_labelled": len(labelled_test)},
+                   "training_cases_per_class": _class_counts(train),
+                   "cases_with_missing_phases": len(missing), "cases_with_mask_labels": sum(c.mask is not None
+                                                                                          for c in plan.cases),
+                   "skipped_or_repaired_entries": len(plan.skipped)},
+        "skipped": [asdict(s) for s in plan.skipped],
+        "disagreements": plan.disagreements,
+        "patients_without_case": plan.patients_without_case,
+    }
+    with open(os.path.join(folder, REPORT), "w") as f:
+        json.dump(report, f, indent=1)
+
+    for entry in plan.skipped:
+        logger.warning("skipped/repaired: %s", entry.message())
+    for d in plan.disagreements:
+        logger.warning("category disagreement: patient %s%s: %s; used %s", d["patient"],
+                       f", lesion {d['lesion']}" if d["lesion"] is not None else "", d["categories"], d["used"])
+    for p in plan.patients_without_case:
+        logger.warning("patient %s not imported: %s", p["patient"], p["why"])
+    counts = _class_counts(train)
+    logger.info("Wrote %s: %d training case(s) of %d patient(s), %d test case(s) (%d labelled, %d unreleased); "
+                "%d case(s) with a missing phase; %d skipped or repaired entries (import_report.json).",
+                folder, len(train), len({c.patient for c in train}), len(test), len(labelled_test),
+                len(test) - len(labelled_test), len(missing), len(plan.skipped))
+    logger.info("Training cases per class: %s", ", ".join(f"{n} {v['cases']} ({v['patients']} patients)"
+                                                          for n, v in counts.items()))
+    empty = [n for n, v in counts.items() if not v["cases"]]
+    if empty:
+        logger.warning("WARNING: no training case of class(es) %s.", ", ".join(empty))
+    logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity; "
+                "nnunet-mvext make-splits %d --groups %s", dataset_id, dataset_id, os.path.join(folder, GROUPS))
+    return ImportResult(full_name, folder, tuple(c.case_id for c in train), tuple(c.case_id for c in test),
+                        tuple(plan.skipped), missing)

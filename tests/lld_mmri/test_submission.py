@@ -1,0 +1,105 @@
+"""export-lld: one entry per patient, lesion cases averaged by box volume, classes matched by name; refusals."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from nnunet_mvext.classification.prediction_table import write_case_predictions
+from nnunet_mvext.cli import main
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES
+from nnunet_mvext.lld_mmri.submission import export_submission
+
+# the CSV's columns in another order than the challenge's: a positional reading would be wrong
+SHUFFLED = [CLASS_NAMES[i] for i in (6, 0, 5, 1, 4, 2, 3)]
+
+
+def _one_hot_ish(k, n=7, high=0.7):
+    p = np.full(n, (1 - high) / (n - 1))
+    p[k] = high
+    return p
+
+
+@pytest.fixture()
+def files(tmp_path):
+    """MR1 has two lesion cases (volumes 300 and 100 mm^3), MR2 one; probabilities given in official order."""
+    official = {"MR1_0": _one_hot_ish(3), "MR1_1": _one_hot_ish(6, high=0.9), "MR2_0": _one_hot_ish(4)}
+    order = [CLASS_NAMES.index(n) for n in SHUFFLED]
+    csv_path = str(tmp_path / "classification.csv")
+    write_case_predictions(csv_path, list(official), np.stack([p[order] for p in official.values()]), SHUFFLED,
+                           ["lesion"] * 3)
+    lesions = tmp_path / "lesions.csv"
+    lesions.write_text("case_id,patient,lesions,split,category,reference_phase,box_volume_mm3\n"
+                       "MR1_0,MR1,0,unlabelled,-1,C+A,300.0\nMR1_1,MR1,1,unlabelled,-1,C+A,100.0\n"
+                       "MR2_0,MR2,0,unlabelled,-1,C+A,50.0\n")
+    return csv_path, str(lesions), official
+
+
+def test_one_entry_per_patient_weighted_by_box_volume_in_the_official_order(files, tmp_path):
+    csv_path, lesions, official = files
+    out = export_submission(csv_path, str(tmp_path / "team.json"), lesions_csv=lesions)
+    with open(out) as f:
+        entries = json.load(f)
+    assert [e["image_id"] for e in entries] == ["MR1", "MR2"]
+    mr1 = (300 * official["MR1_0"] + 100 * official["MR1_1"]) / 400
+    assert np.allclose(entries[0]["score"], mr1, atol=1e-5) and entries[0]["prediction"] == 3
+    # the plain mean would decide class 6 (0.458 against 0.358 for class 3): the weights decide
+    assert np.argmax((official["MR1_0"] + official["MR1_1"]) / 2) == 6 and np.argmax(mr1) == 3
+    assert np.allclose(entries[1]["score"], official["MR2_0"], atol=1e-5) and entries[1]["prediction"] == 4
+    assert all(isinstance(e["prediction"], int) and len(e["score"]) == 7 for e in entries)
+    assert np.isclose(sum(entries[0]["score"]), 1, atol=1e-5)
+
+
+def test_volume_weights_change_the_decision(tmp_path):
+    """A small lesion sure of class 0 and a large one less sure of class 2: the large one decides."""
+    csv_path = str(tmp_path / "c.csv")
+    write_case_predictions(csv_path, ["P_0", "P_1"], np.stack([_one_hot_ish(0, high=0.9), _one_hot_ish(2, high=0.6)]),
+                           list(CLASS_NAMES), ["lesion"] * 2)
+    lesions = tmp_path / "lesions.csv"
+    lesions.write_text("case_id,patient,box_volume_mm3\nP_0,P,10\nP_1,P,1000\n")
+    out = export_submission(csv_path, str(tmp_path / "t.json"), lesions_csv=str(lesions))
+    with open(out) as f:
+        assert json.load(f)[0]["prediction"] == 2
+
+
+def test_without_lesions_every_case_is_a_patient(files, tmp_path):
+    csv_path, _, official = files
+    with open(export_submission(csv_path, str(tmp_path / "t.json"))) as f:
+        entries = json.load(f)
+    assert [e["image_id"] for e in entries] == list(official)
+    assert np.allclose(entries[1]["score"], official["MR1_1"], atol=1e-5)
+
+
+def test_refuses_classes_that_are_not_the_official_seven(tmp_path):
+    csv_path = str(tmp_path / "c.csv")
+    names = list(CLASS_NAMES[:6]) + ["HCC"]
+    write_case_predictions(csv_path, ["a"], _one_hot_ish(0)[None], names, ["lesion"])
+    with pytest.raises(MVExtError, match="missing: Hepatocellular_carcinoma; not an LLD-MMRI class: HCC"):
+        export_submission(csv_path, str(tmp_path / "t.json"))
+    assert not os.path.exists(tmp_path / "t.json")
+
+
+def test_refuses_a_patient_with_unpredicted_lesion_cases_and_unknown_cases(files, tmp_path):
+    csv_path, lesions, _ = files
+    with open(lesions, "a") as f:
+        f.write("MR2_1,MR2,1,unlabelled,-1,C+A,20.0\n")
+    with pytest.raises(MVExtError, match="e.g. MR2: MR2_1"):
+        export_submission(csv_path, str(tmp_path / "t.json"), lesions_csv=lesions)
+    other = tmp_path / "other.csv"
+    other.write_text("case_id,patient,box_volume_mm3\nMR1_0,MR1,1\n")
+    with pytest.raises(MVExtError, match="2 case\\(s\\) are not in the lesions file: MR1_1, MR2_0"):
+        export_submission(csv_path, str(tmp_path / "t.json"), lesions_csv=str(other))
+
+
+def test_cli_keeps_an_existing_file_unless_overwrite(files, tmp_path, caplog):
+    csv_path, lesions, _ = files
+    out = str(tmp_path / "team.json")
+    assert main(["export-lld", csv_path, "-o", out, "--lesions", lesions]) == 0
+    with caplog.at_level(logging.ERROR, logger="nnunet_mvext"):
+        assert main(["export-lld", csv_path, "-o", out]) == 2
+    assert "exists; add --overwrite" in caplog.text
+    assert main(["export-lld", csv_path, "-o", out, "--overwrite"]) == 0
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("team.json.") and f.endswith(".bak")]) == 1
