@@ -442,7 +442,7 @@ def auc_curve_figure(auc: Sequence[Optional[float]], ema: Sequence[Optional[floa
         x = np.arange(len(auc))
         raw = np.array([np.nan if v is None else v for v in auc], dtype=float)
         smooth = np.array([np.nan if v is None else v for v in ema], dtype=float)
-        ax.plot(x, raw, color="g", linestyle="dotted", linewidth=3, label="val AUC (validation patches)")
+        ax.plot(x, raw, color="g", linestyle="dotted", linewidth=3, label="val macro AUC (validation cases)")
         ax.plot(x, smooth, color="g", linestyle="-", linewidth=4, label="val AUC (moving average)")
         if np.isfinite(smooth).any():
             best = int(np.nanargmax(smooth))

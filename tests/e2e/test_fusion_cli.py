@@ -48,14 +48,14 @@ def test_training_writes_classification_validation(fusion_model):
     assert os.path.isfile(os.path.join(folder, "validation", "summary.json"))  # nnU-Net's segmentation validation
     assert os.path.isfile(os.path.join(folder, "progress_classification.png"))
     log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
-    assert "val AUC (lesion-centred validation patches)" in log and "fusion 'abaf'" in log
+    assert "validation cases (one patch centred on the ground-truth lesion): macro AUC" in log and "fusion 'abaf'" in log
     assert "mean phase weights beta" in log and "classification loss on" in log
     assert "MultiPhaseFusionNet (3 phase encoder(s)): memory estimate" in log  # at training start
     assert ("WARNING: collapsed classifier" in log) == bool(summary.get("collapse_warning"))
     assert summary["checkpoint"] == "the final weights of this training run"
     assert not summary["checkpoint_selected_on_these_cases"] and not summary["computed_on_training_cases"]
     ckpt = torch.load(os.path.join(folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
-    assert ckpt["case_classification"]["fusion"] == "abaf" and ckpt["case_classification"]["network_version"] == 2
+    assert ckpt["case_classification"]["fusion"] == "abaf" and ckpt["case_classification"]["network_version"] == 3
     assert set(ckpt["training_case_ids"]) and not set(ckpt["training_case_ids"]) & {r[0] for r in rows[1:]}
 
 
