@@ -333,7 +333,7 @@ def main() -> None:
     lock = threading.Lock()
 
     def one(row: str) -> None:
-        if args.deadline is not None and time.time() - started > args.deadline:
+        if args.deadline is not None and time.time() - started >= args.deadline:
             logger.info("%s: not started (--deadline %s s reached)", row, args.deadline)
             return
         try:
