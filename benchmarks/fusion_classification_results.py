@@ -318,7 +318,8 @@ def main() -> None:
         if row in results:
             logger.info("%s: measured earlier, kept", row)
     with nnunet_paths(env):
-        for row in todo:
+        # the ceilings preprocess and build their network with the heads' configuration
+        for row in todo + (["abaf"] if any(r in CEILINGS for r in todo) else []):
             trainer, configuration, row_settings = rows[row]
             if trainer is None:
                 continue

@@ -1,10 +1,12 @@
-"""Spread over seeds of one row of ``fusion_classification_results.py``: its held-out metrics from several work folders.
+"""Spread over seeds of rows of ``fusion_classification_results.py``: held-out metrics from several work folders.
 
 Each work folder is one run of ``fusion_classification_results.py --seed S`` (dataset and training seed); this
-script reads their ``results.json`` and writes one line per seed plus the mean, min and max of the held-out AUC and
-accuracy, and the smallest lower 95 % bound of the AUC (how far above chance the worst seed stays)::
+script reads their ``results.json`` and writes, per row (``--row``, repeatable; with its ``--roi`` twin where one was
+measured), one line per seed plus the mean, min and max of the held-out AUC, balanced accuracy, macro-F1 and
+Cohen's kappa, the smallest lower 95 % bound of the AUC (how far above chance the worst seed stays) and the classes
+never predicted::
 
-    python benchmarks/seed_spread.py --row abaf --workdirs /tmp/fcr /tmp/fcr_s1 /tmp/fcr_s2 \\
+    python benchmarks/seed_spread.py --row abaf --row base --workdirs /tmp/fcr /tmp/fcr_s1 /tmp/fcr_s2 \\
         --append benchmarks/RESULTS.md
 """
 
@@ -25,7 +27,9 @@ from results_file import recorded_command, report, with_interval  # noqa: E402
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--row", required=True, help="row of fusion_classification_results.py, e.g. abaf")
+    parser.add_argument("--row", required=True, action="append", help="row of fusion_classification_results.py, "
+                        "e.g. abaf (repeatable)")
+    parser.add_argument("--device", default="CPU (2 cores)", help="the device the runs were measured on, for the title")
     parser.add_argument("--workdirs", nargs="+", required=True, help="work folders of runs with different --seed")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
     return parser.parse_args()
@@ -43,28 +47,50 @@ def row_results(workdirs: list[str], row: str) -> list[tuple[str, dict]]:
     return out
 
 
-def table(row: str, measured: list[tuple[str, dict]]) -> list[str]:
-    lines = [f"### Seed spread of the '{row}' row, {datetime.date.today()}, CPU (2 cores), torch {torch.__version__}",
-             "", f"`{recorded_command(__file__)}`", "",
+METRICS = (("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+           ("cohen_kappa", "kappa"))
+
+
+def _spread(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{sum(values) / len(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def table(rows: list[str], measured: dict, device: str) -> list[str]:
+    lines = [f"### Seed spread, {datetime.date.today()}, {device}, torch {torch.__version__}", "",
+             f"`{recorded_command(__file__)}`", "",
              "Each seed is a separate run of `fusion_classification_results.py --seed S` (a new synthetic dataset and "
-             "a new training); the command that measured it is listed per line.", "",
-             "| run | AUC | accuracy | predicted per class | measured by |", "| --- | --- | --- | --- | --- |"]
-    for workdir, m in measured:
-        lines.append(f"| {workdir} | {with_interval(m, 'auc')} | {with_interval(m, 'accuracy')} | "
-                     f"{m['predicted_class_counts']} | `{m.get('command', 'not recorded')}` |")
-    aucs = [m["auc"] for _, m in measured]
-    accuracies = [m["accuracy"] for _, m in measured]
-    lowest_bound = min(m["intervals"]["auc"]["low"] for _, m in measured)
-    lines += ["", f"AUC mean {sum(aucs) / len(aucs):.3f} (min {min(aucs):.3f}, max {max(aucs):.3f}); accuracy mean "
-              f"{sum(accuracies) / len(accuracies):.3f} (min {min(accuracies):.3f}, max {max(accuracies):.3f}); "
-              f"smallest lower 95 % bound of the AUC over the seeds: {lowest_bound:.3f} (chance: 0.5)."]
-    return lines
+             "a new training); the command that measured it is listed per line. Mean (min-max) over the seeds.", "",
+             "| row | run | AUC | balanced accuracy | macro-F1 | kappa | classes never predicted | measured by |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    summary = ["", "| row | seeds | " + " | ".join(name for _, name in METRICS) + " | smallest lower AUC bound |",
+               "| --- | --- | " + " | ".join("---" for _ in METRICS) + " | --- |"]
+    for row in rows:
+        runs = measured[row]
+        for workdir, m in runs:
+            never = sum(1 for c in m["predicted_class_counts"].values() if c == 0)
+            lines.append(f"| {row} | {workdir} | {with_interval(m, 'auc')} | {with_interval(m, 'balanced_accuracy')} | "
+                         f"{m['macro_f1']:.3f} | {with_interval(m, 'cohen_kappa')} | {never} | "
+                         f"`{m.get('command', 'not recorded')}` |")
+        bounds = [m["intervals"]["auc"]["low"] for _, m in runs if m.get("intervals", {}).get("auc", {}).get("low")
+                  is not None]
+        lowest = f"{min(bounds):.3f}" if bounds else "n/a"
+        summary.append(f"| {row} | {len(runs)} | " + " | ".join(_spread([m.get(k) for _, m in runs])
+                                                                 for k, _ in METRICS) + f" | {lowest} |")
+    return lines + summary
 
 
 def main() -> None:
     args = arguments()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report(table(args.row, row_results(args.workdirs, args.row)), args.append)
+    rows = []
+    for row in args.row:
+        rows.append(row)
+        if all(row + " --roi" in json.load(open(os.path.join(w, "results.json"))) for w in args.workdirs):
+            rows.append(row + " --roi")
+    report(table(rows, {r: row_results(args.workdirs, r) for r in rows}, args.device), args.append)
 
 
 if __name__ == "__main__":
