@@ -158,7 +158,8 @@ def _cmd_predict_cls(args: argparse.Namespace) -> int:
 
     path = predict_classification(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.chk, args.device,
                                   use_mirroring=not args.disable_tta, overwrite=args.overwrite, roi_folder=args.roi,
-                                  threshold=args.threshold, force=args.force)
+                                  threshold=args.threshold, force=args.force,
+                                  missing_phases_file=args.missing_phases)
     logger.info("Wrote segmentations and %s", path)
     return 0
 
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty -o that is not an earlier predict-cls "
                                                         "output (no predict_cls.json), keeping a timestamped .bak of "
                                                         "every file replaced; implies --overwrite, with backups")
+    p.add_argument("--missing-phases", default=None, help="missing_phases.json of the input cases (default: the one "
+                                                           "beside the input folder, if any); models trained with "
+                                                           "missing_phases: zero leave those phases out, others refuse")
     p.add_argument("--roi", default=None, help="folder of lesion mask or box label files (CASE.nii.gz) that localise "
                                                 "the cases instead of the predicted lesion; required for models "
                                                 "trained with segmentation: false")

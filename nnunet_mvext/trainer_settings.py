@@ -188,6 +188,10 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "Fusion trainers: augmentation; every phase but the first is shifted by a random integer offset in "
                 "[-n, n] voxels per axis (probability 0.5 per phase), as patients move between phases "
                 "(batchgeneratorsv2's ChannelMisalignmentTransform). 0: off.", _non_negative, applies_to="fusion"),
+    SettingSpec("missing_phases", "refuse", (str,), "one of 'refuse', 'zero'",
+                "Fusion trainers: cases that miss a phase (missing_phases.json, written by import-lld). refuse: stop "
+                "before training and in predict-cls, naming them; zero: leave a case's missing phases out of the "
+                "fusion (ABAF beta 0), in training and inference.", choices=("refuse", "zero"), applies_to="fusion"),
     SettingSpec("protocol_ablation", [], (list,),
                 "a list of 'lesion_only_sampling', 'per_phase_augmentation', 'patch_pooling', "
                 "'lesion_mean_embedding' (each at most once)",

@@ -173,9 +173,10 @@ class MultiPhaseFusionNet(nn.Module):
         fused = [fuse(s.flatten(1, 2)) for fuse, s in zip(self.skip_fusion, skips)]
         return self.decoder(fused), head
 
-    def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None,
+                absent_phases: Optional[torch.Tensor] = None):
         if self.classification_output:
-            return self.forward_with_classification(x, roi)
+            return self.forward_with_classification(x, roi, absent_phases)
         if self.decoder is None:
             raise MVExtError("This fusion network was trained with trainer_settings 'segmentation': false and has no "
                              "segmentation output; use nnunet-mvext predict-cls.")

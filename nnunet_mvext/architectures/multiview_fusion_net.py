@@ -279,9 +279,10 @@ class MultiViewFusionNet(nn.Module):
         planes = [extract_slab(roi.float(), a, centres[:, a], 1) for a in self.view_axes]
         return torch.stack([p.flatten(1).sum(1) > 0 for p in planes], 1).all(1)
 
-    def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, roi: Optional[torch.Tensor] = None,
+                absent_phases: Optional[torch.Tensor] = None):
         if self.classification_output:
-            return self.forward_with_classification(x, roi)
+            return self.forward_with_classification(x, roi, absent_phases)
         raise MVExtError("A multi-view fusion network has no segmentation output (its 2D views do not cover the "
                          "patch); use nnunet-mvext predict-cls --roi.")
 

@@ -82,15 +82,18 @@ def mirror_flips(mirror_axes: Optional[Sequence[int]]) -> list[tuple]:
 
 @torch.no_grad()
 def classify_patch(network, patch: torch.Tensor, roi: Optional[torch.Tensor], mirror_axes: Optional[Sequence[int]],
-                   device: torch.device) -> dict:
-    """Mean softmax (K,), embedding, beta (P,) and auxiliary probabilities (P, K) over the mirrored copies."""
+                   device: torch.device, absent_phases: Optional[Sequence[bool]] = None) -> dict:
+    """Mean softmax (K,), embedding, beta (P,) and auxiliary probabilities (P, K) over the mirrored copies;
+    ``absent_phases`` (P,): phases whose series the case lacks (left out of the fusion)."""
     x = patch[None].to(device)
     m = None if roi is None else roi[None, None].to(device=device, dtype=x.dtype)
+    absent = None if absent_phases is None else torch.tensor([list(absent_phases)], dtype=torch.bool, device=device)
     outputs = []
     for flip in mirror_flips(mirror_axes):
         xf = torch.flip(x, flip) if flip else x
         mf = None if m is None else (torch.flip(m, flip) if flip else m)
-        _, out = network.forward_with_classification(xf, mf)
+        _, out = network.forward_with_classification(xf, mf, absent) if absent is not None else \
+            network.forward_with_classification(xf, mf)
         outputs.append(out)
 
     def mean(key, fn=lambda t: t):
@@ -103,12 +106,14 @@ def classify_patch(network, patch: torch.Tensor, roi: Optional[torch.Tensor], mi
 
 
 def classify_case(network, data: torch.Tensor, region: RegionOfInterest, patch_size: Sequence[int],
-                  mirror_axes: Optional[Sequence[int]], device: torch.device) -> dict:
-    """Classify one preprocessed case ``data`` (C, *S) from ``region``; adds ``roi`` (its source) to the result."""
+                  mirror_axes: Optional[Sequence[int]], device: torch.device,
+                  absent_phases: Optional[Sequence[bool]] = None) -> dict:
+    """Classify one preprocessed case ``data`` (C, *S) from ``region``; adds ``roi`` (its source) to the result.
+    ``absent_phases`` (P,): phases the case lacks (the missing-phases record), left out of the fusion."""
     patch = crop_around(data, region.centre, patch_size)
     roi = None
     if region.mask is not None:
         roi = crop_around(torch.from_numpy(region.mask[None].astype(np.float32)), region.centre, patch_size)[0]
-    result = classify_patch(network, patch, roi, mirror_axes, device)
+    result = classify_patch(network, patch, roi, mirror_axes, device, absent_phases)
     result["roi"] = region.source
     return result

@@ -91,7 +91,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
-            "lesion_context": settings.lesion_context,
+            "lesion_context": settings.lesion_context, "missing_phases": settings.missing_phases,
             # ablation items are stored only when set
             **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {}),
             **({"lesion_mean_embedding": True} if "lesion_mean_embedding" in settings.protocol_ablation else {})}

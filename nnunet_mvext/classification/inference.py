@@ -192,16 +192,45 @@ def write_prediction_outputs(output_folder: str, results: dict, class_names: Seq
     return csv_path
 
 
+def input_absent_phases(input_folder: str, record_file: Optional[str], channel_names: dict, info: dict,
+                        case_ids: Sequence[str]) -> dict[str, list[bool]]:
+    """``{case: absent per phase}`` of the input cases that miss a phase, from ``record_file`` or the
+    ``missing_phases.json`` beside the input folder; refused under the model's policy ``refuse`` (models that
+    predate the setting count as ``refuse``), naming the cases."""
+    from nnunet_mvext.classification.missing_phases import (FILE_NAME, absent_phases, refuse_missing,
+                                                            validate_missing_phases)
+
+    if record_file is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(input_folder)), FILE_NAME)
+        if not os.path.isfile(beside):
+            return {}
+        record_file = beside
+        logger.info("missing phases of the input cases: %s", beside)
+    elif not os.path.isfile(record_file):
+        raise MVExtError(f"--missing-phases {record_file} is not a file. Allowed: a missing_phases.json "
+                         f"({{case_id: [phase names]}}, as import-lld writes it).")
+    names = {str(name): int(index) for index, name in channel_names.items()}
+    record = validate_missing_phases(read_json(record_file, "Missing-phases record"), names, record_file)
+    record = {case: phases for case, phases in record.items() if case in set(case_ids)}
+    if info.get("missing_phases", "refuse") == "refuse":
+        refuse_missing(record, case_ids, f"the model ({FILE_NAME}: {record_file})")
+    return {case: absent_phases([names[p] for p in phases], info["phase_channels"]) for case, phases in record.items()}
+
+
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
                            folds: Sequence, trainer: str, plans: str = "nnUNetPlans",
                            checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
                            use_mirroring: bool = True, overwrite: bool = False, roi_folder: Optional[str] = None,
-                           threshold: str = "argmax", force: bool = False) -> str:
+                           threshold: str = "argmax", force: bool = False,
+                           missing_phases_file: Optional[str] = None) -> str:
     """Segment and classify every case of ``input_folder``; returns the path of ``classification.csv``.
 
     ``output_folder`` (:func:`check_output_folder`): new, empty or an earlier output of predict-cls (recognised by
     :data:`OUTPUT_MARKER`, written first); ``overwrite`` replaces its ``classification.csv``; ``force`` also writes
-    into any other folder, keeping a timestamped ``.bak`` of every file it replaces."""
+    into any other folder, keeping a timestamped ``.bak`` of every file it replaces. ``missing_phases_file``: the
+    missing-phases record of the input cases (:mod:`~nnunet_mvext.classification.missing_phases`; default the
+    ``missing_phases.json`` beside the input folder, if there is one): under the model's policy ``zero`` their
+    missing phases are left out of the fusion, under ``refuse`` such cases are refused before any model loads."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -237,6 +266,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
             logger.warning("WARNING: fold %s was trained on %d of these cases (%s); their predictions are not "
                            "held-out results.", f, len(seen), ", ".join(seen[:10]) + (" ..." if len(seen) > 10 else ""))
     require_two_classes(threshold, info["class_names"])
+    absent = input_absent_phases(input_folder, missing_phases_file, channel_names, info, list(cases))
 
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
@@ -292,7 +322,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
             network.load_state_dict(params)
             network.eval()
             per_fold.append(classify_case(network, data, region, predictor.configuration_manager.patch_size,
-                                          mirror_axes, torch_device))
+                                          mirror_axes, torch_device, absent.get(case_id)))
         results[case_id] = {key: (None if per_fold[0][key] is None else np.mean([r[key] for r in per_fold], axis=0))
                             for key in ("probabilities", "embedding", "beta", "aux_probabilities")}
         results[case_id]["roi"] = region.source

@@ -9,6 +9,14 @@ at least one phase (training and test cases alike; a case that is not listed has
 
 Phase names are channel names of the dataset's ``dataset.json`` (``channel_names``), exactly as written there. A
 dataset without the file misses nothing. ``nnunet-mvext import-lld`` writes it.
+
+**Policy** (trainer setting ``missing_phases``, stored with the model): ``refuse`` (default) stops a fusion training
+whose dataset records a missing phase for any of its cases, and ``predict-cls`` for such input cases, naming them;
+``zero`` leaves a case's missing phases out of the fusion (:func:`absent_phases`; a phase of several channels is
+absent when any of its channels is missing): their embedding is zero and ABAF's beta (and the decision head's weight)
+of that phase 0, DSN and decision average their auxiliary losses over the present phases, concat sees zeros; the
+multi-view trainers leave out every view of the phase. In training the phase is left out the same way, so the model
+learns with it missing; ``phase_dropout`` teaches the same on cases that have every phase.
 """
 
 from __future__ import annotations
@@ -85,3 +93,32 @@ def write_missing_phases(dataset_folder: str, record: Mapping[str, list[str]]) -
     with open(path, "w") as f:
         json.dump(content, f, indent=1)
     return path
+
+
+#: trainer setting ``missing_phases``
+POLICIES = ("refuse", "zero")
+
+
+def dataset_record(*folders: Optional[str]) -> dict[str, list[int]]:
+    """:func:`missing_channels` of the first of ``folders`` that holds the record (e.g. the preprocessed dataset
+    folder, then the raw one); ``{}`` when none does."""
+    for folder in folders:
+        if folder and os.path.isfile(os.path.join(folder, FILE_NAME)):
+            return missing_channels(folder)
+    return {}
+
+
+def absent_phases(missing: list[int], phase_channels) -> list[bool]:
+    """Per phase group: True when any of its channels is in ``missing`` (channel indices of one case)."""
+    missing = set(missing)
+    return [any(c in missing for c in group) for group in phase_channels]
+
+
+def refuse_missing(record: Mapping[str, list], cases, where: str) -> None:
+    """Refuse, naming up to ten cases, when any of ``cases`` misses a phase under the policy ``refuse``."""
+    hit = sorted(set(cases) & set(record))
+    if hit:
+        raise MVExtError(f"{where}: {len(hit)} case(s) miss a phase ({', '.join(hit[:10])}"
+                         f"{' ...' if len(hit) > 10 else ''}; see {FILE_NAME}), and trainer_settings "
+                         f"'missing_phases' is 'refuse'. Allowed: 'refuse' or 'zero' (a case's missing phases are left "
+                         f"out of the fusion in training and inference).")

@@ -64,6 +64,7 @@ from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_inf
                                                       fusion_model_info)
 from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
+from nnunet_mvext.classification.missing_phases import absent_phases, dataset_record, refuse_missing
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
 from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
                                                        case_multiplicities,
@@ -105,6 +106,14 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
                          f"folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
 
 
+def missing_phases_record(dataset_name: str) -> dict[str, list[int]]:
+    """The dataset's missing-phases record as channel indices: the preprocessed folder's copy, else the raw one's."""
+    from nnunetv2 import paths
+
+    return dataset_record(*(os.path.join(str(root), dataset_name) for root in (paths.nnUNet_preprocessed,
+                                                                              paths.nnUNet_raw) if root))
+
+
 class nnUNetTrainerFusion(nnUNetTrainerMV):
     """Per-phase encoders, lesion-pooled late fusion (``trainer_settings.fusion``), joint segmentation decoder."""
 
@@ -131,6 +140,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self._best_auc_ema = None
         self._cls_val_dataset = None
         self._cls_val_count = 0
+        self.absent: dict = {}
         self._cls_samples = [0, 0]
         self._loaded_checkpoint = None
         ablation = self.trainer_settings.protocol_ablation
@@ -160,6 +170,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         ``pretrained_checkpoint`` (:func:`~nnunet_mvext.classification.pretrained.resolve_pretrained_checkpoint`),
         before any folder exists."""
         self.case_info = self.describe_model(plans, configuration, dataset_json, settings)
+        self.missing_record = missing_phases_record(plans["dataset_name"])
+        if settings.missing_phases == "refuse":
+            refuse_missing(self.missing_record, dataset_json.get("classification", {}).get("labels", {}),
+                           f"dataset {plans['dataset_name']}")
         _check_other_folds(plans, configuration, self.__class__.__name__, fold, self.case_info)
         self.pretrained = None
         if settings.pretrained_checkpoint is not None:
@@ -261,6 +275,13 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.case_labels = require_labels(self.dataset_json, list(tr_keys) + list(val_keys), source)
         locations = {k: load_pickle(os.path.join(self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"]
                      for k in list(tr_keys) + list(val_keys)}
+        groups = self.case_info["phase_channels"]
+        self.absent = {k: absent_phases(self.missing_record.get(k, []), groups) for k in list(tr_keys) + list(val_keys)
+                       if any(absent_phases(self.missing_record.get(k, []), groups))}
+        if self.absent:
+            self.print_to_log_file(f"{len(self.absent)} case(s) miss a phase (missing_phases.json); their missing "
+                                   f"phases are left out of the fusion (missing_phases: zero): "
+                                   f"{', '.join(sorted(self.absent)[:10])}{' ...' if len(self.absent) > 10 else ''}")
         self.lesion_free_cases = {k for k, loc in locations.items() if not len(loc.get(self.lesion_label, ()))}
         if self.lesion_free_cases:
             how = (f"localised by the fallback label {self.fallback_label}" if self.fallback_label is not None else
@@ -301,6 +322,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             target.to(self.device, non_blocking=True)
         y = torch.tensor([self.case_labels[k] for k in batch["keys"]], dtype=torch.long, device=self.device)
         roi, sample_weights = self._region_of_interest(target, batch["keys"])
+        absent = self._absent_phases(batch["keys"])
         self._cls_samples[0] += int(sample_weights.sum().item())
         self._cls_samples[1] += len(y)
         net = self._unwrapped()
@@ -308,7 +330,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         net.classification_output = True
         try:
             with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-                seg, head = self.network(data, roi)
+                seg, head = self.network(data, roi, absent)
                 loss = self.trainer_settings.classification_loss_weight * net.head.loss(
                     head, y, self.class_weights, sample_weights)
                 if seg is not None:
@@ -326,6 +348,13 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy()}
+
+    def _absent_phases(self, keys) -> Optional[torch.Tensor]:
+        """(B, P) bool: the phases each case of a batch misses (None when no case of the dataset misses any)."""
+        if not self.absent:
+            return None
+        p = len(self.case_info["phase_channels"])
+        return torch.tensor([self.absent.get(k, [False] * p) for k in keys], dtype=torch.bool, device=self.device)
 
     def on_train_epoch_end(self, train_outputs: list):
         super().on_train_epoch_end(train_outputs)
@@ -347,7 +376,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         y = torch.tensor([self.case_labels[k] for k in batch["keys"]], dtype=torch.long, device=self.device)
         with torch.no_grad(), (autocast(self.device.type, enabled=True) if self.device.type == "cuda"
                                else dummy_context()):
-            _, head = net.forward_with_classification(data, roi)
+            _, head = net.forward_with_classification(data, roi, self._absent_phases(batch["keys"]))
             out["loss"] = net.head.loss(head, y, self.class_weights, has_roi).detach().cpu().numpy()
         return out
 
@@ -368,7 +397,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                 if region.mask is None:
                     continue
                 result = classify_case(net, torch.from_numpy(np.asarray(data[:])), region,
-                                       self.configuration_manager.patch_size, None, self.device)
+                                       self.configuration_manager.patch_size, None, self.device, self.absent.get(k))
                 cases.append(k)
                 probs.append(result["probabilities"])
                 betas.append(result["beta"])
@@ -490,7 +519,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                     region = select_region(np.asarray(seg[0]), self.lesion_label, data.shape[1:], None,
                                            self.fallback_label)
                 case_results[k] = classify_case(net, data, region, self.configuration_manager.patch_size,
-                                                mirror_axes, self.device)
+                                                mirror_axes, self.device, self.absent.get(k))
             _ = [r.get() for r in results]
         self._finish_validation(folder, predictor is not None, case_results)
         self.set_deep_supervision_enabled(True)

@@ -195,6 +195,7 @@ def _bare_fusion_trainer(network, case_labels: dict, class_names=("c0", "c1", "c
 
     trainer = object.__new__(nnUNetTrainerFusionABAF)
     trainer.__dict__.update(
+        absent={}, case_info={"phase_channels": [[0], [1], [2]]},
         device=torch.device("cpu"), is_ddp=False, local_rank=0, network=network, case_labels=case_labels,
         case_class_names=list(class_names), phase_names=["p0", "p1", "p2"], lesion_label=2, fallback_label=None,
         lesion_free_cases=set(), class_weights=None, _cls_samples=[0, 0], current_epoch=0, grad_scaler=None,
@@ -379,10 +380,14 @@ def test_the_trainer_warns_per_class_and_weighs_the_cases_that_enter_the_loss(tm
         plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), lesion_label=2, fallback_label=None,
         dataset_json={"classification": {"class_names": {"0": "a", "1": "b", "2": "c"}, "labels": labels}},
         case_class_names=["a", "b", "c"], trainer_settings=SimpleNamespace(class_weighting="balanced", case_sampling="uniform"),
-        device=torch.device("cpu"), fold=0, case_info={"segmentation": False},
+        device=torch.device("cpu"), fold=0, case_info={"segmentation": False, "phase_channels": [[0], [1], [2]]},
+        missing_record={}, is_ddp=False, network=None,
         dataset_class=lambda folder, keys: None,
         print_to_log_file=lambda *args, **kwargs: log.append(" ".join(map(str, args))))
     monkeypatch.setattr(nnUNetTrainerMV, "on_train_start", lambda self: None, raising=False)
+    import nnunet_mvext.trainers.fusion_trainers as fusion_trainers
+
+    monkeypatch.setattr(fusion_trainers, "log_fusion_memory", lambda trainer, network: None)  # tested on its own
     trainer.on_train_start()
     assert any(line.startswith("WARNING: class 'b': none of its 3 training case(s) has a lesion voxel")
                for line in log)
