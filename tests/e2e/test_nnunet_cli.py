@@ -74,3 +74,15 @@ def test_misspelled_key_stops_before_anything_is_written(workspace):
     assert proc.returncode != 0
     assert "unknown key 'num_epocs'" in proc.stderr and "Did you mean 'num_epochs'" in proc.stderr
     assert not os.path.exists(workspace.model_folder("nnUNetTrainerMVAdan", "3d_typo"))
+
+
+def test_val_reruns_the_final_validation_of_a_trained_fold(workspace, adan_model):
+    """``nnUNetv2_train ... --val`` (README: works as with nnU-Net's trainers) on the fold trained above: nnU-Net's
+    own validation path through our trainer, after the training released its fold lock."""
+    summary_file = os.path.join(adan_model, "fold_0", "validation", "summary.json")
+    os.remove(summary_file)
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu", "--val"],
+        workspace.env)
+    summary = json.load(open(summary_file))
+    assert set(summary["mean"]) == {"1", "2"}
+    assert not os.path.exists(os.path.join(adan_model, "fold_0", "nnunet_mvext_fold.lock"))
