@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fusion_classification_results import lesion_crops  # noqa: E402
-from results_file import report  # noqa: E402
-
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet  # noqa: E402
-from nnunet_mvext.classification.metrics import classification_metrics  # noqa: E402
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
+from fusion_classification_results import lesion_crops
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+from nnunet_mvext.classification.metrics import classification_metrics
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from results_file import report
 
 logger = logging.getLogger("abaf_beta_detach")
 PLAN = dict(n_stages=4, features_per_stage=[8, 16, 32, 64], conv_op=torch.nn.Conv3d, kernel_sizes=[[3, 3, 3]] * 4,

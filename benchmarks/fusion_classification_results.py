@@ -60,14 +60,18 @@ from typing import Optional
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
-                          with_interval)
-
-from nnunet_mvext.errors import MVExtError  # noqa: E402
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
-                                   prepare_workdir, run_console_script)
-from nnunet_mvext.plans_config import add_configuration  # noqa: E402
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.pipeline import (
+    claim_output,
+    console_script,
+    nnunet_environment,
+    nnunet_paths,
+    prepare_workdir,
+    run_console_script,
+)
+from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
 
 logger = logging.getLogger("fusion_classification_results")
 HEADS = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF",
@@ -246,7 +250,6 @@ def run_row(row: str, spec: tuple, args, dataset, data: dict, env: dict, workdir
 def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, logs: str) -> dict:
     """The ``oracle`` or ``crops`` row (:mod:`ceilings`) on the fold-0 training cases and the held-out cases."""
     import ceilings
-
     from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
     from nnunet_mvext.trainers.fusion_trainers import _import_arch_kwargs
 

@@ -45,11 +45,10 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import device_description, recorded_command, report  # noqa: E402
-
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet  # noqa: E402
-from nnunet_mvext.optimizers import build_optimizer  # noqa: E402
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision  # noqa: E402
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from results_file import device_description, recorded_command, report
 
 logger = logging.getLogger("fusion_memory")
 

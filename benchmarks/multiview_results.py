@@ -33,14 +33,18 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
-                          with_interval)
-
-from nnunet_mvext.errors import MVExtError  # noqa: E402
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
-                                   prepare_workdir, run_console_script)
-from nnunet_mvext.plans_config import add_configuration  # noqa: E402
-from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset  # noqa: E402
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.pipeline import (
+    claim_output,
+    console_script,
+    nnunet_environment,
+    nnunet_paths,
+    prepare_workdir,
+    run_console_script,
+)
+from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
 
 logger = logging.getLogger("multiview_results")
 DATASET_ID = 520

@@ -29,7 +29,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunet_mvext.optimizers import build_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import device_description, recorded_command, report  # noqa: E402
+from results_file import device_description, recorded_command, report
 
 logger = logging.getLogger("optimizer_step_time")
 

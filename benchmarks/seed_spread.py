@@ -22,7 +22,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import recorded_command, report, with_interval  # noqa: E402
+from results_file import recorded_command, report, with_interval
 
 
 def arguments() -> argparse.Namespace:

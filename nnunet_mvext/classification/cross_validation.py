@@ -37,12 +37,29 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_mvext.classification.case_labels import names_in_order
-from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _list, lesion_localisation, report_markdown, score,
-                                                    write_outputs)
-from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_column,
-                                                 read_decision_threshold, read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.prediction_table import (align_columns, aligned_threshold, decision_rule,
-                                                          provenance_warnings, read_provenance)
+from nnunet_mvext.classification.evaluation import (
+    METRIC_LABELS,
+    _list,
+    lesion_localisation,
+    report_markdown,
+    score,
+    write_outputs,
+)
+from nnunet_mvext.classification.metrics import (
+    classification_metrics,
+    predicted_classes,
+    read_column,
+    read_decision_threshold,
+    read_predictions_csv,
+    read_true_classes,
+)
+from nnunet_mvext.classification.prediction_table import (
+    align_columns,
+    aligned_threshold,
+    decision_rule,
+    provenance_warnings,
+    read_provenance,
+)
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup

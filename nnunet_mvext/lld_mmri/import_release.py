@@ -79,10 +79,26 @@ import SimpleITK as sitk
 
 from nnunet_mvext.classification.missing_phases import write_missing_phases
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.lld_mmri.alignment import (OFFICIAL_MARGIN, Grid, box_label, crop_sampling_grids, mask_label,
-                                             placeholder, resample_sampling_grids, sample_channel)
-from nnunet_mvext.lld_mmri.annotation import (CLASS_NAMES, PHASES, UNRELEASED, Box, SeriesEntry, majority,
-                                              majority_category, read_annotation)
+from nnunet_mvext.lld_mmri.alignment import (
+    OFFICIAL_MARGIN,
+    Grid,
+    box_label,
+    crop_sampling_grids,
+    mask_label,
+    placeholder,
+    resample_sampling_grids,
+    sample_channel,
+)
+from nnunet_mvext.lld_mmri.annotation import (
+    CLASS_NAMES,
+    PHASES,
+    UNRELEASED,
+    Box,
+    SeriesEntry,
+    majority,
+    majority_category,
+    read_annotation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +210,7 @@ def truncated(path: str) -> Optional[str]:
     try:
         proxy = nibabel.load(path).dataobj
         expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
-    except Exception:  # noqa: BLE001 - not a NIfTI file nibabel reads: ITK decides
+    except Exception:  # not a NIfTI file nibabel reads: ITK decides
         return None
     if not path.endswith(".gz"):
         size = os.path.getsize(path)

@@ -59,17 +59,23 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
-from nnunet_mvext.classification.fusion_memory import log_fusion_memory
-from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
-                                                      fusion_model_info)
 from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
+from nnunet_mvext.classification.fusion_memory import log_fusion_memory
+from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys, fusion_model_info
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
-from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
-                                                       case_multiplicities,
-                                                       balanced_class_weights, cases_in_classification_loss,
-                                                       central_component, classes_without_loss_cases,
-                                                       phase_consistent, with_phase_misalignment)
+from nnunet_mvext.classification.training_data import (
+    SAMPLING_EXPONENTS,
+    CaseSamplingDataset,
+    RoiCentredDataset,
+    balanced_class_weights,
+    case_multiplicities,
+    cases_in_classification_loss,
+    central_component,
+    classes_without_loss_cases,
+    phase_consistent,
+    with_phase_misalignment,
+)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 

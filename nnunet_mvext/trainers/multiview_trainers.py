@@ -28,14 +28,18 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_mvext.architectures.multiview_fusion_net import DEFAULT_VIEWS, VIEW_AXES, MultiViewFusionNet, \
-    validate_views
+from nnunet_mvext.architectures.multiview_fusion_net import DEFAULT_VIEWS, VIEW_AXES, MultiViewFusionNet, validate_views
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info
 from nnunet_mvext.classification.prediction_table import phase_names_of
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainers.fusion_trainers import (_import_arch_kwargs, nnUNetTrainerFusion,
-                                                   nnUNetTrainerFusionABAF, nnUNetTrainerFusionConcat,
-                                                   nnUNetTrainerFusionDecision, nnUNetTrainerFusionDSN)
+from nnunet_mvext.trainers.fusion_trainers import (
+    _import_arch_kwargs,
+    nnUNetTrainerFusion,
+    nnUNetTrainerFusionABAF,
+    nnUNetTrainerFusionConcat,
+    nnUNetTrainerFusionDecision,
+    nnUNetTrainerFusionDSN,
+)
 
 MULTIVIEW_DEFAULTS = {"views": list(DEFAULT_VIEWS), "segmentation": False}
 

@@ -4,10 +4,16 @@ import os
 
 import pytest
 
-from nnunet_mvext.architectures.mbtfe_knobs import (DEFAULTS, KNOB_BY_NAME, SEED_KNOBS, knob_table_markdown,
-                                                    resolve_knobs)
+from nnunet_mvext.architectures.mbtfe_knobs import (
+    DEFAULTS,
+    KNOB_BY_NAME,
+    SEED_KNOBS,
+    knob_table_markdown,
+    resolve_knobs,
+)
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
 from nnunet_mvext.errors import MVExtError
+
 from test_mbtfe_unet import plan_kwargs
 
 BOOL_KNOBS = [k for k, v in DEFAULTS.items() if isinstance(v, bool)]

@@ -9,7 +9,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
-import lld_import  # noqa: E402
+import lld_import
 
 
 def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():

@@ -9,9 +9,9 @@ import pytest
 from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
 from nnunet_mvext.classification.evaluation import evaluate_classification
 from nnunet_mvext.classification.metrics import classification_metrics
+from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
 from nnunet_mvext.cli import main
-from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.errors import MVExtError
 
 NAMES = ["neg", "pos"]

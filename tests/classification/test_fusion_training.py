@@ -333,8 +333,11 @@ def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_
 
 
 def test_balanced_weights_count_only_the_cases_that_enter_the_classification_loss():
-    from nnunet_mvext.classification.training_data import (balanced_class_weights, cases_in_classification_loss,
-                                                           classes_without_loss_cases)
+    from nnunet_mvext.classification.training_data import (
+        balanced_class_weights,
+        cases_in_classification_loss,
+        classes_without_loss_cases,
+    )
 
     lesion, organ = np.zeros((3, 4)), np.zeros((5, 4))
     locations = {"a1": {2: lesion, 1: organ}, "a2": {2: lesion}, "b1": {1: organ}, "b2": {1: organ}, "b3": {},

@@ -8,8 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from nnunet_mvext.classification.inference import (OUTPUT_MARKER, THRESHOLD_FILE, predict_classification,
-                                                   write_prediction_outputs)
+from nnunet_mvext.classification.inference import (
+    OUTPUT_MARKER,
+    THRESHOLD_FILE,
+    predict_classification,
+    write_prediction_outputs,
+)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 
