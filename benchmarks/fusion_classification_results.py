@@ -55,6 +55,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -303,7 +304,7 @@ def main() -> None:
             claim_output(workdir, name)
         os.makedirs(os.path.join(workdir, "logs"))
     logs = os.path.join(workdir, "logs")
-    results = json.load(open(results_file)) if os.path.isfile(results_file) else {}
+    results = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
     dataset = generate_or_load(args, data, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
@@ -437,7 +438,8 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
             seconds = "-" if m.get("epoch_seconds") is None else f"{m['epoch_seconds']:.1f}"
             lines.append(f"| {row_label(row, trainer)} | {m.get('localisation', 'own')} | {with_interval(m, 'auc')} | "
                          f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | "
-                         f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | {dice_text(m)} | {seconds} | "
+                         f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | "
+                         f"{dice_text(m)} | {seconds} | "
                          f"{m['train_seconds']:.0f} |")
     missing = [r for r in (args.rows or []) if r not in results]
     if missing:

@@ -198,7 +198,8 @@ def explicit_arguments(args: argparse.Namespace) -> list[str]:
     defaults of a later version of this script."""
     argv = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--memory-patch",
             str(args.memory_patch), "--volume", str(args.volume), "--inference-runs", str(args.inference_runs),
-            "--inference-warmup", str(args.inference_warmup), "--device", args.device, "--models", ",".join(args.models)]
+            "--inference-warmup", str(args.inference_warmup), "--device", args.device,
+            "--models", ",".join(args.models)]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     if args.smoke:

@@ -197,8 +197,8 @@ def truncated(path: str) -> Optional[str]:
     """Why the NIfTI file ``path`` holds fewer voxel bytes than its header declares, or None.
 
     ITK reads such a file (a broken download) without an error and fills the missing voxels with zeros. The check
-    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with the
-    file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
+    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with
+    the file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
     2^32); on a mismatch the file is decompressed to confirm (a gzip of several members records only the last).
     A file nibabel cannot read is left to ITK.
     """

@@ -96,7 +96,8 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
     """Folds of one model folder share one plans.json: refuse a fold whose fusion settings differ from trained ones."""
     if nnUNet_results is None:
         return
-    base = os.path.join(nnUNet_results, plans["dataset_name"], f"{trainer_name}__{plans['plans_name']}__{configuration}")
+    base = os.path.join(nnUNet_results, plans["dataset_name"],
+                        f"{trainer_name}__{plans['plans_name']}__{configuration}")
     plans_json = os.path.join(base, "plans.json")
     if not os.path.isfile(plans_json):
         return
@@ -105,10 +106,10 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
     others = [d for d in os.listdir(base) if d.startswith("fold_") and d != f"fold_{fold}" and any(
         n.startswith("checkpoint") for n in os.listdir(os.path.join(base, d)))]
     if stored is not None and others and differing_keys(stored, info):
+        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {info.get(k)!r}" for k in differing_keys(stored, info))
         raise MVExtError(f"{base} holds folds ({', '.join(sorted(others))}) trained with other fusion settings "
-                         f"({', '.join(f'{k}: {stored.get(k)!r} -> {info.get(k)!r}' for k in differing_keys(stored, info))}"
-                         f"); all folds of a model folder must share them, because nnU-Net keeps one plans.json per "
-                         f"folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
+                         f"({changes}); all folds of a model folder must share them, because nnU-Net keeps one "
+                         f"plans.json per folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
 
 
 class nnUNetTrainerFusion(nnUNetTrainerMV):
@@ -182,7 +183,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         if settings.views is not None and "views" not in cls.settings_defaults:
             raise MVExtError(f"trainer_settings of configuration '{configuration}': 'views' is {settings.views}, but "
                              f"{cls.__name__} trains 3D phase encoders and would ignore it. Allowed: null, or train "
-                             f"a multi-view trainer (nnUNetTrainerMultiView{cls.__name__[len('nnUNetTrainerFusion'):]}).")
+                             f"a multi-view trainer "
+                             f"(nnUNetTrainerMultiView{cls.__name__[len('nnUNetTrainerFusion'):]}).")
         return fusion_model_info(plans, configuration, dataset_json, settings)
 
     @staticmethod

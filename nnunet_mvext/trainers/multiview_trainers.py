@@ -16,10 +16,10 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
 - the training log and the validation CSV name the branches (``beta_<phase>_<view>``);
 - :meth:`MultiViewSetup._region_of_interest`: the network gets one lesion component per patch (the one at the patch
   centre, else the largest: :func:`~nnunet_mvext.classification.training_data.central_component`, as every fusion
-  trainer), as at inference, and a sample enters the classification loss (and the per-epoch metric) only when its slabs' central planes hold
-  region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every lesion voxel of the patch,
-  two lesions on either side of the centre gave a slab centre between them and no lesion voxel on any plane pooled,
-  while the sample still counted as lesion-pooled.
+  trainer), as at inference, and a sample enters the classification loss (and the per-epoch metric) only when its
+  slabs' central planes hold region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every
+  lesion voxel of the patch, two lesions on either side of the centre gave a slab centre between them and no lesion
+  voxel on any plane pooled, while the sample still counted as lesion-pooled.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The one MBTFE/EAB knob table: checks that name the key, explicit resolved values, the README's copy."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,6 @@ def test_network_refuses_an_even_attention_kernel_before_building():
 
 def test_readme_knob_table_is_the_spec():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    readme = open(os.path.join(root, "README.md")).read()
+    readme = Path(os.path.join(root, "README.md")).read_text()
     table = readme.split("<!-- mbtfe-knob-table:start -->\n", 1)[1].split("\n<!-- mbtfe-knob-table:end", 1)[0]
     assert table.strip() == knob_table_markdown().strip()

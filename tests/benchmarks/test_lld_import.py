@@ -4,6 +4,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -24,8 +25,8 @@ def test_alignment_error_of_exact_boxes(tmp_path):
     results = str(tmp_path / "R.md")
     lld_import.main(["--workdir", workdir, "--patients", "4", "--box-jitter", "0", "--dataset-id", "700",
                      "--append", results])
-    assert any(line.startswith("| 0 | crop | ") for line in open(results).read().splitlines())
-    truth = json.load(open(os.path.join(workdir, "release_jitter0", "mock_truth.json")))
+    assert any(line.startswith("| 0 | crop | ") for line in Path(results).read_text().splitlines())
+    truth = json.loads(Path(os.path.join(workdir, "release_jitter0", "mock_truth.json")).read_text())
     crop = os.path.join(workdir, "nnUNet_raw", "Dataset700_LLDMMRI2023")
     with open(os.path.join(crop, "alignment.json")) as f:
         placed = [p["placed_by"] for case in json.load(f).values() for name, p in case["phases"].items()
