@@ -1,8 +1,9 @@
 """Should ABAF's phase weights beta be constants in the auxiliary loss? Train both ways and compare.
 
-Classification only (the fusion network's encoders and ABAF head; no decoder), on ground-truth lesion-centred crops
-of the synthetic multi-phase dataset, several seeds per setting; reports held-out AUC and accuracy and the mean
-phase weights beta (arterial, portal-venous, delayed) on the held-out cases.
+Classification only (the fusion network's encoders, its default lesion embedding pooled over the whole crop, and the
+ABAF head; no decoder), on ground-truth lesion-centred crops of the synthetic multi-phase dataset, several seeds
+per setting; reports held-out AUC and accuracy and the mean phase weights beta (arterial, portal-venous, delayed) on
+the held-out cases.
 
     python benchmarks/abaf_beta_detach.py [--steps 300] [--seeds 3] [--append benchmarks/RESULTS.md]
 """
@@ -17,15 +18,15 @@ import sys
 import tempfile
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fusion_classification_results import lesion_crops  # noqa: E402
-from results_file import report  # noqa: E402
-
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet  # noqa: E402
-from nnunet_mvext.classification.metrics import classification_metrics  # noqa: E402
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+from nnunet_mvext.classification.case_prediction import crop_around, select_region
+from nnunet_mvext.classification.metrics import classification_metrics
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from results_file import report
 
 logger = logging.getLogger("abaf_beta_detach")
 PLAN = dict(n_stages=4, features_per_stage=[8, 16, 32, 64], conv_op=torch.nn.Conv3d, kernel_sizes=[[3, 3, 3]] * 4,
@@ -35,30 +36,50 @@ PLAN = dict(n_stages=4, features_per_stage=[8, 16, 32, 64], conv_op=torch.nn.Con
             nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
 
 
+def lesion_crops(dataset, split: str, crop: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Ground-truth lesion-centred crops (N, 3, crop^3), z-scored per channel, and their labels.
+
+    The crop is centred on the lesion (label 2) component that ``select_region`` picks, as ``predict-cls --roi``
+    does; a case without a lesion voxel is cropped at the volume centre.
+    """
+    cases = dataset.train_cases if split == "Tr" else dataset.test_cases
+    xs, ys = [], []
+    for c in cases:
+        images = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(
+            os.path.join(dataset.folder, f"images{split}", f"{c.case_id}_{p:04d}.nii.gz"))) for p in range(3)])
+        seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(dataset.folder, f"labels{split}",
+                                                                 f"{c.case_id}.nii.gz")))
+        centre = select_region(seg, 2, seg.shape).centre
+        x = crop_around(torch.from_numpy(images.astype(np.float32)), centre, (crop,) * 3)
+        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + 1e-6)
+        xs.append(x)
+        ys.append(c.label)
+    return torch.stack(xs), np.array(ys)
+
+
 def run(detach: bool, seed: int, data, steps: int) -> tuple[dict, np.ndarray]:
     (x_tr, y_tr), (x_te, y_te) = data
     torch.manual_seed(seed)
     net = MultiPhaseFusionNet("dynamic_network_architectures.architectures.unet.PlainConvUNet", PLAN, 3, 3, 2,
-                              "abaf", head_options={"detach_beta": detach})
+                              "abaf", head_options={"detach_beta": detach}, segmentation=False)
     net.apply(net.initialize)
     params = [p for n, p in net.named_parameters() if not n.startswith(("decoder.", "skip_fusion."))]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
     y = torch.from_numpy(y_tr).long()
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(x_tr), (8,))
         xb = x_tr[idx]
         for axis in (2, 3, 4):
             if torch.rand(()) < 0.5:
                 xb = torch.flip(xb, (axis,))
-        skips = net.phase_skips(xb)
-        out = net.head(skips[-1].mean(dim=(3, 4, 5)))
+        _, out = net.forward_with_classification(xb)
         loss = net.head.loss(out, y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
     net.eval()
     with torch.no_grad():
-        out = net.head(net.phase_skips(x_te)[-1].mean(dim=(3, 4, 5)))
+        _, out = net.forward_with_classification(x_te)
     probs = torch.softmax(out["logits"], 1).numpy()
     return classification_metrics(y_te, probs, ["persistent", "washout"]), out["beta"].mean(0).numpy()
 

@@ -55,19 +55,24 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
-                          with_interval)
-
-from nnunet_mvext.errors import MVExtError  # noqa: E402
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
-                                   prepare_workdir, run_console_script)
-from nnunet_mvext.plans_config import add_configuration  # noqa: E402
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset  # noqa: E402
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.pipeline import (
+    claim_output,
+    console_script,
+    nnunet_environment,
+    nnunet_paths,
+    prepare_workdir,
+    run_console_script,
+)
+from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
 
 logger = logging.getLogger("fusion_classification_results")
 HEADS = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF",
@@ -246,7 +251,6 @@ def run_row(row: str, spec: tuple, args, dataset, data: dict, env: dict, workdir
 def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, logs: str) -> dict:
     """The ``oracle`` or ``crops`` row (:mod:`ceilings`) on the fold-0 training cases and the held-out cases."""
     import ceilings
-
     from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
     from nnunet_mvext.trainers.fusion_trainers import _import_arch_kwargs
 
@@ -300,7 +304,7 @@ def main() -> None:
             claim_output(workdir, name)
         os.makedirs(os.path.join(workdir, "logs"))
     logs = os.path.join(workdir, "logs")
-    results = json.load(open(results_file)) if os.path.isfile(results_file) else {}
+    results = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
     dataset = generate_or_load(args, data, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
@@ -434,7 +438,8 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
             seconds = "-" if m.get("epoch_seconds") is None else f"{m['epoch_seconds']:.1f}"
             lines.append(f"| {row_label(row, trainer)} | {m.get('localisation', 'own')} | {with_interval(m, 'auc')} | "
                          f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | "
-                         f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | {dice_text(m)} | {seconds} | "
+                         f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | "
+                         f"{dice_text(m)} | {seconds} | "
                          f"{m['train_seconds']:.0f} |")
     missing = [r for r in (args.rows or []) if r not in results]
     if missing:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import logging
 import os
 import statistics
@@ -45,11 +46,10 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import device_description, recorded_command, report  # noqa: E402
-
-from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet  # noqa: E402
-from nnunet_mvext.optimizers import build_optimizer  # noqa: E402
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision  # noqa: E402
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
+from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from results_file import device_description, recorded_command, report
 
 logger = logging.getLogger("fusion_memory")
 
@@ -228,8 +228,8 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
     for name in args.plans:
         plan = plans(args.smoke)[name]
         patch = step_patch(args, name, plan)
-        base, base_peak = step_times(lambda: plain_net(plan, 1), 1, patch, args.batch, args.steps, args.warmup, device,
-                                     False)
+        base, base_peak = step_times(functools.partial(plain_net, plan, 1), 1, patch, args.batch, args.steps,
+                                     args.warmup, device, False)
         base_ms = statistics.median(base)
         logger.info("%s plain U-Net: %.1f ms", name, base_ms)
         plain = estimates(plan, 1)
@@ -238,7 +238,7 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
                      + (f"{base_peak:.2f} | 1 |" if cuda else "n/a | n/a |"))
         for phases in args.phases:
             est = estimates(plan, phases)
-            times, peak = step_times(lambda: fusion_net(plan, phases), phases, patch, args.batch, args.steps,
+            times, peak = step_times(functools.partial(fusion_net, plan, phases), phases, patch, args.batch, args.steps,
                                      args.warmup, device, True)
             ms = statistics.median(times)
             logger.info("%s P=%d: estimate %.2fx, %.1f ms (%.2fx)", name, phases, est["fusion"] / est["plain"], ms,

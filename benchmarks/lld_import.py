@@ -38,13 +38,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import recorded_command, report  # noqa: E402
-
-from nnunet_mvext.lld_mmri.alignment import Grid  # noqa: E402
-from nnunet_mvext.lld_mmri.import_release import ALIGNMENT_RECORD, LESIONS, import_release  # noqa: E402
-from nnunet_mvext.lld_mmri.mock_release import generate_mock_release, lesion_centre  # noqa: E402
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, prepare_workdir,  # noqa: E402
-                                   run_console_script)
+from nnunet_mvext.lld_mmri.alignment import Grid
+from nnunet_mvext.lld_mmri.import_release import ALIGNMENT_RECORD, LESIONS, import_release
+from nnunet_mvext.lld_mmri.mock_release import generate_mock_release, lesion_centre
+from nnunet_mvext.pipeline import claim_output, console_script, nnunet_environment, prepare_workdir, run_console_script
+from results_file import recorded_command, report
 
 logger = logging.getLogger("lld_import")
 ALIGNMENTS = ("crop", "resample")

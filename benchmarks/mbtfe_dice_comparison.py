@@ -23,13 +23,12 @@ import tempfile
 
 import torch
 
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_paths, predict_and_evaluate,  # noqa: E402
-                                   run_console_script)
+from nnunet_mvext.pipeline import claim_output, console_script, nnunet_paths, predict_and_evaluate, run_console_script
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import pipeline_arguments, pipeline_workspace, report  # noqa: E402
+from results_file import pipeline_arguments, pipeline_workspace, report
 
 logger = logging.getLogger("mbtfe_dice_comparison")
 TRAINERS = ("nnUNetTrainerMV", "nnUNetTrainerMBTFE")

@@ -35,12 +35,11 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import device_description, recorded_command, report  # noqa: E402
-from seed_reference import seed_reference_unet  # noqa: E402
-
-from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet  # noqa: E402
-from nnunet_mvext.optimizers import build_optimizer  # noqa: E402
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision  # noqa: E402
+from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
+from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from results_file import device_description, recorded_command, report
+from seed_reference import seed_reference_unet
 
 logger = logging.getLogger("mbtfe_step_time")
 
@@ -82,7 +81,7 @@ def models(smoke: bool) -> dict[str, Callable[[], torch.nn.Module]]:
     }
 
 
-def InitWeights(module):  # noqa: N802 - nnU-Net's initialisation, as in training
+def InitWeights(module):  # nnU-Net's initialisation, as in training
     from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
     InitWeights_He(1e-2)(module)
@@ -199,7 +198,8 @@ def explicit_arguments(args: argparse.Namespace) -> list[str]:
     defaults of a later version of this script."""
     argv = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--patch", str(args.patch), "--memory-patch",
             str(args.memory_patch), "--volume", str(args.volume), "--inference-runs", str(args.inference_runs),
-            "--inference-warmup", str(args.inference_warmup), "--device", args.device, "--models", ",".join(args.models)]
+            "--inference-warmup", str(args.inference_warmup), "--device", args.device,
+            "--models", ",".join(args.models)]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     if args.smoke:

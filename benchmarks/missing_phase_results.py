@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import recorded_command, report  # noqa: E402
+from results_file import recorded_command, report
 
 logger = logging.getLogger("missing_phase_results")
 

@@ -10,9 +10,10 @@ or a spike along axis 0, 1 or 2); view a cannot tell ``round`` from ``spike_axis
 75 % accuracy (balanced classes) while two or three views, and the 3D network, can reach 100 %.
 
 Rows (``--rows``): ``views_<head>`` (``nnUNetTrainerMultiView<Head>``, all three views), ``view_<v>``
-(``nnUNetTrainerMultiViewConcat`` with ``views: [v]``), ``views_concat_slices3`` (``view_slices: 3``), ``3d`` (``nnUNetTrainerFusionConcat``, classification only
-like the views: ``segmentation: false``, the 3D single-encoder classifier of the fusion trainers). Same tiny plan
-(3 stages, 8/16/32 features, patch 32^3), epochs, iterations, optimizer and seed for every row. Results are kept in
+(``nnUNetTrainerMultiViewConcat`` with ``views: [v]``), ``views_concat_slices3`` (``view_slices: 3``), ``3d``
+(``nnUNetTrainerFusionConcat``, classification only like the views: ``segmentation: false``, the 3D single-encoder
+classifier of the fusion trainers). Same tiny plan (3 stages, 8/16/32 features, patch 32^3), epochs, iterations,
+optimizer and seed for every row. Results are kept in
 ``WORKDIR/results.json``; ``--resume`` continues in the same work folder, so the table can be completed row by row.
 
 CPU run (about 1 minute per row on 2 cores at the default 200 iterations)::
@@ -29,18 +30,23 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import (held_out_metrics, measured_by, recorded_command, report,  # noqa: E402
-                          with_interval)
-
-from nnunet_mvext.errors import MVExtError  # noqa: E402
-from nnunet_mvext.pipeline import (claim_output, console_script, nnunet_environment, nnunet_paths,  # noqa: E402
-                                   prepare_workdir, run_console_script)
-from nnunet_mvext.plans_config import add_configuration  # noqa: E402
-from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset  # noqa: E402
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.pipeline import (
+    claim_output,
+    console_script,
+    nnunet_environment,
+    nnunet_paths,
+    prepare_workdir,
+    run_console_script,
+)
+from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
 
 logger = logging.getLogger("multiview_results")
 DATASET_ID = 520
@@ -109,7 +115,7 @@ def main() -> None:
             claim_output(workdir, name)
         os.makedirs(os.path.join(workdir, "logs"))
     logs = os.path.join(workdir, "logs")
-    results = json.load(open(results_file)) if os.path.isfile(results_file) else {}
+    results = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
     dataset = dataset_in(args, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
@@ -167,7 +173,7 @@ def epoch_times(fold_folder: str) -> float:
     import glob
     import re
 
-    log = open(sorted(glob.glob(os.path.join(fold_folder, "training_log_*.txt")))[-1]).read()
+    log = Path(sorted(glob.glob(os.path.join(fold_folder, "training_log_*.txt")))[-1]).read_text()
     times = sorted(float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log))
     return times[len(times) // 2] if times else float("nan")
 
@@ -193,7 +199,8 @@ def table(args, dataset, results: dict, table_rows: dict) -> list[str]:
             continue
         m = results[row]
         beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
-        lines.append(f"| {label} | {with_interval(m, 'accuracy')} | {with_interval(m, 'auc')} | {with_interval(m, 'cohen_kappa')} | "
+        lines.append(f"| {label} | {with_interval(m, 'accuracy')} | {with_interval(m, 'auc')} | "
+                     f"{with_interval(m, 'cohen_kappa')} | "
                      f"{m['confusion']} | {beta} | {m['epoch_seconds']:.1f} | {m['train_seconds']:.0f} | "
                      f"{m.get('peak_rss_mib', float('nan')):.0f} |")
     return lines

@@ -9,7 +9,8 @@ shared machine inflates much less (run it with ``--threads 1`` there). adan-pyto
 (``pip install -e ".[bench]"``); without it its row says so. With ``--append`` the script appends its table, with
 date, device, torch and package versions and the exact command, to a markdown file:
 
-    python benchmarks/optimizer_step_time.py [--steps 20] [--warmup 5] [--device auto] [--threads N] [--append benchmarks/RESULTS.md]
+    python benchmarks/optimizer_step_time.py [--steps 20] [--warmup 5] [--device auto] [--threads N] \
+        [--append benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunet_mvext.optimizers import build_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import device_description, recorded_command, report  # noqa: E402
+from results_file import device_description, recorded_command, report
 
 logger = logging.getLogger("optimizer_step_time")
 
@@ -129,7 +130,8 @@ def main() -> None:
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     n_params = sum(p.numel() for p in nnunet_3d_fullres_unet(small).parameters()) / 1e6
     network_name = "4-stage 8..64 smoke network" if small else "6-stage 3d_fullres PlainConvUNet 32..320"
-    lines = [f"### Optimizer step time, {datetime.date.today()}, {device_description(device)}, torch {torch.__version__}",
+    lines = [f"### Optimizer step time, {datetime.date.today()}, {device_description(device)}, "
+             f"torch {torch.__version__}",
              "", f"`{recorded_command(__file__)}`", "",
              f"{network_name} ({n_params:.1f} M parameters); {args.warmup} untimed warm-up steps, then "
              f"{args.steps} timed steps per optimizer. timm {package_version('timm')}, adan-pytorch "

@@ -18,11 +18,12 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_file import recorded_command, report, with_interval  # noqa: E402
+from results_file import recorded_command, report, with_interval
 
 
 def arguments() -> argparse.Namespace:
@@ -88,7 +89,7 @@ def main() -> None:
     rows = []
     for row in args.row:
         rows.append(row)
-        if all(row + " --roi" in json.load(open(os.path.join(w, "results.json"))) for w in args.workdirs):
+        if all(row + " --roi" in json.loads(Path(os.path.join(w, "results.json")).read_text()) for w in args.workdirs):
             rows.append(row + " --roi")
     report(table(rows, {r: row_results(args.workdirs, r) for r in rows}, args.device), args.append)
 

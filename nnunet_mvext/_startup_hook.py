@@ -35,5 +35,5 @@ def activate(environ: "dict | None" = None) -> bool:
             return False
         environ[EXT_TRAINER_ENV] = ext_trainer_value_with_lookup_folder(environ.get(EXT_TRAINER_ENV))
         return True
-    except Exception:  # noqa: BLE001 - a startup hook must not break the interpreter
+    except Exception:  # a startup hook must not break the interpreter
         return False

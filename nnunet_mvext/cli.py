@@ -90,7 +90,7 @@ def _cmd_trainers(args: argparse.Namespace) -> int:
         try:
             cls = trainer.load()
             resolves = trainer_resolution(trainer.name, cls)
-        except Exception as e:  # noqa: BLE001 - a broken third-party entry point is reported, not fatal
+        except Exception as e:  # a broken third-party entry point is reported, not fatal
             resolves = f"no: cannot import {trainer.target}: {type(e).__name__}: {e}"
         rows.append((trainer.name, trainer.distribution, trainer.target, resolves))
     if not rows:
@@ -132,9 +132,7 @@ def _cmd_add_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from nnunet_mvext.mbtfe_planner import plan_dataset
-
-    from nnunet_mvext.mbtfe_planner import PRESETS
+    from nnunet_mvext.mbtfe_planner import PRESETS, plan_dataset
 
     plans_file = plan_dataset(args.dataset, preset=args.preset, gpu_memory_target=args.gpu_memory_target,
                               plans_name=args.plans_name, configurations=args.c, num_processes=args.np,

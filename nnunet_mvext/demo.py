@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.pipeline import (claim_output, console_script, evaluate_segmentation, nnunet_environment,
-                                   nnunet_paths, prepare_workdir, run_console_script)
+from nnunet_mvext.pipeline import (
+    claim_output,
+    console_script,
+    evaluate_segmentation,
+    nnunet_environment,
+    nnunet_paths,
+    prepare_workdir,
+    run_console_script,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from importlib import metadata
 from typing import Optional
 
 from nnunet_mvext._startup_hook import EXT_TRAINER_ENV, ext_trainer_value_with_lookup_folder
+
 # An editable install made before the hook moved to _startup_hook keeps a copy of the old .pth, which calls
 # entry_point_bridge.activate(); it keeps working (slowly) until the package is reinstalled.
-from nnunet_mvext._startup_hook import activate  # noqa: F401
+from nnunet_mvext._startup_hook import activate as activate
 
 ENTRY_POINT_GROUP = "nnunetv2.trainers"
 

@@ -119,7 +119,10 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
     ``phases``: the number of phase encoders of ``--preset fusion`` (default: the channels of ``dataset.json``)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints, plan_experiment_dataset, preprocess_dataset)
+        extract_fingerprints,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 

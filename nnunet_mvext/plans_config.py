@@ -23,6 +23,7 @@ import json
 import os
 from copy import deepcopy
 from importlib import resources
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -49,7 +50,7 @@ def load_template(template: str) -> tuple[str, dict]:
     """``(name, template)`` for a shipped template name or a path to a JSON file."""
     if os.path.isfile(template):
         path, name = template, os.path.splitext(os.path.basename(template))[0]
-        text = open(path).read()
+        text = Path(path).read_text()
     else:
         name = template[:-5] if template.endswith(".json") else template
         candidate = resources.files("nnunet_mvext") / "plans_templates" / f"{name}.json"

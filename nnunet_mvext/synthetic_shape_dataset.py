@@ -1,5 +1,6 @@
 """A one-channel synthetic dataset whose case class is a 3D shape that no single orthogonal view shows completely
-(for the multi-view trainers; nnU-Net raw layout like :func:`~nnunet_mvext.synthetic_dataset.generate_multiphase_dataset`).
+(for the multi-view trainers; nnU-Net raw layout like
+:func:`~nnunet_mvext.synthetic_dataset.generate_multiphase_dataset`).
 
 Each case: an ellipsoidal organ (label 1) holding a spherical lesion (label 2) of radius ``r`` and contrast
 ``c ~ U(0.6, 1.4)`` above the organ; class k in (:data:`SHAPE_CLASSES`):

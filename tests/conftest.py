@@ -57,7 +57,8 @@ def child_env(root: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_extTrainer", "NNUNET_MVEXT_NO_AUTOREGISTER")}
     env.update({"nnUNet_raw": os.path.join(root, "raw"), "nnUNet_preprocessed": os.path.join(root, "pre"),
                 "nnUNet_results": os.path.join(root, "results"),
-                # keep a 2-core CI machine responsive: one augmentation worker (0 crashes nnU-Net's planner), one export worker
+                # keep a 2-core CI machine responsive: one augmentation worker (0 crashes nnU-Net's planner),
+                # one export worker
                 "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "false"})
     return env
 

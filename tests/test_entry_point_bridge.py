@@ -62,7 +62,8 @@ def test_interpreter_start_runs_only_the_startup_hook():
     code = """
         import os, sys
         print(os.environ.get('nnUNet_extTrainer'))
-        print(sorted(m for m in sys.modules if m.startswith('nnunet_mvext') or m in ('importlib.metadata', 'dataclasses')))
+        print(sorted(m for m in sys.modules
+                     if m.startswith('nnunet_mvext') or m in ('importlib.metadata', 'dataclasses')))
     """
     r = _python(code, {})
     assert r.returncode == 0 and r.stderr == "", r.stderr
@@ -219,7 +220,8 @@ def test_trainers_command_warns_when_a_builtin_shadows_a_name(tmp_path):
     dist_info = site / "shadow_plugin-1.0.dist-info"
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: shadow-plugin\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[nnunetv2.trainers]\nnnUNetTrainerAdan = shadow_mod:nnUNetTrainerAdan\n")
+    (dist_info / "entry_points.txt").write_text("[nnunetv2.trainers]\n"
+                                                "nnUNetTrainerAdan = shadow_mod:nnUNetTrainerAdan\n")
     (site / "shadow_mod.py").write_text(textwrap.dedent("""
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         class nnUNetTrainerAdan(nnUNetTrainer):

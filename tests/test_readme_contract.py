@@ -24,15 +24,22 @@ def test_first_screen_has_the_demo_and_test_commands():
     assert tests.startswith("pip install") and "pytest" in tests
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    tests = _first_screen_commands()[1]
-    ci_lines = [line.strip() for line in _read(".ci", "run").splitlines()]
-    assert tests in ci_lines
+def _ci_steps():
+    """The commands of .ci/run in order, a line joined with `&&` split into its commands."""
+    lines = [line.strip() for line in _read(".ci", "run").splitlines()]
+    return [step.strip() for line in lines if line and not line.startswith("#") for step in line.split(" && ")]
+
+
+def test_ci_runs_exactly_the_readme_test_command_with_the_linter_before_the_tests():
+    readme_steps = [step.strip() for step in _first_screen_commands()[1].split(" && ")]
+    expected = [*readme_steps[:-1], "ruff check .", readme_steps[-1]]
+    assert _ci_steps()[-len(expected):] == expected
 
 
 def test_readme_settings_table_is_current():
     readme = _read("README.md")
-    table = readme.split("<!-- trainer-settings-table:start -->\n", 1)[1].split("\n<!-- trainer-settings-table:end", 1)[0]
+    table = readme.split("<!-- trainer-settings-table:start -->\n", 1)[1]
+    table = table.split("\n<!-- trainer-settings-table:end", 1)[0]
     assert table.strip() == settings_table_markdown().strip()
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ def dataset(tmp_path_factory):
 
 def test_layout_follows_nnunet_raw_format(dataset):
     folder = dataset.folder
-    meta = json.load(open(os.path.join(folder, "dataset.json")))
+    meta = json.loads(Path(os.path.join(folder, "dataset.json")).read_text())
     assert meta["channel_names"] == {"0": "arterial", "1": "portal_venous", "2": "delayed"}
     assert meta["labels"] == {"background": 0, "organ": 1, "lesion": 2} and meta["numTraining"] == 24
     assert set(meta["classification"]["labels"].values()) == {0, 1}
@@ -61,7 +62,7 @@ def _array(folder, name):
 def test_binary_default_output_is_unchanged(tmp_path):
     ds = generate_multiphase_dataset(str(tmp_path), dataset_id=7, num_train=5, num_test=2, shape=(12, 14, 16),
                                      seed=11, misregistration_voxels=1)
-    cases = json.load(open(os.path.join(ds.folder, "cases.json")))
+    cases = json.loads(Path(os.path.join(ds.folder, "cases.json")).read_text())
     for split, (case_id, label, *contrasts) in LEGACY_TRUTH.items():
         c = cases[split][1]
         assert (c["case_id"], c["label"]) == (case_id, label)
@@ -93,15 +94,15 @@ def _features(cases, shell=True):
 
 
 def test_multiclass_layout_and_class_names(multiclass):
-    meta = json.load(open(os.path.join(multiclass.folder, "dataset.json")))
+    meta = json.loads(Path(os.path.join(multiclass.folder, "dataset.json")).read_text())
     assert meta["channel_names"] == {str(p): f"phase_{p}" for p in range(4)}
     assert meta["classification"]["class_names"] == {
         "0": "persistent", "1": "washout", "2": "fill_in", "3": "rim", "4": "early_peak", "5": "plateau",
         "6": "late_peak"}
     assert len(os.listdir(os.path.join(multiclass.folder, "imagesTs"))) == 4 * 7
-    rows = open(os.path.join(multiclass.labels_ts, "classification.csv")).read().split()
+    rows = Path(os.path.join(multiclass.labels_ts, "classification.csv")).read_text().split()
     assert rows[0] == "case_id,class" and len(rows) == 8
-    cases = json.load(open(os.path.join(multiclass.folder, "cases.json")))
+    cases = json.loads(Path(os.path.join(multiclass.folder, "cases.json")).read_text())
     assert cases["Tr"][0]["class_name"] == multiclass.class_names[cases["Tr"][0]["label"]]
     assert len(cases["Ts"][0]["core_contrast"]) == 4
 
@@ -154,8 +155,8 @@ def box_pair(tmp_path_factory):
 
 def test_box_labels_are_filled_boxes_around_the_lesion_and_images_unchanged(box_pair):
     masks, boxes = box_pair
-    assert boxes.box_labels and "bounding box" in json.load(open(os.path.join(boxes.folder, "dataset.json")))[
-        "description"]
+    meta = json.loads(Path(os.path.join(boxes.folder, "dataset.json")).read_text())
+    assert boxes.box_labels and "bounding box" in meta["description"]
     for split, cases in (("Tr", masks.train_cases), ("Ts", masks.test_cases)):
         for c in cases:
             for p in range(3):
@@ -214,7 +215,7 @@ def test_make_dataset_cli_options(tmp_path):
     assert main(["make-dataset", "--raw", str(tmp_path), "--dataset-id", "49", "--num-train", "6", "--num-test", "3",
                  "--shape", "12", "12", "12", "--num-phases", "5", "--num-classes", "3", "--class-priors", "3,2,1",
                  "--box-labels", "--misregistration", "1"]) == 0
-    meta = json.load(open(os.path.join(str(tmp_path), "Dataset049_MVExtSynthetic", "dataset.json")))
+    meta = json.loads(Path(os.path.join(str(tmp_path), "Dataset049_MVExtSynthetic", "dataset.json")).read_text())
     assert len(meta["channel_names"]) == 5 and len(meta["classification"]["class_names"]) == 3
     assert "bounding box" in meta["description"]
     assert main(["make-dataset", "--raw", str(tmp_path), "--dataset-id", "50", "--class-priors", "a,b"]) == 2

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,16 +33,17 @@ def test_each_view_misses_exactly_the_spike_along_its_own_axis(shape, spacing):
 
 def test_layout_classes_and_refusals(tmp_path):
     ds = generate_shape_dataset(str(tmp_path), dataset_id=61, num_train=8, num_test=4, shape=(16, 16, 16), seed=1)
-    meta = json.load(open(os.path.join(ds.folder, "dataset.json")))
+    meta = json.loads(Path(os.path.join(ds.folder, "dataset.json")).read_text())
     assert meta["channel_names"] == {"0": "T2"} and meta["labels"]["lesion"] == 2
     assert meta["classification"]["class_names"] == {str(k): n for k, n in enumerate(SHAPE_CLASSES)}
     train = meta["classification"]["labels"]
     assert sorted(np.bincount(list(train.values()), minlength=4)) == [2, 2, 2, 2]
     assert sorted(os.listdir(os.path.join(ds.folder, "imagesTr"))) == [f"{c}_0000.nii.gz" for c in sorted(train)]
-    rows = list(csv.reader(open(os.path.join(ds.folder, "labelsTs", "classification.csv"))))
+    with open(os.path.join(ds.folder, "labelsTs", "classification.csv")) as f:
+        rows = list(csv.reader(f))
     assert rows[0] == ["case_id", "class"] and sorted(int(r[1]) for r in rows[1:]) == [0, 1, 2, 3]
     assert len(os.listdir(os.path.join(ds.folder, "labelsTs"))) == 5
-    truth = json.load(open(os.path.join(ds.folder, "cases.json")))
+    truth = json.loads(Path(os.path.join(ds.folder, "cases.json")).read_text())
     assert {c["case_id"]: c["label"] for c in truth["Tr"]} == train
     with pytest.raises(MVExtError, match="already exists"):
         generate_shape_dataset(str(tmp_path), dataset_id=61)

@@ -41,7 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import (
-    convert_conv_op_to_dim, get_matching_convtransp, get_matching_pool_op)
+    convert_conv_op_to_dim,
+    get_matching_convtransp,
+    get_matching_pool_op,
+)
 from torch import nn
 
 from nnunet_mvext.architectures.mbtfe_knobs import check_knob

@@ -147,7 +147,8 @@ class MultiPhaseFusionNet(nn.Module):
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
 
     def phase_embeddings(self, skips: list[torch.Tensor], roi: Optional[torch.Tensor]):
-        """Lesion embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips (stage i: (B, P, C_i, *S_i))."""
+        """Lesion embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips
+        (stage i: (B, P, C_i, *S_i))."""
         b, p = skips[-1].shape[:2]
         roi_folded = None if roi is None else roi.repeat_interleave(p, dim=0)
         pooled, has_roi = self.embedding.pooled([s.flatten(0, 1) for s in skips], roi_folded)  # (B*P, 2 sum C_i)

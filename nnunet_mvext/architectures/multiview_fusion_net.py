@@ -65,17 +65,25 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from dynamic_network_architectures.building_blocks.helper import (convert_dim_to_conv_op, get_matching_batchnorm,
-                                                                  get_matching_dropout, get_matching_instancenorm)
+from dynamic_network_architectures.building_blocks.helper import (
+    convert_dim_to_conv_op,
+    get_matching_batchnorm,
+    get_matching_dropout,
+    get_matching_instancenorm,
+)
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from nnunet_mvext.architectures.lesion_embedding import LesionEmbedding
-from nnunet_mvext.architectures.multiphase_fusion_net import (DECODER_ONLY_KWARGS, ENCODERS, default_phase_channels,
-                                                              phase_dropout_mask,
-                                                              validate_phase_channels)
+from nnunet_mvext.architectures.multiphase_fusion_net import (
+    DECODER_ONLY_KWARGS,
+    ENCODERS,
+    default_phase_channels,
+    phase_dropout_mask,
+    validate_phase_channels,
+)
 from nnunet_mvext.architectures.phase_fusion_heads import build_head
 from nnunet_mvext.errors import MVExtError
 

@@ -124,8 +124,10 @@ class DSNHead(ConcatHead):
         return out
 
     def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
-        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing) for p in range(len(self.aux))], dim=1)
-        return _ce(out["logits"], y, class_weights, self.label_smoothing) + self.dsn_lambda * _mean_over_present(aux, out["present"])
+        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing)
+                           for p in range(len(self.aux))], dim=1)
+        return (_ce(out["logits"], y, class_weights, self.label_smoothing)
+                + self.dsn_lambda * _mean_over_present(aux, out["present"]))
 
 
 class ABAFHead(ConcatHead):
@@ -150,8 +152,10 @@ class ABAFHead(ConcatHead):
 
     def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
         beta = out["beta"].detach() if self.detach_beta else out["beta"]
-        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing) for p in range(beta.shape[1])], dim=1)
-        return _ce(out["logits"], y, class_weights, self.label_smoothing) + (beta.float() * aux).sum(1)  # beta of absent phases is 0
+        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing)
+                           for p in range(beta.shape[1])], dim=1)
+        # beta of absent phases is 0
+        return _ce(out["logits"], y, class_weights, self.label_smoothing) + (beta.float() * aux).sum(1)
 
 
 class DecisionHead(nn.Module):
@@ -171,7 +175,8 @@ class DecisionHead(nn.Module):
         return {"logits": logits, "aux_logits": aux, "beta": beta, "embedding": f.flatten(1), "present": present}
 
     def per_sample_loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor]) -> torch.Tensor:
-        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing) for p in range(len(self.aux))], dim=1)
+        aux = torch.stack([_ce(out["aux_logits"][:, p], y, class_weights, self.label_smoothing)
+                           for p in range(len(self.aux))], dim=1)
         return _ce(out["logits"], y, class_weights, self.label_smoothing) + _mean_over_present(aux, out["present"])
 
     def loss(self, out: dict, y: torch.Tensor, class_weights: Optional[torch.Tensor] = None,

@@ -18,12 +18,24 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _fmt, _list, class_order, load_reference,
-                                                    match_cases, metrics_table_markdown)
+from nnunet_mvext.classification.evaluation import (
+    METRIC_LABELS,
+    _fmt,
+    _list,
+    class_order,
+    load_reference,
+    match_cases,
+    metrics_table_markdown,
+)
 from nnunet_mvext.classification.metrics import read_decision_threshold, read_predictions_csv
 from nnunet_mvext.classification.prediction_table import align_columns, aligned_threshold
-from nnunet_mvext.classification.statistics import (DEFAULT_RESAMPLES, delong_paired_test, metric_names,
-                                                    metrics_with_intervals, paired_bootstrap)
+from nnunet_mvext.classification.statistics import (
+    DEFAULT_RESAMPLES,
+    delong_paired_test,
+    metric_names,
+    metrics_with_intervals,
+    paired_bootstrap,
+)
 from nnunet_mvext.errors import MVExtError
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 
 Each fold's ``fold_X/validation/classification.csv`` (written by the fusion trainers after training) holds the
 predictions of the model that did not train on those cases. Pooling the folds gives one prediction per case from a
-model that never saw it: the out-of-fold result a paper reports (written as ``oof_classification.csv`` for compare-cls), with intervals (DeLong for a binary AUC, the
-stratified bootstrap for the rest), next to the per-fold metrics (mean ± sd over the folds).
+model that never saw it: the out-of-fold result a paper reports (written as ``oof_classification.csv`` for
+compare-cls), with intervals (DeLong for a binary AUC, the stratified bootstrap for the rest), next to the per-fold
+metrics (mean ± sd over the folds).
 
 Provenance: each fold CSV's provenance columns (written by the fusion trainers' validation): a fold validated with a
 checkpoint selected on its own validation cases (``--val_best``) is warned about on screen and in the report, because
@@ -37,12 +38,29 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_mvext.classification.case_labels import names_in_order
-from nnunet_mvext.classification.evaluation import (METRIC_LABELS, _list, lesion_localisation, report_markdown, score,
-                                                    write_outputs)
-from nnunet_mvext.classification.metrics import (classification_metrics, predicted_classes, read_column,
-                                                 read_decision_threshold, read_predictions_csv, read_true_classes)
-from nnunet_mvext.classification.prediction_table import (align_columns, aligned_threshold, decision_rule,
-                                                          provenance_warnings, read_provenance)
+from nnunet_mvext.classification.evaluation import (
+    METRIC_LABELS,
+    _list,
+    lesion_localisation,
+    report_markdown,
+    score,
+    write_outputs,
+)
+from nnunet_mvext.classification.metrics import (
+    classification_metrics,
+    predicted_classes,
+    read_column,
+    read_decision_threshold,
+    read_predictions_csv,
+    read_true_classes,
+)
+from nnunet_mvext.classification.prediction_table import (
+    align_columns,
+    aligned_threshold,
+    decision_rule,
+    provenance_warnings,
+    read_provenance,
+)
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
@@ -129,7 +147,7 @@ def _reference_labels(folder: str, per_fold: dict, class_names: list[str]) -> di
                 raise MVExtError(f"Class names differ: {dataset_json} has {names}, the fold CSVs have {class_names}.")
             block_labels = {c: int(v) for c, v in block["labels"].items()}
     column_labels: dict[str, int] = {}
-    for fold, (path, cases, _) in per_fold.items():
+    for path, cases, _ in per_fold.values():
         true = read_true_classes(path)
         if true is None:
             continue
@@ -161,7 +179,10 @@ def per_fold_table_markdown(per_fold: dict, summary: dict) -> str:
     names = [n for n in summary if n in next(iter(per_fold.values()))]
     lines = ["| fold | cases | " + " | ".join(METRIC_LABELS[n] for n in names) + " |",
              "|---" * (len(names) + 2) + "|"]
-    fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     for fold, m in per_fold.items():
         lines.append(f"| {fold} | {m['num_cases']} | " + " | ".join(fmt(m[n]) for n in names) + " |")
     lines.append("| mean ± sd | | " + " | ".join(
@@ -237,7 +258,7 @@ def evaluate_cross_validation(dataset: str, configuration: str, trainer: str, ou
     if store_threshold and pooled.get("youden") is None:
         raise MVExtError("--store-threshold: the pooled reference holds a single class; no threshold can be chosen.")
     per_fold = {}
-    for fold, (path, cases, p) in per_fold_data.items():
+    for fold, (_, cases, p) in per_fold_data.items():
         m = classification_metrics([labels[c] for c in cases], p, class_names, threshold=threshold)
         per_fold[fold] = {k: m[k] for k in ("num_cases", *metric_names(len(class_names)), "collapse_warning")}
         if m["collapse_warning"]:

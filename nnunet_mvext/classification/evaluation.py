@@ -26,13 +26,30 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nnunet_mvext.classification.case_labels import (BLOCK, class_block, class_names, dataset_class_names,
-                                                     names_in_order, read_labels_csv)
-from nnunet_mvext.classification.metrics import (plot_confusion, plot_reliability_diagram, plot_roc, plot_tsne,
-                                                 read_column, read_decision_threshold, read_predictions_csv,
-                                                 youden_threshold)
-from nnunet_mvext.classification.prediction_table import (align_columns, aligned_threshold, provenance_warnings,
-                                                          read_provenance)
+from nnunet_mvext.classification.case_labels import (
+    BLOCK,
+    class_block,
+    class_names,
+    dataset_class_names,
+    names_in_order,
+    read_labels_csv,
+)
+from nnunet_mvext.classification.metrics import (
+    plot_confusion,
+    plot_reliability_diagram,
+    plot_roc,
+    plot_tsne,
+    read_column,
+    read_decision_threshold,
+    read_predictions_csv,
+    youden_threshold,
+)
+from nnunet_mvext.classification.prediction_table import (
+    align_columns,
+    aligned_threshold,
+    provenance_warnings,
+    read_provenance,
+)
 from nnunet_mvext.classification.statistics import DEFAULT_RESAMPLES, metric_names, metrics_with_intervals
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json

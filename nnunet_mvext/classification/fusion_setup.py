@@ -51,8 +51,9 @@ def resolve_lesion_label(setting: Optional[int], labels: Mapping, where: str) ->
     if not named:
         raise MVExtError(f"{where}: no label is named like a lesion ({', '.join(LESION_NAMES)}), so trainer_settings "
                          f"'lesion_label' must be set. Labels of this dataset: {listing}.")
-    raise MVExtError(f"{where}: several labels are named like a lesion ({', '.join(f'{n}={v}' for n, v in named.items())}"
-                     f"); set trainer_settings 'lesion_label' to the one to classify.")
+    raise MVExtError(f"{where}: several labels are named like a lesion "
+                     f"({', '.join(f'{n}={v}' for n, v in named.items())}); set trainer_settings 'lesion_label' to "
+                     f"the one to classify.")
 
 
 def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
@@ -71,8 +72,9 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     labels = dataset_json["labels"]
     regions = [n for n, v in labels.items() if isinstance(v, (list, tuple))]
     if regions:
-        raise MVExtError(f"dataset.json of {plans.get('dataset_name', '?')} uses region-based labels ({regions}); fusion "
-                         f"trainers need plain labels because the lesion is found as one label of the segmentation.")
+        raise MVExtError(f"dataset.json of {plans.get('dataset_name', '?')} uses region-based labels ({regions}); "
+                         f"fusion trainers need plain labels because the lesion is found as one label of the "
+                         f"segmentation.")
     block = class_block(dataset_json, f"dataset.json of {plans.get('dataset_name', '?')}")
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
     phases = validate_phase_channels([[c] for c in range(n_channels)] if settings.phase_channels is None

@@ -197,8 +197,12 @@ def input_absent_phases(input_folder: str, record_file: Optional[str], channel_n
     """``{case: absent per phase}`` of the input cases that miss a phase, from ``record_file`` or the
     ``missing_phases.json`` beside the input folder; refused under the model's policy ``refuse`` (models that
     predate the setting count as ``refuse``), naming the cases."""
-    from nnunet_mvext.classification.missing_phases import (FILE_NAME, absent_phases, refuse_missing,
-                                                            validate_missing_phases)
+    from nnunet_mvext.classification.missing_phases import (
+        FILE_NAME,
+        absent_phases,
+        refuse_missing,
+        validate_missing_phases,
+    )
 
     if record_file is None:
         beside = os.path.join(os.path.dirname(os.path.abspath(input_folder)), FILE_NAME)

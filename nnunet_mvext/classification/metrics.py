@@ -281,7 +281,8 @@ def _read_rows(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def read_predictions_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
-    """``(case_ids, class_names, probabilities)`` from a file written by :func:`~nnunet_mvext.classification.prediction_table.write_case_predictions`.
+    """``(case_ids, class_names, probabilities)`` from a file written by
+    :func:`~nnunet_mvext.classification.prediction_table.write_case_predictions`.
 
     Only columns whose header starts with ``p_`` are class probabilities (``p_<class name>``); other columns
     (``predicted_class``, ``no_lesion_found``, ``true_class``, ``beta_*``, ``aux_*``, ...) are ignored. Refused, naming

@@ -22,7 +22,6 @@ import numpy as np
 from nnunet_mvext.classification.metrics import predicted_classes, read_column
 from nnunet_mvext.errors import MVExtError
 
-
 #: ``checkpoint``: the weights that made the predictions (``checkpoint_final.pth``, ``checkpoint_best_auc.pth``, ...);
 #: ``checkpoint_selected_on_these_cases``: 1 when that checkpoint was chosen on these same validation cases (their
 #: metrics are then optimistic), else 0; ``pretrained_checkpoint``: the file that initialised the model (empty: none),

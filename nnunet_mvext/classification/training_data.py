@@ -46,8 +46,6 @@ from __future__ import annotations
 from typing import Collection, Mapping, Optional, Sequence
 
 import numpy as np
-from sklearn.utils.class_weight import compute_class_weight
-
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
 from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
@@ -57,6 +55,7 @@ from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResol
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from scipy import ndimage
+from sklearn.utils.class_weight import compute_class_weight
 
 #: ``case_sampling`` -> the exponent ``a`` of the class count
 SAMPLING_EXPONENTS = {"uniform": 0.0, "sqrt_balanced": 0.5, "balanced": 1.0}

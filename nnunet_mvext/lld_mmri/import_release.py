@@ -79,10 +79,26 @@ import SimpleITK as sitk
 
 from nnunet_mvext.classification.missing_phases import write_missing_phases
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.lld_mmri.alignment import (OFFICIAL_MARGIN, Grid, box_label, crop_sampling_grids, mask_label,
-                                             placeholder, resample_sampling_grids, sample_channel)
-from nnunet_mvext.lld_mmri.annotation import (CLASS_NAMES, PHASES, UNRELEASED, Box, SeriesEntry, majority,
-                                              majority_category, read_annotation)
+from nnunet_mvext.lld_mmri.alignment import (
+    OFFICIAL_MARGIN,
+    Grid,
+    box_label,
+    crop_sampling_grids,
+    mask_label,
+    placeholder,
+    resample_sampling_grids,
+    sample_channel,
+)
+from nnunet_mvext.lld_mmri.annotation import (
+    CLASS_NAMES,
+    PHASES,
+    UNRELEASED,
+    Box,
+    SeriesEntry,
+    majority,
+    majority_category,
+    read_annotation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +197,8 @@ def truncated(path: str) -> Optional[str]:
     """Why the NIfTI file ``path`` holds fewer voxel bytes than its header declares, or None.
 
     ITK reads such a file (a broken download) without an error and fills the missing voxels with zeros. The check
-    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with the
-    file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
+    compares the header's data offset + ``prod(shape) * itemsize`` (nibabel's array proxy; nnU-Net depends on it) with
+    the file's size (``.nii``) or with the uncompressed size that gzip records in its last 4 bytes (``.nii.gz``, modulo
     2^32); on a mismatch the file is decompressed to confirm (a gzip of several members records only the last).
     A file nibabel cannot read is left to ITK.
     """
@@ -194,7 +210,7 @@ def truncated(path: str) -> Optional[str]:
     try:
         proxy = nibabel.load(path).dataobj
         expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
-    except Exception:  # noqa: BLE001 - not a NIfTI file nibabel reads: ITK decides
+    except Exception:  # not a NIfTI file nibabel reads: ITK decides
         return None
     if not path.endswith(".gz"):
         size = os.path.getsize(path)

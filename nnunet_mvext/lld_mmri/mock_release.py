@@ -44,8 +44,16 @@ from scipy.ndimage import gaussian_filter
 
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES, PHASES, UNRELEASED
-from nnunet_mvext.synthetic_dataset import (AMPLITUDE_RANGE, ENHANCEMENT_PATTERNS, OFFSET_RANGE, SHELL_FRACTION,
-                                            SHELL_STATIC_RANGE, assign_classes, pattern_curves, rim_shell_curve)
+from nnunet_mvext.synthetic_dataset import (
+    AMPLITUDE_RANGE,
+    ENHANCEMENT_PATTERNS,
+    OFFSET_RANGE,
+    SHELL_FRACTION,
+    SHELL_STATIC_RANGE,
+    assign_classes,
+    pattern_curves,
+    rim_shell_curve,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -59,18 +59,24 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
-from nnunet_mvext.classification.fusion_memory import log_fusion_memory
-from nnunet_mvext.classification.fusion_setup import (CASE_KEY, check_stored_info, differing_keys,
-                                                      fusion_model_info)
 from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
+from nnunet_mvext.classification.fusion_memory import log_fusion_memory
+from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys, fusion_model_info
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.missing_phases import absent_phases, dataset_record, refuse_missing
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
-from nnunet_mvext.classification.training_data import (SAMPLING_EXPONENTS, CaseSamplingDataset, RoiCentredDataset,
-                                                       case_multiplicities,
-                                                       balanced_class_weights, cases_in_classification_loss,
-                                                       central_component, classes_without_loss_cases,
-                                                       phase_consistent, with_phase_misalignment)
+from nnunet_mvext.classification.training_data import (
+    SAMPLING_EXPONENTS,
+    CaseSamplingDataset,
+    RoiCentredDataset,
+    balanced_class_weights,
+    case_multiplicities,
+    cases_in_classification_loss,
+    central_component,
+    classes_without_loss_cases,
+    phase_consistent,
+    with_phase_misalignment,
+)
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
@@ -91,7 +97,8 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
     """Folds of one model folder share one plans.json: refuse a fold whose fusion settings differ from trained ones."""
     if nnUNet_results is None:
         return
-    base = os.path.join(nnUNet_results, plans["dataset_name"], f"{trainer_name}__{plans['plans_name']}__{configuration}")
+    base = os.path.join(nnUNet_results, plans["dataset_name"],
+                        f"{trainer_name}__{plans['plans_name']}__{configuration}")
     plans_json = os.path.join(base, "plans.json")
     if not os.path.isfile(plans_json):
         return
@@ -100,10 +107,10 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
     others = [d for d in os.listdir(base) if d.startswith("fold_") and d != f"fold_{fold}" and any(
         n.startswith("checkpoint") for n in os.listdir(os.path.join(base, d)))]
     if stored is not None and others and differing_keys(stored, info):
+        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {info.get(k)!r}" for k in differing_keys(stored, info))
         raise MVExtError(f"{base} holds folds ({', '.join(sorted(others))}) trained with other fusion settings "
-                         f"({', '.join(f'{k}: {stored.get(k)!r} -> {info.get(k)!r}' for k in differing_keys(stored, info))}"
-                         f"); all folds of a model folder must share them, because nnU-Net keeps one plans.json per "
-                         f"folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
+                         f"({changes}); all folds of a model folder must share them, because nnU-Net keeps one "
+                         f"plans.json per folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
 
 
 def missing_phases_record(dataset_name: str) -> dict[str, list[int]]:
@@ -190,7 +197,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         if settings.views is not None and "views" not in cls.settings_defaults:
             raise MVExtError(f"trainer_settings of configuration '{configuration}': 'views' is {settings.views}, but "
                              f"{cls.__name__} trains 3D phase encoders and would ignore it. Allowed: null, or train "
-                             f"a multi-view trainer (nnUNetTrainerMultiView{cls.__name__[len('nnUNetTrainerFusion'):]}).")
+                             f"a multi-view trainer "
+                             f"(nnUNetTrainerMultiView{cls.__name__[len('nnUNetTrainerFusion'):]}).")
         return fusion_model_info(plans, configuration, dataset_json, settings)
 
     @staticmethod

@@ -16,10 +16,10 @@ nnU-Net's 3D patch, one 2D encoder per (phase, view) branch. What differs, in on
 - the training log and the validation CSV name the branches (``beta_<phase>_<view>``);
 - :meth:`MultiViewSetup._region_of_interest`: the network gets one lesion component per patch (the one at the patch
   centre, else the largest: :func:`~nnunet_mvext.classification.training_data.central_component`, as every fusion
-  trainer), as at inference, and a sample enters the classification loss (and the per-epoch metric) only when its slabs' central planes hold
-  region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every lesion voxel of the patch,
-  two lesions on either side of the centre gave a slab centre between them and no lesion voxel on any plane pooled,
-  while the sample still counted as lesion-pooled.
+  trainer), as at inference, and a sample enters the classification loss (and the per-epoch metric) only when its
+  slabs' central planes hold region voxels in every view (``MultiViewFusionNet.region_in_every_view``). With every
+  lesion voxel of the patch, two lesions on either side of the centre gave a slab centre between them and no lesion
+  voxel on any plane pooled, while the sample still counted as lesion-pooled.
 """
 
 from __future__ import annotations
@@ -28,14 +28,18 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_mvext.architectures.multiview_fusion_net import DEFAULT_VIEWS, VIEW_AXES, MultiViewFusionNet, \
-    validate_views
+from nnunet_mvext.architectures.multiview_fusion_net import DEFAULT_VIEWS, VIEW_AXES, MultiViewFusionNet, validate_views
 from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info
 from nnunet_mvext.classification.prediction_table import phase_names_of
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainers.fusion_trainers import (_import_arch_kwargs, nnUNetTrainerFusion,
-                                                   nnUNetTrainerFusionABAF, nnUNetTrainerFusionConcat,
-                                                   nnUNetTrainerFusionDecision, nnUNetTrainerFusionDSN)
+from nnunet_mvext.trainers.fusion_trainers import (
+    _import_arch_kwargs,
+    nnUNetTrainerFusion,
+    nnUNetTrainerFusionABAF,
+    nnUNetTrainerFusionConcat,
+    nnUNetTrainerFusionDecision,
+    nnUNetTrainerFusionDSN,
+)
 
 MULTIVIEW_DEFAULTS = {"views": list(DEFAULT_VIEWS), "segmentation": False}
 

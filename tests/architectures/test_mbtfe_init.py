@@ -7,6 +7,7 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 
 from nnunet_mvext.architectures.mbtfe_knobs import SEED_KNOBS
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
+
 from test_mbtfe_memory_estimate import ANISOTROPIC, SIZE
 
 

@@ -1,13 +1,20 @@
 """The one MBTFE/EAB knob table: checks that name the key, explicit resolved values, the README's copy."""
 
 import os
+from pathlib import Path
 
 import pytest
 
-from nnunet_mvext.architectures.mbtfe_knobs import (DEFAULTS, KNOB_BY_NAME, SEED_KNOBS, knob_table_markdown,
-                                                    resolve_knobs)
+from nnunet_mvext.architectures.mbtfe_knobs import (
+    DEFAULTS,
+    KNOB_BY_NAME,
+    SEED_KNOBS,
+    knob_table_markdown,
+    resolve_knobs,
+)
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
 from nnunet_mvext.errors import MVExtError
+
 from test_mbtfe_unet import plan_kwargs
 
 BOOL_KNOBS = [k for k, v in DEFAULTS.items() if isinstance(v, bool)]
@@ -54,6 +61,6 @@ def test_network_refuses_an_even_attention_kernel_before_building():
 
 def test_readme_knob_table_is_the_spec():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    readme = open(os.path.join(root, "README.md")).read()
+    readme = Path(os.path.join(root, "README.md")).read_text()
     table = readme.split("<!-- mbtfe-knob-table:start -->\n", 1)[1].split("\n<!-- mbtfe-knob-table:end", 1)[0]
     assert table.strip() == knob_table_markdown().strip()

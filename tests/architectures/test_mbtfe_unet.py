@@ -10,8 +10,9 @@ from nnunet_mvext.errors import MVExtError
 def plan_kwargs(n_stages=4, dim=3, strides=None, kernels=None, features=None):
     conv = torch.nn.Conv3d if dim == 3 else torch.nn.Conv2d
     norm = torch.nn.InstanceNorm3d if dim == 3 else torch.nn.InstanceNorm2d
-    return dict(input_channels=2, n_stages=n_stages, features_per_stage=features or [4 * 2 ** i for i in range(n_stages)],
-                conv_op=conv, kernel_sizes=kernels or [[3] * dim] * n_stages,
+    return dict(input_channels=2, n_stages=n_stages,
+                features_per_stage=features or [4 * 2 ** i for i in range(n_stages)], conv_op=conv,
+                kernel_sizes=kernels or [[3] * dim] * n_stages,
                 strides=strides or [[1] * dim] + [[2] * dim] * (n_stages - 1), n_conv_per_stage=2, num_classes=3,
                 n_conv_per_stage_decoder=1, conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True},
                 nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)

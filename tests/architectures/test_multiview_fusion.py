@@ -7,8 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_mvext.architectures.multiview_fusion_net import (MultiViewFusionNet, encoder_kwargs_2d, extract_slab,
-                                                             lesion_centres)
+from nnunet_mvext.architectures.multiview_fusion_net import (
+    MultiViewFusionNet,
+    encoder_kwargs_2d,
+    extract_slab,
+    lesion_centres,
+)
 from nnunet_mvext.errors import MVExtError
 
 K = 3

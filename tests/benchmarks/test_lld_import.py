@@ -4,12 +4,13 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
-import lld_import  # noqa: E402
+import lld_import
 
 
 def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():
@@ -24,8 +25,8 @@ def test_alignment_error_of_exact_boxes(tmp_path):
     results = str(tmp_path / "R.md")
     lld_import.main(["--workdir", workdir, "--patients", "4", "--box-jitter", "0", "--dataset-id", "700",
                      "--append", results])
-    assert any(line.startswith("| 0 | crop | ") for line in open(results).read().splitlines())
-    truth = json.load(open(os.path.join(workdir, "release_jitter0", "mock_truth.json")))
+    assert any(line.startswith("| 0 | crop | ") for line in Path(results).read_text().splitlines())
+    truth = json.loads(Path(os.path.join(workdir, "release_jitter0", "mock_truth.json")).read_text())
     crop = os.path.join(workdir, "nnUNet_raw", "Dataset700_LLDMMRI2023")
     with open(os.path.join(crop, "alignment.json")) as f:
         placed = [p["placed_by"] for case in json.load(f).values() for name, p in case["phases"].items()

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
-import mbtfe_step_time  # noqa: E402
+import mbtfe_step_time
 
 
 def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_set_classes_writes_raw_and_preprocessed_dataset_json(dataset):
     written = set_classes("321", _csv(tmp, rows), ["low_grade", "high_grade"])
     assert len(written) == 2
     for path in written:
-        block = json.load(open(path))["classification"]
+        block = json.loads(Path(path).read_text())["classification"]
         assert block["class_names"] == {"0": "low_grade", "1": "high_grade"}
         assert block["labels"]["case_003"] == 1
 
@@ -52,10 +53,10 @@ def test_set_classes_writes_raw_and_preprocessed_dataset_json(dataset):
 ])
 def test_set_classes_refuses_naming_the_row(dataset, rows, names, message):
     ds, tmp = dataset
-    before = open(os.path.join(ds.folder, "dataset.json")).read()
+    before = Path(os.path.join(ds.folder, "dataset.json")).read_text()
     with pytest.raises(MVExtError, match=message):
         set_classes("321", _csv(tmp, rows), names)
-    assert open(os.path.join(ds.folder, "dataset.json")).read() == before
+    assert Path(os.path.join(ds.folder, "dataset.json")).read_text() == before
 
 
 def test_wrong_header_is_refused(dataset):
@@ -120,7 +121,7 @@ def test_set_classes_reads_what_a_spreadsheet_saves(dataset, tmp_path, caplog, e
     assert ("UTF-16 LE (byte-order mark)" if encoding == "utf-16" else "Windows-1252 (cp1252)") in caplog.text
     path.write_bytes("\r\n".join(r.replace(",", delimiter) for r in rows[:3]).encode(encoding))
     assert set_classes("321", str(path), ["négatif", "positif"])
-    block = json.load(open(os.path.join(dataset[0].folder, "dataset.json")))["classification"]
+    block = json.loads(Path(os.path.join(dataset[0].folder, "dataset.json")).read_text())["classification"]
     assert block["labels"] == {"case_000": 0, "case_001": 1}
 
 

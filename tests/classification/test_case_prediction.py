@@ -3,8 +3,13 @@
 import numpy as np
 import torch
 
-from nnunet_mvext.classification.case_prediction import (classify_case, crop_around, mirror_flips,
-                                                         most_probable_component, select_region)
+from nnunet_mvext.classification.case_prediction import (
+    classify_case,
+    crop_around,
+    mirror_flips,
+    most_probable_component,
+    select_region,
+)
 
 LESION, ORGAN = 2, 1
 

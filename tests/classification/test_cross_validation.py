@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from nnunet_mvext.classification.cross_validation import THRESHOLD_FILE, evaluate_cross_validation
+from nnunet_mvext.classification.metrics import classification_metrics, read_predictions_csv, youden_threshold
 from nnunet_mvext.classification.prediction_table import write_case_predictions
-from nnunet_mvext.classification.metrics import (classification_metrics, read_predictions_csv,
-                                                 youden_threshold)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 

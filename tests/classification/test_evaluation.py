@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ import pytest
 from nnunet_mvext.classification.comparison import compare_classifiers, model_labels
 from nnunet_mvext.classification.evaluation import evaluate_classification
 from nnunet_mvext.classification.metrics import classification_metrics
+from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.classification.statistics import delong_auc, delong_paired_test
 from nnunet_mvext.cli import main
-from nnunet_mvext.classification.prediction_table import write_case_predictions
 from nnunet_mvext.errors import MVExtError
 
 NAMES = ["neg", "pos"]
@@ -47,7 +48,7 @@ def test_evaluate_writes_intervals_calibration_report_and_plots(tmp_path):
     ref, pred = _write_ref(tmp_path / "ref.csv", cases, y), _write_pred(tmp_path / "pred.csv", cases, p)
     out = tmp_path / "eval"
     result = evaluate_classification(ref, pred, str(out), n_resamples=300)
-    stored = json.load(open(out / "classification_metrics.json"))
+    stored = json.loads(Path(out / "classification_metrics.json").read_text())
     d = delong_auc(y, np.round(p[:, 1], 6))
     assert stored["auc"] == pytest.approx(d["auc"]) and stored["intervals"]["auc"]["method"] == "DeLong"
     assert stored["intervals"]["auc"]["low"] == pytest.approx(d["low"])
@@ -69,7 +70,7 @@ def test_collapse_warning_is_logged_and_stored(tmp_path, caplog):
         result = evaluate_classification(ref, pred, str(tmp_path / "eval"), n_resamples=50)
     assert "all 10 predictions fall in one class, 'neg'" in result["collapse_warning"]
     assert "recall 0 for class 'pos'" in caplog.text
-    assert json.load(open(tmp_path / "eval" / "classification_metrics.json"))["collapse_warning"]
+    assert json.loads(Path(tmp_path / "eval" / "classification_metrics.json").read_text())["collapse_warning"]
     assert "WARNING: collapsed classifier" in (tmp_path / "eval" / "report.md").read_text()
 
 
@@ -168,7 +169,7 @@ def test_compare_cls_pairs_every_model_with_the_baseline(tmp_path, capsys):
     assert main(["compare-cls", "-ref", ref, a, b, "-o", str(tmp_path / "cmp"), "--n-bootstrap", "300"]) == 0
     out = capsys.readouterr().out
     assert "Baseline: A/classification.csv" in out and "| AUC | B/classification.csv |" in out
-    result = json.load(open(tmp_path / "cmp" / "comparison.json"))
+    result = json.loads(Path(tmp_path / "cmp" / "comparison.json").read_text())
     t = delong_paired_test(y, np.round(weak1, 6), np.round(good[:, 1], 6))
     c = result["comparisons"]["B/classification.csv"]
     assert c["auc"]["method"] == "DeLong paired" and c["auc"]["p"] == pytest.approx(t["p"])
@@ -330,7 +331,7 @@ def test_integer_classes_without_class_names_are_refused_and_read_through_d(tmp_
     raw.mkdir(parents=True)
     _write_dataset_json(raw)
     assert main(["evaluate-cls", "-ref", ref, "-pred", pred, "-d", "321", "-o", str(out), "--n-bootstrap", "20"]) == 0
-    stored = json.load(open(out / "classification_metrics.json"))
+    stored = json.loads(Path(out / "classification_metrics.json").read_text())
     assert stored["auc"] == 1.0 and stored["accuracy"] == 1.0 and stored["class_names"] == NAMES
     assert "Dataset321_Names" in stored["class_names_from"]
 
@@ -356,7 +357,7 @@ def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, re
     ref.write_bytes(("case_id,class\r\n" + "".join(f"{c},{names[v]}\r\n" for c, v in zip(cases, y)))
                     .encode(ref_encoding))
     pred = tmp_path / "pred.csv"
-    pred.write_bytes(open(utf8, encoding="utf-8").read().encode(pred_encoding))
+    pred.write_bytes(Path(utf8).read_text(encoding="utf-8").encode(pred_encoding))
     expected = classification_metrics(y, np.round(p, 6), names)
     result = evaluate_classification(str(ref), str(pred), str(tmp_path / "e"), n_resamples=20)
     assert result["class_names"] == names and result["auc"] == expected["auc"]

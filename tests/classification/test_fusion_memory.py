@@ -12,9 +12,15 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-from nnunet_mvext.classification.fusion_memory import (PLANNED_ESTIMATE_KEY, PLANNED_PHASES_KEY, WARN_FACTOR,
-                                                       FusionPlanner, fusion_feature_map_size, log_fusion_memory,
-                                                       memory_note)
+from nnunet_mvext.classification.fusion_memory import (
+    PLANNED_ESTIMATE_KEY,
+    PLANNED_PHASES_KEY,
+    WARN_FACTOR,
+    FusionPlanner,
+    fusion_feature_map_size,
+    log_fusion_memory,
+    memory_note,
+)
 from nnunet_mvext.errors import MVExtError
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"

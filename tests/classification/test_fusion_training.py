@@ -4,6 +4,7 @@ The crops are made in memory (no nnU-Net run): the trainers' data pipeline is nn
 here the network, the heads and the augmentation are what is tested.
 """
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -323,8 +324,9 @@ def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_
     results = {c: {"probabilities": np.array([0.4, 0.6]), "roi": "lesion", "beta": None, "aux_probabilities": None,
                    "embedding": np.zeros(4)} for c in labels}
     nnUNetTrainerFusion.write_classification_validation(trainer, str(tmp_path), results)
-    rows = list(csv.DictReader(open(tmp_path / "classification.csv")))
-    summary = json.load(open(tmp_path / "classification_summary.json"))
+    with open(tmp_path / "classification.csv") as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads(Path(tmp_path / "classification_summary.json").read_text())
     assert {r["checkpoint_selected_on_these_cases"] for r in rows} == {selected}
     assert {r["checkpoint"] for r in rows} == {summary["checkpoint"]}
     assert summary["checkpoint_selected_on_these_cases"] == (selected == "1")
@@ -334,8 +336,11 @@ def test_the_fold_csv_names_the_checkpoint_and_whether_it_was_selected_on_these_
 
 
 def test_balanced_weights_count_only_the_cases_that_enter_the_classification_loss():
-    from nnunet_mvext.classification.training_data import (balanced_class_weights, cases_in_classification_loss,
-                                                           classes_without_loss_cases)
+    from nnunet_mvext.classification.training_data import (
+        balanced_class_weights,
+        cases_in_classification_loss,
+        classes_without_loss_cases,
+    )
 
     lesion, organ = np.zeros((3, 4)), np.zeros((5, 4))
     locations = {"a1": {2: lesion, 1: organ}, "a2": {2: lesion}, "b1": {1: organ}, "b2": {1: organ}, "b3": {},
@@ -376,10 +381,12 @@ def test_the_trainer_warns_per_class_and_weighs_the_cases_that_enter_the_loss(tm
     log = []
     trainer = object.__new__(nnUNetTrainerFusionABAF)
     trainer.__dict__.update(
-        do_split=lambda: (["a1", "a2", "a3", "b1", "b2", "b3", "c1"], ["v1"]), preprocessed_dataset_folder=str(tmp_path),
-        plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), lesion_label=2, fallback_label=None,
+        do_split=lambda: (["a1", "a2", "a3", "b1", "b2", "b3", "c1"], ["v1"]),
+        preprocessed_dataset_folder=str(tmp_path), plans_manager=SimpleNamespace(dataset_name="Dataset1_X"),
+        lesion_label=2, fallback_label=None,
         dataset_json={"classification": {"class_names": {"0": "a", "1": "b", "2": "c"}, "labels": labels}},
-        case_class_names=["a", "b", "c"], trainer_settings=SimpleNamespace(class_weighting="balanced", case_sampling="uniform"),
+        case_class_names=["a", "b", "c"],
+        trainer_settings=SimpleNamespace(class_weighting="balanced", case_sampling="uniform"),
         device=torch.device("cpu"), fold=0, case_info={"segmentation": False, "phase_channels": [[0], [1], [2]]},
         missing_record={}, is_ddp=False, network=None,
         dataset_class=lambda folder, keys: None,

@@ -8,8 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from nnunet_mvext.classification.inference import (OUTPUT_MARKER, THRESHOLD_FILE, predict_classification,
-                                                   write_prediction_outputs)
+from nnunet_mvext.classification.inference import (
+    OUTPUT_MARKER,
+    THRESHOLD_FILE,
+    predict_classification,
+    write_prediction_outputs,
+)
 from nnunet_mvext.cli import main
 from nnunet_mvext.errors import MVExtError
 
@@ -83,7 +87,8 @@ def test_the_console_line_says_what_classification_csv_says(tmp_path, caplog, th
     results = {"case_010": {"probabilities": np.array([0.48, 0.52]), "embedding": np.zeros(4), "beta": None,
                             "aux_probabilities": None, "roi": "lesion"}}
     path = write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], ["a", "b"], threshold)
-    rows = list(csv.DictReader(open(path)))
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
     assert rows[0]["predicted_class"] == expected
     assert f"case_010: {expected} (" in caplog.text
 

@@ -4,12 +4,19 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from nnunet_mvext.classification.metrics import (
+    auc_curve_figure,
+    brier_score,
+    calibration_bins,
+    classification_metrics,
+    collapse_warning,
+    expected_calibration_error,
+    plot_auc_curve,
+    plot_reliability_diagram,
+    read_predictions_csv,
+    youden_threshold,
+)
 from nnunet_mvext.classification.prediction_table import write_case_predictions
-from nnunet_mvext.classification.metrics import (auc_curve_figure, brier_score, calibration_bins,
-                                                 classification_metrics, collapse_warning,
-                                                 expected_calibration_error, plot_auc_curve,
-                                                 plot_reliability_diagram, read_predictions_csv,
-                                                 youden_threshold)
 from nnunet_mvext.errors import MVExtError
 
 # Three classes, 8 cases. Arg-max confusion matrix (rows true) [[2, 1, 1], [1, 1, 0], [0, 0, 2]].

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from nnunet_mvext.classification.missing_phases import (missing_channels, read_missing_phases,
-                                                        write_missing_phases)
+from nnunet_mvext.classification.missing_phases import missing_channels, read_missing_phases, write_missing_phases
 from nnunet_mvext.errors import MVExtError
 
 

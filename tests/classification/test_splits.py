@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ def dataset(tmp_path, monkeypatch):
     cases, labels, groups = [], {}, {}
     for patient in range(16):
         cls = 2 if patient % 3 == 2 and patient < 15 else patient % 2
-        for scan in range(1 + patient % 4):
+        for _ in range(1 + patient % 4):
             case = f"case_{len(cases):03d}"
             cases.append(case)
             labels[case], groups[case] = cls, f"patient_{patient}"
@@ -42,7 +43,7 @@ def dataset(tmp_path, monkeypatch):
 
 def test_folds_are_grouped_stratified_and_complete(dataset):
     path = make_splits("778", groups_csv=dataset["groups_csv"], n_folds=5, seed=1)
-    splits = json.load(open(path))
+    splits = json.loads(Path(path).read_text())
     assert path == str(dataset["target"]) and len(splits) == 5
     vals = [set(s["val"]) for s in splits]
     assert sorted(c for v in vals for c in v) == sorted(dataset["cases"])  # every case validated exactly once
@@ -57,16 +58,16 @@ def test_folds_are_grouped_stratified_and_complete(dataset):
 
 
 def test_without_groups_every_case_is_its_own_group_and_seed_matters(dataset):
-    first = json.load(open(make_splits("778", n_folds=4, seed=0)))
-    again = json.load(open(make_splits("778", n_folds=4, seed=0, force=True)))
-    other = json.load(open(make_splits("778", n_folds=4, seed=7, force=True)))
+    first = json.loads(Path(make_splits("778", n_folds=4, seed=0)).read_text())
+    again = json.loads(Path(make_splits("778", n_folds=4, seed=0, force=True)).read_text())
+    other = json.loads(Path(make_splits("778", n_folds=4, seed=7, force=True)).read_text())
     assert first == again and first != other
     for split in first:
         assert {dataset["labels"][c] for c in split["val"]} == {0, 1, 2}
 
 
 def test_groups_csv_must_name_every_case(dataset, tmp_path):
-    lines = open(dataset["groups_csv"]).read().splitlines()
+    lines = Path(dataset["groups_csv"]).read_text().splitlines()
     (tmp_path / "short.csv").write_text("\n".join(lines[:-2]) + "\n")
     with pytest.raises(MVExtError, match="no group for 2 training case\\(s\\): case_038, case_039"):
         make_splits("778", groups_csv=str(tmp_path / "short.csv"))
@@ -90,7 +91,7 @@ def test_refuses_to_overwrite_without_force_and_warns_about_trained_folds(datase
     with caplog.at_level(logging.WARNING):
         make_splits("778", seed=3, force=True)
     backups = [f for f in os.listdir(dataset["target"].parent) if f.endswith(".bak")]
-    assert len(backups) == 1 and open(dataset["target"].parent / backups[0]).read() == before
+    assert len(backups) == 1 and Path(dataset["target"].parent / backups[0]).read_text() == before
     assert str(trained) in caplog.text and "trained on the previous splits" in caplog.text
 
 

@@ -6,10 +6,19 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from nnunet_mvext.classification.metrics import classification_metrics
-from nnunet_mvext.classification.statistics import (BOOTSTRAP_METRICS, batch_metrics, bootstrap_intervals,
-                                                    delong_auc, delong_covariance, delong_paired_test,
-                                                    metric_names, metrics_with_intervals, newcombe_auc_interval,
-                                                    paired_bootstrap, stratified_bootstrap_indices)
+from nnunet_mvext.classification.statistics import (
+    BOOTSTRAP_METRICS,
+    batch_metrics,
+    bootstrap_intervals,
+    delong_auc,
+    delong_covariance,
+    delong_paired_test,
+    metric_names,
+    metrics_with_intervals,
+    newcombe_auc_interval,
+    paired_bootstrap,
+    stratified_bootstrap_indices,
+)
 from nnunet_mvext.errors import MVExtError
 
 

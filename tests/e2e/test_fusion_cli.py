@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ TRAINER = "nnUNetTrainerFusionABAF"
 
 @pytest.fixture(scope="module")
 def fusion_model(workspace, tmp_path_factory):
-    cases = json.load(open(os.path.join(workspace.raw, workspace.dataset_name, "cases.json")))["Tr"]
+    cases = json.loads(Path(os.path.join(workspace.raw, workspace.dataset_name, "cases.json")).read_text())["Tr"]
     labels_csv = tmp_path_factory.mktemp("labels") / "labels.csv"
     labels_csv.write_text("case_id,class\n" + "".join(f"{c['case_id']},{c['label']}\n" for c in cases))
     run(["nnunet-mvext", "set-classes", DATASET_ID, labels_csv, "--class-names", "persistent,washout"],
@@ -38,17 +39,19 @@ def test_set_classes_refuses_an_unknown_case(workspace, tmp_path):
 
 def test_training_writes_classification_validation(fusion_model):
     folder = os.path.join(fusion_model, "fold_0")
-    summary = json.load(open(os.path.join(folder, "validation", "classification_summary.json")))
+    summary = json.loads(Path(os.path.join(folder, "validation", "classification_summary.json")).read_text())
     for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cohen_kappa",
                 "confusion_matrix"):
         assert key in summary
     assert summary["class_names"] == ["persistent", "washout"]
-    rows = list(csv.reader(open(os.path.join(folder, "validation", "classification.csv"))))
+    with open(os.path.join(folder, "validation", "classification.csv")) as f:
+        rows = list(csv.reader(f))
     assert rows[0][:4] == ["case_id", "predicted_class", "p_persistent", "p_washout"] and len(rows) == 1 + 2
     assert os.path.isfile(os.path.join(folder, "validation", "summary.json"))  # nnU-Net's segmentation validation
     assert os.path.isfile(os.path.join(folder, "progress_classification.png"))
-    log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
-    assert "validation cases (one patch centred on the ground-truth lesion): macro AUC" in log and "fusion 'abaf'" in log
+    log = Path(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read_text()
+    assert "validation cases (one patch centred on the ground-truth lesion): macro AUC" in log
+    assert "fusion 'abaf'" in log
     assert "mean phase weights beta" in log and "classification loss on" in log
     assert "MultiPhaseFusionNet (3 phase encoder(s)): memory estimate" in log  # at training start
     assert ("WARNING: collapsed classifier" in log) == bool(summary.get("collapse_warning"))
@@ -65,7 +68,8 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog)
     run(["nnunet-mvext", "predict-cls", "-i", images, "-o", out, "-d", DATASET_ID, "-c", CONFIG, "-f", "0", "-tr",
          TRAINER, "-device", "cpu", "--disable_tta"], workspace.env)
     cases = sorted(os.path.basename(p)[:-12] for p in glob.glob(os.path.join(images, "*_0000.nii.gz")))
-    rows = list(csv.reader(open(out / "classification.csv")))
+    with open(out / "classification.csv") as f:
+        rows = list(csv.reader(f))
     phases = ("arterial", "portal_venous", "delayed")
     assert rows[0] == (["case_id", "predicted_class", "p_persistent", "p_washout"] + [f"beta_{p}" for p in phases]
                        + [f"aux_{p}_p_{c}" for p in phases for c in ("persistent", "washout")]
@@ -84,7 +88,8 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog)
         assert main(["predict-cls", "-i", images, "-o", str(out), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0", "-tr",
                      TRAINER, "-device", "cpu"]) == 2
     assert "refusing to overwrite" in caplog.text
-    assert json.load(open(out / "predict_cls.json"))["written_by"] == "nnunet-mvext predict-cls"  # the marker
+    # the marker
+    assert json.loads((out / "predict_cls.json").read_text())["written_by"] == "nnunet-mvext predict-cls"
 
     # --force into a user's folder (refused without it, in-process in tests/classification/test_inference.py): every
     # file it replaces is kept as a timestamped .bak, the others are left alone
@@ -102,7 +107,7 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog)
     reference = os.path.join(workspace.raw, workspace.dataset_name, "labelsTs", "classification.csv")
     run(["nnunet-mvext", "evaluate-cls", "-ref", reference, "-pred", out / "classification.csv", "-o", out / "eval"],
         workspace.env)
-    metrics = json.load(open(out / "eval" / "classification_metrics.json"))
+    metrics = json.loads(Path(out / "eval" / "classification_metrics.json").read_text())
     assert metrics["num_cases"] == len(cases) and "auc" in metrics
     assert (out / "eval" / "roc.png").is_file() and (out / "eval" / "confusion_matrix.png").is_file()
 
@@ -114,15 +119,15 @@ def test_predict_cls_and_evaluate_cls(workspace, fusion_model, tmp_path, caplog)
 
 def test_unlabelled_training_case_stops_training_by_name(workspace, fusion_model):
     path = os.path.join(workspace.preprocessed, workspace.dataset_name, "dataset.json")
-    original = open(path).read()
+    original = Path(path).read_text()
     meta = json.loads(original)
     del meta["classification"]["labels"]["case_001"]
-    open(path, "w").write(json.dumps(meta))
+    Path(path).write_text(json.dumps(meta))
     try:
         proc = run(["nnUNetv2_train", DATASET_ID, CONFIG, "1", "-tr", TRAINER, "-device", "cpu"], workspace.env,
                    check=False)
     finally:
-        open(path, "w").write(original)
+        Path(path).write_text(original)
     assert proc.returncode != 0 and "case_001" in proc.stderr and "no class label" in proc.stderr
 
 

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace
     assert any(k.startswith("mbtfe.") for k in keys) and any(k.startswith("eab.") for k in keys)
     arch = ckpt["init_args"]["plans"]["configurations"][CONFIG]["architecture"]
     assert arch["network_class_name"].endswith("MBTFEUNet") and arch["arch_kwargs"]["eab_attention_kernel"] == 7
-    log = open(glob.glob(os.path.join(mbtfe_model, "fold_0", "training_log_*.txt"))[0]).read()
+    log = Path(glob.glob(os.path.join(mbtfe_model, "fold_0", "training_log_*.txt"))[0]).read_text()
     assert "MBTFEUNet knobs (resolved" in log and "were planned for the plain U-Net" in log
     plans = PlansManager(os.path.join(mbtfe_model, "plans.json"))
     net = nnUNetTrainerMBTFE.build_network_architecture(plans, plans.get_configuration(CONFIG), 3, 3, True)
@@ -42,7 +43,7 @@ def test_checkpoint_holds_mbtfe_and_eab_and_loads_into_a_fresh_network(workspace
 def test_plan_command_reuses_preprocessed_data(workspace):
     run(["nnunet-mvext", "plan", DATASET_ID, "-np", "1"], workspace.env)
     plans_file = os.path.join(workspace.preprocessed, workspace.dataset_name, "nnUNetPlansMBTFE.json")
-    config = json.load(open(plans_file))["configurations"]["3d_fullres"]
+    config = json.loads(Path(plans_file).read_text())["configurations"]["3d_fullres"]
     assert config["architecture"]["network_class_name"] == "nnunet_mvext.architectures.mbtfe_unet.MBTFEUNet"
     assert config["data_identifier"] == "nnUNetPlans_3d_fullres"
     assert config["mbtfe_planned_feature_map_size"] > 0 and config["architecture"]["arch_kwargs"]["eab_stages"] == 3
@@ -64,10 +65,11 @@ def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
     src_raw = os.path.join(workspace.raw, workspace.dataset_name)
     shutil.copytree(src_raw, os.path.join(workspace.raw, big), dirs_exist_ok=True)
     os.makedirs(os.path.join(workspace.preprocessed, big), exist_ok=True)
-    fingerprint = json.load(open(os.path.join(workspace.preprocessed, workspace.dataset_name,
-                                              "dataset_fingerprint.json")))
+    fingerprint = json.loads(Path(os.path.join(workspace.preprocessed, workspace.dataset_name,
+                                               "dataset_fingerprint.json")).read_text())
     fingerprint["shapes_after_crop"] = [[256, 256, 256]] * len(fingerprint["shapes_after_crop"])
-    json.dump(fingerprint, open(os.path.join(workspace.preprocessed, big, "dataset_fingerprint.json"), "w"))
+    with open(os.path.join(workspace.preprocessed, big, "dataset_fingerprint.json"), "w") as f:
+        json.dump(fingerprint, f)
 
     reference = ExperimentPlanner(601, plans_name="PlainTest")
     at_8gb = reference.plan_experiment()["configurations"]["3d_fullres"]
@@ -85,5 +87,6 @@ def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
     volume = lambda c: c["patch_size"][0] * c["patch_size"][1] * c["patch_size"][2]  # noqa: E731
     assert list(plain["patch_size"]) == list(at_8gb["patch_size"])
     assert volume(ours) < volume(plain)
-    saved = json.load(open(os.path.join(workspace.preprocessed, big, "MBTFETest.json")))["configurations"]["3d_fullres"]
+    saved = json.loads(Path(os.path.join(workspace.preprocessed, big, "MBTFETest.json")).read_text())
+    saved = saved["configurations"]["3d_fullres"]
     assert 0 < saved[PLANNED_ESTIMATE_KEY] <= reference.UNet_reference_val_3d * target / 8

@@ -9,6 +9,7 @@ by the ground truth, predict-cls --roi), the path the 3D fusion trainers take wi
 import csv
 import glob
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,10 +33,11 @@ def multiview_model(workspace):
 
 def test_training_logs_and_validates_per_branch(multiview_model):
     folder = os.path.join(multiview_model, "fold_0")
-    log = open(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read()
+    log = Path(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read_text()
     assert "2.5D views axial = axis 0 (32 planes), coronal = axis 1 (32 planes), sagittal = axis 2" in log
     assert "mean phase weights beta (validation patches): arterial_axial" in log
-    header, *rows = list(csv.reader(open(os.path.join(folder, "validation", "classification.csv"))))
+    with open(os.path.join(folder, "validation", "classification.csv")) as f:
+        header, *rows = list(csv.reader(f))
     assert [h for h in header if h.startswith("beta_")] == [f"beta_{b}" for b in BRANCHES]
     # no decoder: the final validation localises with the ground-truth lesion, as predict-cls --roi does
     assert rows and {r[header.index("roi")] for r in rows} == {"lesion"}
@@ -63,14 +65,16 @@ def test_predict_cls_needs_roi_and_classifies_with_it(predictions):
     refused, out, _ = predictions
     assert refused.returncode == 2 and "pass --roi FOLDER" in refused.stderr
     assert not (out.parent / "no_roi").exists()  # refused before any output was written
-    rows = list(csv.DictReader(open(out / "classification.csv")))
+    with open(out / "classification.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(abs(float(r["p_persistent"]) + float(r["p_washout"]) - 1) < 1e-4 for r in rows)
     assert not glob.glob(str(out / "*.nii.gz"))
 
 
 def test_predict_cls_columns_are_the_branches_and_evaluate_cls_reads_them(workspace, predictions):
     _, out, labels = predictions
-    rows = list(csv.DictReader(open(out / "classification.csv")))
+    with open(out / "classification.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [h for h in rows[0] if h.startswith("beta_")] == [f"beta_{b}" for b in BRANCHES]
     assert all(r["roi"] == "lesion" and r["decision_rule"] == "argmax" for r in rows)
     run(["nnunet-mvext", "evaluate-cls", "-ref", os.path.join(labels, "classification.csv"), "-pred",

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_predict_and_evaluate(workspace, adan_model, tmp_path):
 
     run(["nnUNetv2_evaluate_folder", labels, out, "-djfile", out / "dataset.json", "-pfile", out / "plans.json",
          "-np", "1"], workspace.env)
-    summary = json.load(open(out / "summary.json"))
+    summary = json.loads(Path(out / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2"}
     assert 0 <= summary["foreground_mean"]["Dice"] <= 1
 
@@ -83,6 +84,7 @@ def test_val_reruns_the_final_validation_of_a_trained_fold(workspace, adan_model
     os.remove(summary_file)
     run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", "nnUNetTrainerMVAdan", "-device", "cpu", "--val"],
         workspace.env)
-    summary = json.load(open(summary_file))
+    with open(summary_file) as f:
+        summary = json.load(f)
     assert set(summary["mean"]) == {"1", "2"}
     assert not os.path.exists(os.path.join(adan_model, "fold_0", "nnunet_mvext_fold.lock"))

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,7 +107,7 @@ def test_seeded_resume_with_c_across_an_epoch_boundary_equals_uninterrupted(work
     lrs = reference["logging"]["lrs"]
     assert len(lrs) == N and len(set(lrs)) == N, "the schedule must move from epoch to epoch"
     assert resumed["logging"]["lrs"] == lrs
-    logs = [open(p).read() for p in sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))]
+    logs = [Path(p).read_text() for p in sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))]
     (log,) = [text for text in logs if f"Epoch {N - 1}" in text]  # the resumed run's
     logged = [float(line.rsplit(":", 1)[1]) for line in log.splitlines() if "Current learning rate:" in line]
     assert logged == [round(lr, 5) for lr in lrs[K:]]  # nnU-Net logs 5 decimals

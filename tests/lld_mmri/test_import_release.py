@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -221,7 +222,7 @@ def test_force_replaces_only_what_the_earlier_import_wrote(small_mock, tmp_path)
     with open(notes, "w") as f:
         f.write("mine")
     second = import_release(small_mock.folder, 998, raw_folder=raw, alignment="resample", force=True)
-    assert open(notes).read() == "mine"
+    assert Path(notes).read_text() == "mine"
     assert sorted(os.listdir(os.path.join(second.folder, "imagesTr"))) == \
         sorted(f"{c}_{i:04d}.nii.gz" for c in second.train_cases for i in range(len(PHASES)))
     # a file the new import would write, which no import wrote, is refused (and nothing is removed)

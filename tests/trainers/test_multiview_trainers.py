@@ -10,6 +10,7 @@ from torch import nn
 
 from nnunet_mvext.architectures.multiview_fusion_net import MultiViewFusionNet
 from nnunet_mvext.errors import MVExtError
+
 ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16],
                         "conv_op": "torch.nn.modules.conv.Conv3d",
