@@ -61,16 +61,19 @@ def select_region(segmentation: Optional[np.ndarray], lesion_label: int, volume_
     return RegionOfInterest(None, tuple(s // 2 for s in volume_shape), "none")
 
 
-def crop_around(data: torch.Tensor, centre: Sequence[int], patch_size: Sequence[int]) -> torch.Tensor:
-    """``data`` (C, *S) -> (C, *patch_size) centred on ``centre``, zero-padded outside the volume."""
-    out = torch.zeros((data.shape[0], *patch_size), dtype=data.dtype)
+def crop_around(data, centre: Sequence[int], patch_size: Sequence[int]) -> torch.Tensor:
+    """``data`` (C, *S) -> (C, *patch_size) centred on ``centre``, zero-padded outside the volume. ``data`` is a
+    tensor or an array that slices lazily (nnU-Net's blosc2 case arrays: only the patch is decompressed)."""
     src, dst = [], []
     for c, p, s in zip(centre, patch_size, data.shape[1:]):
         lo = c - p // 2
         a, b = max(lo, 0), min(lo + p, s)
         src.append(slice(a, b))
         dst.append(slice(a - lo, b - lo))
-    out[(slice(None), *dst)] = data[(slice(None), *src)]
+    piece = data[(slice(None), *src)]
+    piece = piece if isinstance(piece, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(piece))
+    out = torch.zeros((data.shape[0], *patch_size), dtype=piece.dtype)
+    out[(slice(None), *dst)] = piece
     return out
 
 

@@ -404,8 +404,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                        self.fallback_label)
                 if region.mask is None:
                     continue
-                result = classify_case(net, torch.from_numpy(np.asarray(data[:])), region,
-                                       self.configuration_manager.patch_size, None, self.device, self.absent.get(k))
+                # only the patch around the lesion is read from nnU-Net's (lazily sliced) case array
+                result = classify_case(net, data, region, self.configuration_manager.patch_size, None, self.device,
+                                       self.absent.get(k))
                 cases.append(k)
                 probs.append(result["probabilities"])
                 betas.append(result["beta"])
