@@ -32,7 +32,7 @@ def _dataset(labels=None):
 def _settings(**changes):
     base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
                 lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None,
-                protocol_ablation=[], lesion_context="ring")
+                protocol_ablation=[], lesion_context="ring", missing_phases="refuse")
     return SimpleNamespace(**{**base, **changes})
 
 

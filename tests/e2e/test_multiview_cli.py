@@ -35,7 +35,7 @@ def test_training_logs_and_validates_per_branch(multiview_model):
     folder = os.path.join(multiview_model, "fold_0")
     log = Path(glob.glob(os.path.join(folder, "training_log_*.txt"))[0]).read_text()
     assert "2.5D views axial = axis 0 (32 planes), coronal = axis 1 (32 planes), sagittal = axis 2" in log
-    assert "mean phase weights beta (validation patches): arterial_axial" in log
+    assert "mean phase weights beta (validation cases): arterial_axial" in log
     with open(os.path.join(folder, "validation", "classification.csv")) as f:
         header, *rows = list(csv.reader(f))
     assert [h for h in header if h.startswith("beta_")] == [f"beta_{b}" for b in BRANCHES]
