@@ -165,6 +165,8 @@ class MultiPhaseFusionNet(nn.Module):
         present = torch.ones(b, p, dtype=torch.bool, device=embeddings.device)
         if absent_phases is not None:
             present = present & ~absent_phases.to(device=embeddings.device, dtype=torch.bool)
+            # a sample whose every phase is marked absent keeps them all (a softmax over none is undefined)
+            present = torch.where(present.any(1, keepdim=True), present, torch.ones_like(present))
         if self.training:
             present = phase_dropout_mask(present, self.phase_dropout)
         head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)

@@ -272,6 +272,8 @@ class MultiViewFusionNet(nn.Module):
         present = torch.ones(x.shape[0], len(self.phase_channels), dtype=torch.bool, device=x.device)
         if absent_phases is not None:
             present = present & ~absent_phases.to(device=x.device, dtype=torch.bool)
+            # a sample whose every phase is marked absent keeps them all (a softmax over none is undefined)
+            present = torch.where(present.any(1, keepdim=True), present, torch.ones_like(present))
         if self.training:
             present = phase_dropout_mask(present, self.phase_dropout)
         present = present.repeat_interleave(len(self.views), dim=1)                       # (B, P * V), phase-major

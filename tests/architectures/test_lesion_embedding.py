@@ -173,3 +173,15 @@ def test_embedding_values_are_finite_for_a_lesion_filling_the_patch():
     assert has_roi.all() and np.isfinite(pooled.numpy()).all()
     # no ring inside the patch: the contrast is against the global mean, which equals the lesion mean
     assert torch.allclose(pooled[0, 2:], torch.zeros(2), atol=1e-6)
+
+
+def test_a_sample_with_every_phase_marked_absent_keeps_them_all():
+    name, kw = _plan()
+    torch.manual_seed(0)
+    net = MultiPhaseFusionNet(name, kw, 3, 3, 2, "abaf", segmentation=False).eval()
+    x = torch.randn(1, 3, 8, 8, 8)
+    roi = torch.ones(1, 1, 8, 8, 8)
+    _, all_absent = net.forward_with_classification(x, roi, torch.ones(1, 3, dtype=torch.bool))
+    _, none_absent = net.forward_with_classification(x, roi)
+    assert torch.isfinite(all_absent["logits"]).all()
+    assert torch.allclose(all_absent["logits"], none_absent["logits"])
