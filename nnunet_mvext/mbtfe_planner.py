@@ -40,10 +40,25 @@ PREPROCESSING_KEYS = ("spacing", "normalization_schemes", "use_mask_for_norm", "
                       "preprocessor_name")
 
 
-class MBTFEPlanner(ExperimentPlanner):
-    """nnU-Net's planner with MBTFEUNet as the network (memory estimate includes MBTFE and EAB)."""
+class EstimateRecordingPlanner(ExperimentPlanner):
+    """nnU-Net's planner that records, before saving, the estimate each configuration was planned with
+    (:meth:`record_planned_estimates`, defined by the subclass) and reuses the default plans' preprocessed data where
+    preprocessing is identical (:func:`reuse_data_identifiers`)."""
 
     reuse_from_plans = "nnUNetPlans"
+
+    def record_planned_estimates(self, plans: dict) -> None:
+        raise NotImplementedError
+
+    def save_plans(self, plans: dict) -> None:
+        self.record_planned_estimates(plans)
+        recursive_fix_for_json_export(plans)
+        reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
+        super().save_plans(plans)
+
+
+class MBTFEPlanner(EstimateRecordingPlanner):
+    """nnU-Net's planner with MBTFEUNet as the network (memory estimate includes MBTFE and EAB)."""
 
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetPlansMBTFE",
@@ -51,12 +66,6 @@ class MBTFEPlanner(ExperimentPlanner):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
         self.UNet_class = MBTFEUNet
-
-    def save_plans(self, plans: dict) -> None:
-        self.record_planned_estimates(plans)
-        recursive_fix_for_json_export(plans)
-        reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
-        super().save_plans(plans)
 
     def record_planned_estimates(self, plans: dict) -> None:
         """Resolved knobs and the estimate at the planned patch, for every configuration that names MBTFEUNet."""

@@ -38,13 +38,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_mvext.architectures.multiphase_fusion_net import ENCODERS, MultiPhaseFusionNet
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.mbtfe_planner import EstimateRecordingPlanner
 
 #: above this ratio of the fusion network's estimate to the plan's plain U-Net's, the training log warns
 WARN_FACTOR = 1.5
@@ -138,11 +137,9 @@ def log_fusion_memory(trainer, network: torch.nn.Module) -> None:
     log(text)
 
 
-class FusionPlanner(ExperimentPlanner):
+class FusionPlanner(EstimateRecordingPlanner):
     """nnU-Net's planner whose memory estimate is that of a fusion network with ``phases`` phase encoders (default:
     one per channel of ``dataset.json``)."""
-
-    reuse_from_plans = "nnUNetPlans"
 
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
@@ -166,14 +163,6 @@ class FusionPlanner(ExperimentPlanner):
                                                       arch_kwargs, arch_kwargs_req_import)
         return fusion_feature_map_size(arch_class_name, arch_kwargs, arch_kwargs_req_import, patch_size,
                                        self.phases, output_channels)
-
-    def save_plans(self, plans: dict) -> None:
-        from nnunet_mvext.mbtfe_planner import reuse_data_identifiers
-
-        self.record_planned_estimates(plans)
-        recursive_fix_for_json_export(plans)
-        reuse_data_identifiers(plans, self.dataset_name, self.reuse_from_plans)
-        super().save_plans(plans)
 
     def record_planned_estimates(self, plans: dict) -> None:
         """The phases and the fusion estimate at the planned patch, for every 3D configuration with an architecture
