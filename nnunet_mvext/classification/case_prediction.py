@@ -95,8 +95,7 @@ def classify_patch(network, patch: torch.Tensor, roi: Optional[torch.Tensor], mi
     for flip in mirror_flips(mirror_axes):
         xf = torch.flip(x, flip) if flip else x
         mf = None if m is None else (torch.flip(m, flip) if flip else m)
-        _, out = network.forward_with_classification(xf, mf, absent) if absent is not None else \
-            network.forward_with_classification(xf, mf)
+        _, out = network.forward_with_classification(xf, mf, absent)
         outputs.append(out)
 
     def mean(key, fn=lambda t: t):

@@ -284,8 +284,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         locations = {k: load_pickle(os.path.join(self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"]
                      for k in list(tr_keys) + list(val_keys)}
         groups = self.case_info["phase_channels"]
-        self.absent = {k: absent_phases(self.missing_record.get(k, []), groups) for k in list(tr_keys) + list(val_keys)
-                       if any(absent_phases(self.missing_record.get(k, []), groups))}
+        absent = {k: absent_phases(self.missing_record.get(k, []), groups) for k in list(tr_keys) + list(val_keys)}
+        self.absent = {k: a for k, a in absent.items() if any(a)}
         if self.absent:
             self.print_to_log_file(f"{len(self.absent)} case(s) miss a phase (missing_phases.json); their missing "
                                    f"phases are left out of the fusion (missing_phases: zero): "

@@ -243,7 +243,7 @@ class _CaseReadingNet(torch.nn.Module):
         self.head = ConcatHead(1, 1, num_classes)
         self.num_classes = num_classes
 
-    def forward_with_classification(self, x, roi):
+    def forward_with_classification(self, x, roi, absent_phases=None):
         mass = roi.flatten(1).sum(1)
         inside = (x[:, 0:1] * roi).flatten(1).sum(1) / mass.clamp_min(1)
         v = torch.where(mass > 0, inside, x[:, 0].flatten(1).mean(1))
