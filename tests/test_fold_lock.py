@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from copy import deepcopy
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,6 +161,9 @@ def test_a_pid_reused_by_another_process_is_stale_but_the_same_pid_and_start_is_
     folder = str(tmp_path / "fold_0")
     other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
+        deadline = time.time() + 30  # until the child has exec'd (its command line is readable), else the race flakes
+        while b"sys.stdin.read()" not in Path(f"/proc/{other.pid}/cmdline").read_bytes() and time.time() < deadline:
+            time.sleep(0.05)
         with open(f"/proc/{other.pid}/stat") as f:
             start = f.read().rsplit(")", 1)[1].split()[19]
         path = os.path.join(folder, LOCK_FILE_NAME)
