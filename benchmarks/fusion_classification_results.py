@@ -17,7 +17,8 @@ that release's ``nnunet_mvext`` package, which the row's training and prediction
 ``nnUNetTrainerFusionConcat``, ``…DSN``, ``…ABAF``, ``…Decision`` on one encoder per phase; ABAF with one candidate
 setting each (``abaf_patch``: lesion_context patch; ``abaf_v2_embedding``: release 2's embedding;
 ``abaf_sqrt``: case_sampling sqrt_balanced; ``abaf_smooth``: label_smoothing 0.1; ``abaf_dropout``: phase_dropout
-0.1; ``abaf_misalign``: phase_misalignment_voxels 2) and with all four of the last (``abaf_all``); early fusion (the
+0.1; ``abaf_misalign``: phase_misalignment_voxels 2) and with all four of the last (``abaf_all``); ABAF trained by
+nnU-Net's SGD (``abaf_sgd``, lr 1e-2) and by Adan at 1e-3 (``abaf_lr1e-3``) instead of Adan 3e-3; early fusion (the
 same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
 (``phase_channels: [[p]]``), all reported, none picked on the held-out cases; ABAF with the first release's protocol
 (``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
@@ -123,7 +124,10 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               "abaf_dropout": {"phase_dropout": 0.1},
               "abaf_misalign": {"phase_misalignment_voxels": 2},
               "abaf_all": {"case_sampling": "sqrt_balanced", "label_smoothing": 0.1, "phase_dropout": 0.1,
-                           "phase_misalignment_voxels": 2}}
+                           "phase_misalignment_voxels": 2},
+              # the optimisation: nnU-Net's SGD (the trainers' default) and Adan at its paper's learning rate
+              "abaf_sgd": {"optimizer": "sgd", "initial_lr": 0.01},
+              "abaf_lr1e-3": {"initial_lr": 0.001}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"
@@ -302,8 +306,8 @@ def main() -> None:
         prepare_workdir(workdir, args.force, owner="a benchmark script")
         for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "logs", "results.json"):
             claim_output(workdir, name)
-        os.makedirs(os.path.join(workdir, "logs"))
     logs = os.path.join(workdir, "logs")
+    os.makedirs(logs, exist_ok=True)  # also for --resume in a new work folder
     results = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
     dataset = generate_or_load(args, data, env, logs)
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
