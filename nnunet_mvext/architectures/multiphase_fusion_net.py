@@ -67,6 +67,18 @@ def phase_dropout_mask(present: torch.Tensor, probability: float) -> torch.Tenso
     return torch.where(keep.any(1, keepdim=True), keep, forced)
 
 
+def present_phases(batch: int, num_phases: int, absent_phases: Optional[torch.Tensor], device: torch.device,
+                   dropout: float = 0.0) -> torch.Tensor:
+    """(B, P) bool, True where a phase enters the fusion: not marked in ``absent_phases`` (B, P) (a sample whose
+    every phase is marked keeps them all: a softmax over none is undefined), then :func:`phase_dropout_mask` with
+    ``dropout`` (pass 0 outside training)."""
+    present = torch.ones(batch, num_phases, dtype=torch.bool, device=device)
+    if absent_phases is not None:
+        present = present & ~absent_phases.to(device=device, dtype=torch.bool)
+        present = torch.where(present.any(1, keepdim=True), present, torch.ones_like(present))
+    return phase_dropout_mask(present, dropout)
+
+
 def default_phase_channels(num_input_channels: int) -> list[list[int]]:
     return [[c] for c in range(num_input_channels)]
 
@@ -162,13 +174,8 @@ class MultiPhaseFusionNet(nn.Module):
         skips = self.phase_skips(x)
         embeddings, has_roi = self.phase_embeddings(skips, roi)
         b, p = embeddings.shape[:2]
-        present = torch.ones(b, p, dtype=torch.bool, device=embeddings.device)
-        if absent_phases is not None:
-            present = present & ~absent_phases.to(device=embeddings.device, dtype=torch.bool)
-            # a sample whose every phase is marked absent keeps them all (a softmax over none is undefined)
-            present = torch.where(present.any(1, keepdim=True), present, torch.ones_like(present))
-        if self.training:
-            present = phase_dropout_mask(present, self.phase_dropout)
+        present = present_phases(b, p, absent_phases, embeddings.device,
+                                 self.phase_dropout if self.training else 0.0)
         head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)
         head["has_roi"] = has_roi
         if self.decoder is None:

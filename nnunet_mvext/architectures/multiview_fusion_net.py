@@ -81,7 +81,7 @@ from nnunet_mvext.architectures.multiphase_fusion_net import (
     DECODER_ONLY_KWARGS,
     ENCODERS,
     default_phase_channels,
-    phase_dropout_mask,
+    present_phases,
     validate_phase_channels,
 )
 from nnunet_mvext.architectures.phase_fusion_heads import build_head
@@ -269,13 +269,8 @@ class MultiViewFusionNet(nn.Module):
         """``x`` (B, C, *S), ``roi`` (B, 1, *S) lesion mask or None, ``absent_phases`` (B, P) bool or None ->
         (None, head output)."""
         embeddings = self.branch_embeddings(x, roi)
-        present = torch.ones(x.shape[0], len(self.phase_channels), dtype=torch.bool, device=x.device)
-        if absent_phases is not None:
-            present = present & ~absent_phases.to(device=x.device, dtype=torch.bool)
-            # a sample whose every phase is marked absent keeps them all (a softmax over none is undefined)
-            present = torch.where(present.any(1, keepdim=True), present, torch.ones_like(present))
-        if self.training:
-            present = phase_dropout_mask(present, self.phase_dropout)
+        present = present_phases(x.shape[0], len(self.phase_channels), absent_phases, x.device,
+                                 self.phase_dropout if self.training else 0.0)
         present = present.repeat_interleave(len(self.views), dim=1)                       # (B, P * V), phase-major
         head = self.head(embeddings * present.unsqueeze(2).to(embeddings.dtype), present)
         head["has_roi"] = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if roi is None else \
