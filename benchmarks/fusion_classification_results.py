@@ -18,7 +18,8 @@ that release's ``nnunet_mvext`` package, which the row's training and prediction
 setting each (``abaf_patch``: lesion_context patch; ``abaf_v2_embedding``: release 2's embedding;
 ``abaf_sqrt``: case_sampling sqrt_balanced; ``abaf_smooth``: label_smoothing 0.1; ``abaf_dropout``: phase_dropout
 0.1; ``abaf_misalign``: phase_misalignment_voxels 2) and with all four of the last (``abaf_all``); ABAF trained by
-nnU-Net's SGD (``abaf_sgd``, lr 1e-2) and by Adan at 1e-3 (``abaf_lr1e-3``) instead of Adan 3e-3; early fusion (the
+nnU-Net's SGD (``abaf_sgd``, lr 1e-2) and by Adan at 1e-3 (``abaf_lr1e-3``) instead of Adan 3e-3; ABAF with beta
+detached in the auxiliary loss (``abaf_detach_beta``); early fusion (the
 same network with one phase group holding all channels, ``phase_channels: [[0, …, P-1]]``); each single phase
 (``phase_channels: [[p]]``), all reported, none picked on the held-out cases; ABAF with the first release's protocol
 (``protocol_ablation``: lesion-only sampling, per-phase intensity augmentation, whole-patch pooling; all three, and
@@ -127,7 +128,11 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
                            "phase_misalignment_voxels": 2},
               # the optimisation: nnU-Net's SGD (the trainers' default) and Adan at its paper's learning rate
               "abaf_sgd": {"optimizer": "sgd", "initial_lr": 0.01},
-              "abaf_lr1e-3": {"initial_lr": 0.001}}
+              "abaf_lr1e-3": {"initial_lr": 0.001},
+              # the auxiliary term sum_p beta_p CE(aux_p) pulls beta towards the phase whose own classifier is best
+              # (on the 7-class curves beta ends near 0.7 on phase 0, <= 0.02 on phases 1-6); detached, only the
+              # fused prediction trains beta
+              "abaf_detach_beta": {"abaf_detach_beta": True}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"
