@@ -88,9 +88,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = []
     for row in args.row:
+        twin = row + " --roi"
         rows.append(row)
-        if all(row + " --roi" in json.loads(Path(os.path.join(w, "results.json")).read_text()) for w in args.workdirs):
-            rows.append(row + " --roi")
+        if all(twin in json.loads(Path(os.path.join(w, "results.json")).read_text()) for w in args.workdirs):
+            rows.append(twin)
+    rows = list(dict.fromkeys(rows))  # "--row abaf --row 'abaf --roi'" lists the twin once
     report(table(rows, {r: row_results(args.workdirs, r) for r in rows}, args.device), args.append)
 
 
