@@ -132,7 +132,10 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               # the auxiliary term sum_p beta_p CE(aux_p) pulls beta towards the phase whose own classifier is best
               # (on the 7-class curves beta ends near 0.7 on phase 0, <= 0.02 on phases 1-6); detached, only the
               # fused prediction trains beta
-              "abaf_detach_beta": {"abaf_detach_beta": True}}
+              "abaf_detach_beta": {"abaf_detach_beta": True},
+              # one encoder shared by the eight phases sees eight times the samples per weight (on the LLD-MMRI mock
+              # it beat one encoder per phase: benchmarks/lld_accuracy.py)
+              "abaf_shared": {"shared_encoder": True}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"
