@@ -94,9 +94,10 @@ def write_csv(path: str, header, rows) -> None:
         writer.writerows(rows)
 
 
-def prepare(args, workdir: str, env: dict, logs: str) -> dict:
-    """Mock release, both imports, planning, preprocessing and splits; ``{alignment: dataset folder}`` (kept in
-    ``WORKDIR/datasets.json`` for ``--resume``)."""
+def prepare(args, workdir: str, env: dict, logs: str, alignments: list[str]) -> dict:
+    """Mock release, the imports of ``alignments`` (those the selected rows use), planning, preprocessing and splits;
+    ``{alignment: dataset folder}`` (kept in ``WORKDIR/datasets.json`` for ``--resume``). Dataset ids stay
+    ``--dataset-id`` + the alignment's index in :data:`ALIGNMENTS` whichever are imported."""
     record = os.path.join(workdir, "datasets.json")
     if os.path.isfile(record):
         return json.loads(Path(record).read_text())
@@ -105,6 +106,8 @@ def prepare(args, workdir: str, env: dict, logs: str) -> dict:
                                  box_jitter=args.box_jitter)
     datasets = {}
     for offset, alignment in enumerate(ALIGNMENTS):
+        if alignment not in alignments:
+            continue
         start = time.perf_counter()
         result = import_release(release, args.dataset_id + offset, raw_folder=env["nnUNet_raw"], alignment=alignment,
                                 num_processes=1)
@@ -179,11 +182,12 @@ def table(args, datasets: dict, results: dict) -> list[str]:
              f"{'CPU (%d cores)' % os.cpu_count() if args.device == 'cpu' else torch.cuda.get_device_name(0)}, "
              f"torch {torch.__version__}", "", f"`{recorded_command(__file__)}`", ""]
     lines += measured_by(results, [r for r in ROWS if r in results], recorded_command(__file__))
+    cases = "; ".join(f"{a}: {d[a]['test_cases']} held-out {'lesion' if a == 'crop' else 'patient'} cases, "
+                      f"{d[a]['train_cases']} training cases" for a in ALIGNMENTS if a in d)
     lines += [f"{args.patients} patients (seed {args.seed}), misregistration up to {args.misregistration_mm:g} mm per "
               f"axis per phase, box jitter up to {args.box_jitter} voxels; held out: the unreleased patients "
-              f"(crop: {d['crop']['test_cases']} lesion cases, resample: {d['resample']['test_cases']} patient "
-              f"cases; training cases {d['crop']['train_cases']} / {d['resample']['train_cases']}, fold 0 of 5 by "
-              f"patient). 3-stage 8/16/32 network, patch 32^3, segmentation false, missing_phases zero, "
+              f"({cases}; fold 0 of 5 by patient). 3-stage 8/16/32 network, patch 32^3, segmentation false, "
+              f"missing_phases zero, "
               f"{args.epochs} epochs x {args.iterations} iterations, Adan 3e-3; checkpoint_final.pth; predict-cls "
               f"--roi labelsTs --disable_tta; one prediction per patient (export-lld, lesions averaged by box "
               f"volume). 95 % intervals: stratified bootstrap over patients. One training per row: differences "
@@ -201,7 +205,8 @@ def table(args, datasets: dict, results: dict) -> list[str]:
                      f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | "
                      f"{with_interval(m, 'cohen_kappa')} | {with_interval(m, 'lld_mmri_score')} | {never_text} | "
                      f"{m['train_seconds']:.0f} |")
-    lines += ["", "Import: " + ", ".join(f"{a} {d[a]['import_seconds']:.0f} s" for a in ALIGNMENTS) + " (one process)."]
+    lines += ["", "Import: " + ", ".join(f"{a} {d[a]['import_seconds']:.0f} s" for a in ALIGNMENTS if a in d)
+              + " (one process)."]
     return lines
 
 
@@ -222,9 +227,14 @@ def main() -> None:
     os.makedirs(logs, exist_ok=True)
     results_file = os.path.join(workdir, "results.json")
     results = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
-    datasets = prepare(args, workdir, env, logs)
+    datasets = prepare(args, workdir, env, logs, [a for a in ALIGNMENTS if any(ROWS[r][0] == a for r in selected)])
+    missing = sorted({ROWS[r][0] for r in selected} - set(datasets))
+    if missing:
+        raise SystemExit(f"--rows {' '.join(selected)} need the {' and '.join(missing)} import, which this --resume "
+                         f"workdir's datasets.json lacks; run them in a new --workdir")
     truth = json.loads(Path(datasets["truth_file"]).read_text())
-    write_heldout_cases(datasets["crop"], truth, os.path.join(workdir, "heldout_crop"))
+    if "crop" in datasets:
+        write_heldout_cases(datasets["crop"], truth, os.path.join(workdir, "heldout_crop"))
     settings = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
                 "num_val_iterations_per_epoch": 4, "optimizer": "adan", "initial_lr": 3e-3, "seed": args.seed,
                 "segmentation": False, "missing_phases": "zero", "save_every": max(1, args.epochs // 2),
