@@ -134,7 +134,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "phase per channel)",
                 "Fusion trainers: which input channels form each phase's encoder input.", _phase_groups,
                 applies_to="fusion"),
-    SettingSpec("shared_encoder", False, (bool,), "true or false",
+    SettingSpec("shared_encoder", None, (bool,), "true, false or null (true with 'segmentation: false' where the "
+                "phases have equal channel counts, else false; the multi-view trainers default to false)",
                 "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase.",
                 applies_to="fusion"),
     SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",

@@ -56,6 +56,22 @@ def resolve_lesion_label(setting: Optional[int], labels: Mapping, where: str) ->
                      f"the one to classify.")
 
 
+def default_shared_encoder(phase_channels: list[list[int]], segmentation: bool) -> bool:
+    """What ``shared_encoder: null`` means: one encoder shared by the phases for classification-only models
+    (``segmentation: false``) whose phases have equal channel counts (folding the phases into the batch needs equal
+    sizes), else one encoder per phase.
+
+    Why (``benchmarks/RESULTS.md``, 2 CPU cores): on the LLD-MMRI mock (``benchmarks/lld_accuracy.py``, 8 phases,
+    ``segmentation: false``, 60 held-out patients) one shared encoder raised the challenge score from 0.407
+    [0.314, 0.505] to 0.617 [0.509, 0.720] at a quarter of the training time. With a decoder (the 7-class, 8-phase
+    box data of ``benchmarks/fusion_classification_results.py``, three seeds) it raised macro-F1 too, but lowered the
+    validation lesion Dice beyond its interval on every seed, which the fusion trainers' rule for a default forbids;
+    there it stays one encoder per phase. Stored resolved (true or false) in the model description, so a model keeps
+    what it was trained with.
+    """
+    return not segmentation and len({len(g) for g in phase_channels}) == 1
+
+
 def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
     """Validate the fusion setup and return the stored description (see the module docstring)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -77,9 +93,14 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
                          f"segmentation.")
     block = class_block(dataset_json, f"dataset.json of {plans.get('dataset_name', '?')}")
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
-    phases = validate_phase_channels([[c] for c in range(n_channels)] if settings.phase_channels is None
-                                     else settings.phase_channels, n_channels, settings.shared_encoder,
-                                     f"trainer_settings of {where}")
+    groups = [[c] for c in range(n_channels)] if settings.phase_channels is None else settings.phase_channels
+    shared = settings.shared_encoder
+    if shared is None:
+        # checked for range first, so that a bad group is refused by validate_phase_channels' message
+        shared = default_shared_encoder(validate_phase_channels(groups, n_channels, False,
+                                                                f"trainer_settings of {where}"),
+                                        settings.segmentation)
+    phases = validate_phase_channels(groups, n_channels, bool(shared), f"trainer_settings of {where}")
     lesion = resolve_lesion_label(settings.lesion_label, labels, f"trainer_settings of {where}")
     fallback = None
     if settings.fallback_roi_label is not None:
@@ -90,7 +111,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
                              f"it must name another label (e.g. the organ).")
     names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
-            "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": settings.shared_encoder,
+            "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": bool(shared),
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
             "lesion_context": settings.lesion_context, "missing_phases": settings.missing_phases,

@@ -110,7 +110,9 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
         changes = ", ".join(f"{k}: {stored.get(k)!r} -> {info.get(k)!r}" for k in differing_keys(stored, info))
         raise MVExtError(f"{base} holds folds ({', '.join(sorted(others))}) trained with other fusion settings "
                          f"({changes}); all folds of a model folder must share them, because nnU-Net keeps one "
-                         f"plans.json per folder. Use a new configuration name (nnunet-mvext add-config ... --name).")
+                         f"plans.json per folder. Use a new configuration name (nnunet-mvext add-config ... --name), "
+                         f"or set these keys in trainer_settings to the stored values (a release may have changed a "
+                         f"default, as it did for 'shared_encoder').")
 
 
 def missing_phases_record(dataset_name: str) -> dict[str, list[int]]:
@@ -157,8 +159,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             self.oversample_foreground_percent = 1.0
         self.print_to_log_file(
             f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion '{info['fusion']}', phases "
-            f"{dict(zip(self.phase_names, info['phase_channels']))}, lesion label {self.lesion_label}, fallback "
-            f"label {self.fallback_label}. Classification loss on the samples whose patch holds the lesion; "
+            f"{dict(zip(self.phase_names, info['phase_channels']))} ("
+            f"{'one encoder shared by the phases' if info['shared_encoder'] else 'one encoder per phase'}), lesion "
+            f"label {self.lesion_label}, fallback label {self.fallback_label}. Classification loss on the samples "
+            f"whose patch holds the lesion; "
             + ("intensity augmentation drawn per phase (ablation)" if self.per_phase_augmentation else
                "intensity augmentation drawn once per sample for all phases")
             + ("; every sample lesion-centred" + ("" if info["segmentation"] else " (classification only)")

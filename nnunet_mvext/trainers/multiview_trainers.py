@@ -41,7 +41,8 @@ from nnunet_mvext.trainers.fusion_trainers import (
     nnUNetTrainerFusionDSN,
 )
 
-MULTIVIEW_DEFAULTS = {"views": list(DEFAULT_VIEWS), "segmentation": False}
+#: ``shared_encoder`` stays false here: the shared default was measured on the 3D fusion trainers only
+MULTIVIEW_DEFAULTS = {"views": list(DEFAULT_VIEWS), "segmentation": False, "shared_encoder": False}
 
 
 def branch_names(channel_names: dict, phase_channels, views) -> list[str]:

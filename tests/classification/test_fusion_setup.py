@@ -46,6 +46,34 @@ def test_a_good_setup_gives_the_stored_description():
                              )["patch_pooling"] is True
 
 
+@pytest.mark.parametrize("phase_channels,segmentation,setting,stored", [
+    (None, False, None, True),  # classification only, three one-channel phases: shared by default
+    (None, True, None, False),  # with a decoder: one encoder per phase (shared cost lesion Dice)
+    ([[0, 1], [2]], False, None, False),  # unequal phases cannot be folded into the batch: one encoder each
+    (None, False, False, False),  # an explicit value wins
+    ([[0], [1], [2]], True, True, True),
+])
+def test_shared_encoder_null_resolves_from_segmentation_and_phase_sizes_and_is_stored_resolved(
+        phase_channels, segmentation, setting, stored):
+    info = fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(
+        phase_channels=phase_channels, segmentation=segmentation, shared_encoder=setting))
+    assert info["shared_encoder"] is stored
+
+
+def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_the_multi_view_trainers_do_not():
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF, nnUNetTrainerFusionConcat
+    from nnunet_mvext.trainers.multiview_trainers import nnUNetTrainerMultiViewABAF
+    from nnunet_mvext.trainers.settings_trainer import settings_from_plans
+
+    for cls, raw, shared in ((nnUNetTrainerFusionABAF, {}, False),
+                             (nnUNetTrainerFusionABAF, {"segmentation": False}, True),
+                             (nnUNetTrainerFusionConcat, {"segmentation": False}, True),
+                             (nnUNetTrainerMultiViewABAF, {}, False)):
+        plans = {**PLANS, "configurations": {"3d_fullres": {**CONFIG, "trainer_settings": raw}}}
+        settings = settings_from_plans(plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes)
+        assert fusion_model_info(plans, "3d_fullres", _dataset(), settings)["shared_encoder"] is shared, (cls, raw)
+
+
 @pytest.mark.parametrize("configuration,labels,settings,message", [
     ("2d", None, {}, "configuration '2d' of plans 'nnUNetPlans' is 2D; fusion trainers classify 3D patches"),
     ("3d_cascade_fullres", None, {}, "is a cascade stage (previous stage '3d_lowres')"),
