@@ -33,7 +33,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("model_folders", nargs="+", help="nnU-Net model folders (TRAINER__PLANS__CONFIGURATION)")
     parser.add_argument("--label", required=True, help="the label whose Dice is reported, e.g. 2")
     parser.add_argument("--fold", default="0")
-    parser.add_argument("--device", default="CPU (2 cores)", help="the device the models were trained on, for the title")
+    parser.add_argument("--device", default="CPU (2 cores)", help="the device the models were trained on (title)")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
     return parser.parse_args()
 

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
-from validation_dice_interval import dice_interval  # noqa: E402
+from validation_dice_interval import dice_interval
 
 
 def _summary(tmp_path, lesion_dice, organ_dice=0.99):
