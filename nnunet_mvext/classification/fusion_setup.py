@@ -64,9 +64,10 @@ def default_shared_encoder(phase_channels: list[list[int]], segmentation: bool) 
     Why (``benchmarks/RESULTS.md``, 2 CPU cores): on the LLD-MMRI mock (``benchmarks/lld_accuracy.py``, 8 phases,
     ``segmentation: false``, 60 held-out patients) one shared encoder raised the challenge score from 0.407
     [0.314, 0.505] to 0.617 [0.509, 0.720] at a quarter of the training time. With a decoder (the 7-class, 8-phase
-    box data of ``benchmarks/fusion_classification_results.py``, three seeds) it raised macro-F1 too, but lowered the
-    validation lesion Dice beyond its interval on every seed, which the fusion trainers' rule for a default forbids;
-    there it stays one encoder per phase. Stored resolved (true or false) in the model description, so a model keeps
+    box data of ``benchmarks/fusion_classification_results.py``, four seeds) it raised macro-F1 on every seed too
+    (mean 0.501 -> 0.642 given the boxes), but lowered the validation lesion Dice by 0.018-0.040, beyond its interval
+    on three of the four seeds, which the fusion trainers' rule for a default forbids; there it stays one encoder per
+    phase. Stored resolved (true or false) in the model description, so a model keeps
     what it was trained with.
     """
     return not segmentation and len({len(g) for g in phase_channels}) == 1
@@ -93,14 +94,12 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
                          f"segmentation.")
     block = class_block(dataset_json, f"dataset.json of {plans.get('dataset_name', '?')}")
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
-    groups = [[c] for c in range(n_channels)] if settings.phase_channels is None else settings.phase_channels
-    shared = settings.shared_encoder
-    if shared is None:
-        # checked for range first, so that a bad group is refused by validate_phase_channels' message
-        shared = default_shared_encoder(validate_phase_channels(groups, n_channels, False,
-                                                                f"trainer_settings of {where}"),
-                                        settings.segmentation)
-    phases = validate_phase_channels(groups, n_channels, bool(shared), f"trainer_settings of {where}")
+    phases = validate_phase_channels([[c] for c in range(n_channels)] if settings.phase_channels is None
+                                     else settings.phase_channels, n_channels, bool(settings.shared_encoder),
+                                     f"trainer_settings of {where}")
+    # null resolves to shared only for phases of equal size, so the check above (skipped for null) cannot be missed
+    shared = (default_shared_encoder(phases, settings.segmentation) if settings.shared_encoder is None
+              else settings.shared_encoder)
     lesion = resolve_lesion_label(settings.lesion_label, labels, f"trainer_settings of {where}")
     fallback = None
     if settings.fallback_roi_label is not None:
@@ -111,7 +110,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
                              f"it must name another label (e.g. the organ).")
     names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
-            "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": bool(shared),
+            "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": shared,
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
             "lesion_context": settings.lesion_context, "missing_phases": settings.missing_phases,
