@@ -135,7 +135,15 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               "abaf_detach_beta": {"abaf_detach_beta": True},
               # one encoder shared by the eight phases sees eight times the samples per weight (on the LLD-MMRI mock
               # it beat one encoder per phase: benchmarks/lld_accuracy.py)
-              "abaf_shared": {"shared_encoder": True}}
+              "abaf_shared": {"shared_encoder": True},
+              # the shared encoder with one affine pair per phase in each norm (it lowered the lesion Dice without)
+              "abaf_shared_phase_norm": {"shared_encoder": True, "phase_norm": True},
+              # diagnostic: the shared encoder trained (almost) for the segmentation alone; its lesion Dice says whether
+              # the shared weights or the classification gradient through them cost the Dice
+              "abaf_shared_seg_weight": {"shared_encoder": True, "classification_loss_weight": 0.01},
+              # the first stage one per phase (the full-resolution skip of the decoder), the deeper stages shared
+              "abaf_shared_from_1": {"shared_encoder": True, "phase_specific_stages": 1},
+              "abaf_shared_from_2": {"shared_encoder": True, "phase_specific_stages": 2}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"

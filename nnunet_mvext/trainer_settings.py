@@ -138,6 +138,13 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "phases have equal channel counts, else false; the multi-view trainers default to false)",
                 "Fusion trainers: one encoder for all phases (folded into the batch) instead of one per phase.",
                 applies_to="fusion"),
+    SettingSpec("phase_norm", False, (bool,), "true or false (true needs the encoder shared: 'shared_encoder')",
+                "Fusion trainers: in the shared encoder, one affine pair (scale, shift) per phase in every "
+                "normalisation layer; the convolutions stay shared.", applies_to="fusion"),
+    SettingSpec("phase_specific_stages", 0, (int,), "an integer >= 0, below the plan's number of stages (> 0 needs "
+                "'shared_encoder' true)",
+                "Fusion trainers: with a shared encoder, its first k stages stay one copy per phase and only the "
+                "deeper stages are shared.", _non_negative, applies_to="fusion"),
     SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",
                 "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy (1: DSN equals ABAF "
                 "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative,

@@ -7,7 +7,13 @@ for ``PlainConvUNet`` plans, ``ResidualEncoder`` for ``ResidualEncoderUNet`` pla
 (B, C_i, *S_i).
 
 - separate weights (default): P encoders;
-- ``shared_encoder=True``: one encoder, phases folded into the batch, (B, P*c, *S) -> (B*P, c, *S): one call.
+- ``shared_encoder=True``: one encoder, phases folded into the batch, (B, P*c, *S) -> (B*P, c, *S): one call;
+  with ``phase_norm=True`` its normalisation layers keep one affine pair per phase (:mod:`.phase_norm`);
+- ``shared_encoder=True, phase_specific_stages=k`` (0 < k < number of stages): stages 0..k-1 (and a residual
+  encoder's stem) one copy per phase, stages k.. shared: the phase-specific skips of stage k-1 (B, P, C, *S) are
+  folded into the batch (B*P, C, *S) for the shared stages. The compute is that of P encoders either way; the
+  parameters of the shared stages are one set (a plain 8/16/32 encoder keeps about 80 % of its weights in its last
+  stage).
 
 **Lesion embedding.** With a region-of-interest mask ``m`` (B, 1, *S) (the lesion: ground truth in training, the
 predicted lesion at inference), every stage of each phase is pooled over the lesion and over a ring around it, and
@@ -46,6 +52,7 @@ from torch import nn
 
 from nnunet_mvext.architectures.lesion_embedding import LesionEmbedding
 from nnunet_mvext.architectures.phase_fusion_heads import build_head
+from nnunet_mvext.architectures.phase_norm import PhaseConditionedNorm
 from nnunet_mvext.errors import MVExtError
 
 ENCODERS = {"PlainConvUNet": PlainConvEncoder, "ResidualEncoderUNet": ResidualEncoder}
@@ -110,7 +117,8 @@ class MultiPhaseFusionNet(nn.Module):
                  num_case_classes: int, fusion: str = "abaf", phase_channels: Optional[Sequence[Sequence[int]]] = None,
                  shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
                  segmentation: bool = True, patch_pooling: bool = False, lesion_context: str = "ring",
-                 phase_dropout: float = 0.0, lesion_mean_only: bool = False):
+                 phase_dropout: float = 0.0, lesion_mean_only: bool = False, phase_norm: bool = False,
+                 phase_specific_stages: int = 0):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -124,13 +132,33 @@ class MultiPhaseFusionNet(nn.Module):
         kw = {k: v for k, v in arch_kwargs.items() if k not in DECODER_ONLY_KWARGS}
         if short == "ResidualEncoderUNet":
             kw.pop("n_conv_per_stage", None)
+        if phase_norm and not shared_encoder:
+            raise MVExtError("'phase_norm' needs 'shared_encoder' (one encoder per phase has its own norms already).")
+        decoder_norm = {"norm_op": kw.get("norm_op"), "norm_op_kwargs": dict(kw.get("norm_op_kwargs") or {})}
+        if phase_norm and kw.get("norm_op") is None:
+            raise MVExtError(f"'phase_norm' needs a normalisation in the plan; its 'norm_op' is {kw.get('norm_op')}.")
+        if phase_norm:
+            kw["norm_op_kwargs"] = {"norm_op": kw["norm_op"], "num_phases": len(groups),
+                                    **(kw.get("norm_op_kwargs") or {})}
+            kw["norm_op"] = PhaseConditionedNorm
+        self.phase_norm = phase_norm
+        n_stages = int(kw["n_stages"])
+        if phase_specific_stages and not (shared_encoder and 0 < phase_specific_stages < n_stages):
+            raise MVExtError(f"'phase_specific_stages' {phase_specific_stages} needs 'shared_encoder' and a value in "
+                             f"[0, {n_stages - 1}] for this {n_stages}-stage plan (at least one stage shared).")
+        self.phase_specific_stages = int(phase_specific_stages)
         encoder_class = ENCODERS[short]
 
         def encoder(channels: int):
             return encoder_class(input_channels=channels, return_skips=True, **kw)
 
-        n_enc = 1 if shared_encoder else len(groups)
+        n_enc = len(groups) if not shared_encoder or phase_specific_stages else 1
         self.encoders = nn.ModuleList([encoder(len(groups[i])) for i in range(n_enc)])
+        if self.phase_specific_stages:
+            # encoders[0] holds every stage (its stages k.. are the shared ones, and the decoder reads its layout);
+            # the other phases keep only their own stages 0..k-1: nothing without a gradient
+            for enc in self.encoders[1:]:
+                del enc.stages[self.phase_specific_stages:]
         template = self.encoders[0]
         conv_op = template.conv_op
         channels = list(template.output_channels)
@@ -138,7 +166,7 @@ class MultiPhaseFusionNet(nn.Module):
         if segmentation:
             self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
             self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
-                                       deep_supervision)
+                                       deep_supervision, **decoder_norm)  # the fused skips: (B, ...), plan's norm
         self.embedding = LesionEmbedding(channels, len(groups), lesion_context, patch_pooling, lesion_mean_only)
         self.embedding_dim = self.embedding.dim
         self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
@@ -151,12 +179,34 @@ class MultiPhaseFusionNet(nn.Module):
     def phase_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage skips with the phases stacked: stage i -> (B, P, C_i, *S_i)."""
         b, p = x.shape[0], len(self.phase_channels)
+        if self.phase_specific_stages:
+            return self._partly_shared_skips(x)
         if self.shared_encoder:
             index = torch.tensor([c for g in self.phase_channels for c in g], device=x.device)
             folded = x.index_select(1, index).reshape(b * p, -1, *x.shape[2:])
             return [s.reshape(b, p, *s.shape[1:]) for s in self.encoders[0](folded)]
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
+
+    def _partly_shared_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Stages 0..k-1 per phase, then the shared stages on the folded (B*P, C, *S) batch (the encoders' own
+        ``forward`` runs every stage, so their stem and stages are called here in the same order)."""
+        b, p, k = x.shape[0], len(self.phase_channels), self.phase_specific_stages
+        fronts = []
+        for enc, g in zip(self.encoders, self.phase_channels):
+            h, skips = x[:, g], []
+            if getattr(enc, "stem", None) is not None:
+                h = enc.stem(h)
+            for stage in enc.stages[:k]:
+                h = stage(h)
+                skips.append(h)
+            fronts.append(skips)
+        stacked = [torch.stack(stage, dim=1) for stage in zip(*fronts)]
+        h = stacked[-1].flatten(0, 1)
+        for stage in self.encoders[0].stages[k:]:
+            h = stage(h)
+            stacked.append(h.reshape(b, p, *h.shape[1:]))
+        return stacked
 
     def phase_embeddings(self, skips: list[torch.Tensor], roi: Optional[torch.Tensor]):
         """Lesion embeddings (B, P, D) and ``has_roi`` (B,) from the phase-stacked skips

@@ -18,6 +18,7 @@ CASE_KEY = "case_classification"
 LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
+                       "phase_norm", "phase_specific_stages",
                        "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
                        "views", "view_slices", "patch_pooling", "lesion_context", "lesion_mean_embedding")
 
@@ -100,6 +101,18 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     # null resolves to shared only for phases of equal size, so the check above (skipped for null) cannot be missed
     shared = (default_shared_encoder(phases, settings.segmentation) if settings.shared_encoder is None
               else settings.shared_encoder)
+    if settings.phase_norm and not shared:
+        raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true but the encoder is not shared "
+                         f"('shared_encoder' {settings.shared_encoder}, resolved to false). Allowed: 'phase_norm' "
+                         f"true with 'shared_encoder' true (one encoder per phase has its own norms), else false.")
+    k = settings.phase_specific_stages
+    n_stages = int(config.network_arch_init_kwargs.get("n_stages", 0)) if k else 0
+    if k and not (shared and k < n_stages):
+        raise MVExtError(f"trainer_settings of {where}: 'phase_specific_stages' is {k}, but "
+                         + (f"the encoder is not shared ('shared_encoder' {settings.shared_encoder}, resolved to "
+                            f"false)" if not shared else f"the plan's encoder has {n_stages} stages")
+                         + f". Allowed: 0, or 1..{n_stages - 1} with 'shared_encoder' true (at least one stage "
+                           f"shared).")
     lesion = resolve_lesion_label(settings.lesion_label, labels, f"trainer_settings of {where}")
     fallback = None
     if settings.fallback_roi_label is not None:
@@ -111,6 +124,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": shared,
+            "phase_norm": bool(settings.phase_norm), "phase_specific_stages": int(k),
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
             "lesion_context": settings.lesion_context, "missing_phases": settings.missing_phases,

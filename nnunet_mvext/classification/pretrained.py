@@ -5,7 +5,8 @@ fusion trainers read the checkpoint themselves:
 
 - every phase encoder ``encoders.p.*`` receives the segmentation model's ``encoder.*``; its first convolution takes the
   input-channel slice of the phase's channels (``W[:, phase_channels[p]]``); with a shared encoder, the mean of the
-  phases' slices;
+  phases' slices (with ``phase_specific_stages``, the first convolutions are per phase again); with ``phase_norm``
+  every phase's affine pair starts from the model's norm (``(C,) -> (P, C)``);
 - the decoder ``decoder.*`` receives the model's decoder (same plan: same shapes);
 - the 1x1 skip fusions are set to the mean of the phases (``W_i = [I/P, ..., I/P]``), so the decoder first sees the
   average of the phase skips, as close as possible to the single encoder it was trained with;
@@ -111,11 +112,15 @@ def load_segmentation_weights(net, checkpoint_path: str) -> list[str]:
                 continue
             name = f"encoders.{p}.{key[len('encoder.'):]}"
             if name not in target:
-                skipped.append(key)
+                if p == 0:  # phases 1.. of a partly shared encoder hold only their own stages
+                    skipped.append(key)
             elif target[name].shape == value.shape:
                 loaded[name] = value
+            elif getattr(net, "phase_norm", False) and target[name].shape == (len(net.phase_channels), *value.shape):
+                loaded[name] = value.unsqueeze(0).expand(target[name].shape).clone()   # one pair per phase
             else:
-                part = _first_conv_slice(value, target[name].shape, net.phase_channels, p, net.shared_encoder)
+                part = _first_conv_slice(value, target[name].shape, net.phase_channels, p,
+                                         net.shared_encoder and not getattr(net, "phase_specific_stages", 0))
                 if part is None:
                     skipped.append(f"{key} (shape {tuple(value.shape)} vs {tuple(target[name].shape)})")
                 else:

@@ -160,7 +160,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.print_to_log_file(
             f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion '{info['fusion']}', phases "
             f"{dict(zip(self.phase_names, info['phase_channels']))} ("
-            f"{'one encoder shared by the phases' if info['shared_encoder'] else 'one encoder per phase'}), lesion "
+            f"{'one encoder per phase' if not info['shared_encoder'] else 'one encoder shared by the phases'}"
+            f"{', one norm scale and shift per phase' if info.get('phase_norm') else ''}"
+            f"{f', stages below {k} one per phase' if (k := info.get('phase_specific_stages', 0)) else ''}), lesion "
             f"label {self.lesion_label}, fallback label {self.fallback_label}. Classification loss on the samples "
             f"whose patch holds the lesion; "
             + ("intensity augmentation drawn per phase (ablation)" if self.per_phase_augmentation else
@@ -217,7 +219,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                   info["num_classes"], info["fusion"], info["phase_channels"],
                                   info["shared_encoder"], enable_deep_supervision, head_options,
                                   info.get("segmentation", True), info.get("patch_pooling", False),
-                                  info["lesion_context"], lesion_mean_only=info.get("lesion_mean_embedding", False))
+                                  info["lesion_context"], lesion_mean_only=info.get("lesion_mean_embedding", False),
+                                  phase_norm=info.get("phase_norm", False),
+                                  phase_specific_stages=info.get("phase_specific_stages", 0))
         net.apply(net.initialize)
         return net
 

@@ -32,7 +32,8 @@ def _dataset(labels=None):
 def _settings(**changes):
     base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
                 lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None,
-                protocol_ablation=[], lesion_context="ring", missing_phases="refuse")
+                protocol_ablation=[], lesion_context="ring", missing_phases="refuse", phase_norm=False,
+                phase_specific_stages=0)
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -42,6 +43,9 @@ def test_a_good_setup_gives_the_stored_description():
     assert info["fallback_roi_label"] == 1 and info["class_names"] == ["persistent", "washout"]
     # the ablation key is stored only when set, so that folds trained before it existed still agree
     assert "patch_pooling" not in info
+    assert info["phase_norm"] is False
+    assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_norm=True)
+                             )["phase_norm"] is True
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(protocol_ablation=["patch_pooling"])
                              )["patch_pooling"] is True
 
@@ -90,11 +94,25 @@ def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_th
     ("3d_fullres", {"background": 0, "tumour": 1, "lesion_satellite": 2}, {},
      "several labels are named like a lesion (tumour=1, lesion_satellite=2)"),
     ("3d_fullres", None, {"fallback_roi_label": 2}, "'fallback_roi_label' equals 'lesion_label' (2)"),
+    ("3d_fullres", None, {"phase_norm": True, "shared_encoder": None},
+     "'phase_norm' is true but the encoder is not shared ('shared_encoder' None, resolved to false)"),
+    ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": False},
+     "'phase_specific_stages' is 1, but the encoder is not shared ('shared_encoder' False, resolved to false)"),
 ])
 def test_bad_setups_are_refused_by_name(configuration, labels, settings, message):
     with pytest.raises(MVExtError) as refused:
         fusion_model_info(PLANS, configuration, _dataset(labels), _settings(**settings))
     assert message in str(refused.value)
+
+
+def test_phase_specific_stages_leave_at_least_one_stage_of_the_plan_shared():
+    config = {**CONFIG, "architecture": {**ARCH, "arch_kwargs": {"n_stages": 3}}}
+    plans = {**PLANS, "configurations": {"3d_fullres": config}}
+    info = fusion_model_info(plans, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_specific_stages=2))
+    assert info["phase_specific_stages"] == 2
+    with pytest.raises(MVExtError, match="'phase_specific_stages' is 3, but the plan's encoder has 3 stages. Allowed: "
+                                         "0, or 1..2 with 'shared_encoder' true"):
+        fusion_model_info(plans, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_specific_stages=3))
 
 
 @pytest.fixture()

@@ -95,6 +95,8 @@ def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
     ("3d_fullres", {"fusion": "concat"}, (4, 32, 32), "-tr nnUNetTrainerMultiViewConcat"),
     ("3d_fullres", {"protocol_ablation": ["patch_pooling"]}, (4, 32, 32),
      "'protocol_ablation' holds 'patch_pooling'"),
+    ("3d_fullres", {"shared_encoder": True, "phase_norm": True}, (4, 32, 32),
+     "'phase_norm' is True, but nnUNetTrainerMultiViewABAF's 2D view encoders have no per-phase part"),
 ])
 def test_bad_setups_are_refused_before_nnunet_creates_anything(no_nnunet_init, configuration, settings, patch,
                                                                message):
