@@ -371,8 +371,7 @@ def main() -> None:
             return
         with lock:
             results.update(measured)
-            with open(results_file, "w") as f:
-                json.dump(results, f, indent=1)
+            results.update(write_results(results_file, results))
         for key, m in measured.items():
             logger.info("%s: AUC %s, accuracy %s, macro-F1 %.3f", key, with_interval(m, "auc"),
                         with_interval(m, "accuracy"), m["macro_f1"])
@@ -383,9 +382,21 @@ def main() -> None:
         if row in results and "validation_dice" not in results[row] and trainer is not None:
             results[row]["validation_dice"] = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer,
                                                               configuration, row_settings)
-    with open(results_file, "w") as f:
-        json.dump(results, f, indent=1)
+    results = write_results(results_file, results)
     report(table(args, data, dataset, results, rows), args.append)
+
+
+def write_results(results_file: str, results: dict) -> dict:
+    """Write ``results`` merged over what the file holds now and return the merged rows: a second run on the same
+    work folder (``--resume`` with other rows) that finished meanwhile keeps its rows; a row measured by both keeps
+    this run's values."""
+    merged = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
+    merged.update(results)
+    tmp = results_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(merged, f, indent=1)
+    os.replace(tmp, results_file)
+    return merged
 
 
 def case_ids(cases) -> list[str]:
