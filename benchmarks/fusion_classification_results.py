@@ -370,32 +370,39 @@ def main() -> None:
             logger.error("%s failed: %s", row, e)
             return
         with lock:
-            results.update(measured)
-            results.update(write_results(results_file, results))
+            results.update(write_results(results_file, measured))
         for key, m in measured.items():
             logger.info("%s: AUC %s, accuracy %s, macro-F1 %.3f", key, with_interval(m, "auc"),
                         with_interval(m, "accuracy"), m["macro_f1"])
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
+    changed = {}
     for row, (trainer, configuration, row_settings) in rows.items():  # rows measured before the Dice was recorded
         if row in results and "validation_dice" not in results[row] and trainer is not None:
-            results[row]["validation_dice"] = validation_dice(env["nnUNet_results"], dataset.dataset_name, trainer,
-                                                              configuration, row_settings)
-    results = write_results(results_file, results)
+            changed[row] = {**results[row], "validation_dice": validation_dice(
+                env["nnUNet_results"], dataset.dataset_name, trainer, configuration, row_settings)}
+    results = write_results(results_file, changed)
     report(table(args, data, dataset, results, rows), args.append)
 
 
-def write_results(results_file: str, results: dict) -> dict:
-    """Write ``results`` merged over what the file holds now and return the merged rows: a second run on the same
-    work folder (``--resume`` with other rows) that finished meanwhile keeps its rows; a row measured by both keeps
-    this run's values."""
-    merged = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
-    merged.update(results)
-    tmp = results_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f, indent=1)
-    os.replace(tmp, results_file)
+def write_results(results_file: str, rows: dict) -> dict:
+    """Merge ``rows`` (the rows this run measured or changed) into the file and return every row it holds then.
+
+    A second run on the same work folder (``--resume`` with other rows) keeps its rows: the read-merge-write holds
+    an exclusive lock (``fcntl.flock`` on ``results_file + ".lock"``) and replaces the file through a temporary file
+    of its own, so neither run loses or truncates the other's rows."""
+    import fcntl
+    import tempfile
+
+    with open(results_file + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
+        merged.update(rows)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(results_file)), suffix=".json.tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(merged, f, indent=1)
+        os.replace(tmp, results_file)
     return merged
 
 

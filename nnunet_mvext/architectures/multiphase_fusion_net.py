@@ -146,6 +146,9 @@ class MultiPhaseFusionNet(nn.Module):
         if phase_specific_stages and not (shared_encoder and 0 < phase_specific_stages < n_stages):
             raise MVExtError(f"'phase_specific_stages' {phase_specific_stages} needs 'shared_encoder' and a value in "
                              f"[0, {n_stages - 1}] for this {n_stages}-stage plan (at least one stage shared).")
+        if phase_norm and phase_specific_stages:
+            raise MVExtError("'phase_norm' and 'phase_specific_stages' are not combined: the phase-specific stages see "
+                             "one phase at a time, a batch the per-phase norms cannot split.")
         self.phase_specific_stages = int(phase_specific_stages)
         encoder_class = ENCODERS[short]
 

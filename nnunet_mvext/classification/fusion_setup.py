@@ -105,7 +105,14 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
         raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true but the encoder is not shared "
                          f"('shared_encoder' {settings.shared_encoder}, resolved to false). Allowed: 'phase_norm' "
                          f"true with 'shared_encoder' true (one encoder per phase has its own norms), else false.")
+    if settings.phase_norm and config.network_arch_init_kwargs.get("norm_op", "") is None:
+        raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true, but the plan's encoder has no "
+                         f"normalisation ('norm_op' null). Allowed: false.")
     k = settings.phase_specific_stages
+    if settings.phase_norm and k:
+        raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true and 'phase_specific_stages' is {k}; "
+                         f"they are two ways of giving the phases their own weights in a shared encoder and are not "
+                         f"combined. Allowed: one of them.")
     n_stages = int(config.network_arch_init_kwargs.get("n_stages", 0)) if k else 0
     if k and not (shared and k < n_stages):
         raise MVExtError(f"trainer_settings of {where}: 'phase_specific_stages' is {k}, but "
@@ -124,11 +131,12 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     names = [block["class_names"][str(i)] for i in range(len(block["class_names"]))]
     return {"network_version": NETWORK_VERSION, "num_classes": len(names), "class_names": names,
             "fusion": settings.fusion, "phase_channels": phases, "shared_encoder": shared,
-            "phase_norm": bool(settings.phase_norm), "phase_specific_stages": int(k),
             "dsn_lambda": settings.dsn_lambda, "abaf_detach_beta": settings.abaf_detach_beta, "lesion_label": lesion,
             "fallback_roi_label": fallback, "segmentation": settings.segmentation,
             "lesion_context": settings.lesion_context, "missing_phases": settings.missing_phases,
-            # ablation items are stored only when set
+            # these items are stored only when set, so that folds trained before they existed still agree
+            **({"phase_norm": True} if settings.phase_norm else {}),
+            **({"phase_specific_stages": int(k)} if k else {}),
             **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {}),
             **({"lesion_mean_embedding": True} if "lesion_mean_embedding" in settings.protocol_ablation else {})}
 

@@ -41,8 +41,8 @@ def test_phase_norm_changes_one_phases_features_only_and_the_decoder_keeps_the_p
     assert norms and all(n.num_phases == 3 for n in norms)
     assert not any(isinstance(m, PhaseConditionedNorm) for m in net.decoder.stages.modules())
     assert all(type(m.norm) is torch.nn.InstanceNorm3d for m in net.decoder.stages.modules() if hasattr(m, "norm"))
-    x = torch.randn(1, 3, 8, 16, 16)   # batch 1: the decoder runs on the fused (B, ...) skips
-    roi = torch.zeros(1, 1, 8, 16, 16)
+    x = torch.randn(2, 3, 8, 16, 16)
+    roi = torch.zeros(2, 1, 8, 16, 16)
     roi[..., 2:6, 4:12, 4:12] = 1
     with torch.no_grad():
         seg, before = net.forward_with_classification(x, roi)
@@ -54,7 +54,9 @@ def test_phase_norm_changes_one_phases_features_only_and_the_decoder_keeps_the_p
     torch.testing.assert_close(before["embedding"][:, :d], after["embedding"][:, :d])   # phase 0 unchanged
     torch.testing.assert_close(before["embedding"][:, 2 * d:], after["embedding"][:, 2 * d:])   # phase 2
     assert not torch.allclose(before["embedding"][:, d:2 * d], after["embedding"][:, d:2 * d])
-    assert seg[0].shape == (1, 3, 8, 16, 16)
+    assert seg[0].shape == (2, 3, 8, 16, 16)
+    with torch.no_grad():   # batch 1, as nnU-Net's sliding window: the decoder runs on the fused (B, ...) skips
+        assert net(x[:1])[0].shape == (1, 3, 8, 16, 16)
 
 
 def test_phase_norm_with_identical_affine_pairs_is_the_shared_encoder():
@@ -161,6 +163,13 @@ def test_partly_shared_encoder_keeps_the_first_stages_per_phase_and_shares_the_r
     for phase in range(3):
         assert not torch.allclose(after[2][:, phase], deeper[2][:, phase])
         torch.testing.assert_close(after[1][:, phase], deeper[1][:, phase])
+
+
+def test_phase_norm_and_phase_specific_stages_are_not_combined():
+    name, arch = _plan()
+    with pytest.raises(MVExtError, match="'phase_norm' and 'phase_specific_stages' are not combined"):
+        MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", shared_encoder=True, phase_norm=True,
+                            phase_specific_stages=1)
 
 
 @pytest.mark.parametrize("kwargs", [{"shared_encoder": False, "phase_specific_stages": 1},

@@ -1,6 +1,7 @@
 """fusion_classification_results: two runs on one work folder (``--resume`` with other rows) keep each other's rows."""
 
 import json
+import multiprocessing
 import os
 import sys
 
@@ -11,9 +12,26 @@ from fusion_classification_results import write_results
 
 def test_a_row_written_by_another_run_meanwhile_is_kept(tmp_path):
     path = str(tmp_path / "results.json")
-    mine = write_results(path, {"oracle": {"auc": 0.9}})           # this run read the file with the oracle only
-    (tmp_path / "results.json").write_text(json.dumps({**mine, "abaf_shared": {"auc": 0.8}}))   # another run
-    merged = write_results(path, {**mine, "abaf_shared_from_1": {"auc": 0.7}, "oracle": {"auc": 0.91}})
+    write_results(path, {"oracle": {"auc": 0.9}})
+    (tmp_path / "results.json").write_text(json.dumps({"oracle": {"auc": 0.9}, "abaf_shared": {"auc": 0.8}}))
+    merged = write_results(path, {"abaf_shared_from_1": {"auc": 0.7}})     # this run measured only its own row
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk == merged == {"oracle": {"auc": 0.91}, "abaf_shared": {"auc": 0.8},
+    assert on_disk == merged == {"oracle": {"auc": 0.9}, "abaf_shared": {"auc": 0.8},
                                  "abaf_shared_from_1": {"auc": 0.7}}
+
+
+def _write_rows(path: str, prefix: str) -> None:
+    for i in range(40):
+        write_results(path, {f"{prefix}{i}": {"auc": i}})
+
+
+def test_two_processes_writing_at_once_lose_no_row(tmp_path):
+    path = str(tmp_path / "results.json")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_rows, args=(path, p)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert set(json.loads((tmp_path / "results.json").read_text())) == {f"{p}{i}" for p in "ab" for i in range(40)}

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nnunet_mvext.classification.fusion_setup import fusion_model_info
+from nnunet_mvext.classification.fusion_setup import differing_keys, fusion_model_info
 from nnunet_mvext.classification.pretrained import resolve_pretrained_checkpoint
 from nnunet_mvext.errors import MVExtError
 
@@ -43,7 +43,11 @@ def test_a_good_setup_gives_the_stored_description():
     assert info["fallback_roi_label"] == 1 and info["class_names"] == ["persistent", "washout"]
     # the ablation key is stored only when set, so that folds trained before it existed still agree
     assert "patch_pooling" not in info
-    assert info["phase_norm"] is False
+    # stored only when set, like the ablation keys: folds trained before these settings existed still agree
+    assert "phase_norm" not in info and "phase_specific_stages" not in info
+    older = {k: v for k, v in info.items() if k not in ("phase_norm", "phase_specific_stages")}
+    assert differing_keys(older, fusion_model_info(PLANS, "3d_fullres", _dataset(),
+                                                   _settings(fallback_roi_label=1))) == []
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_norm=True)
                              )["phase_norm"] is True
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(protocol_ablation=["patch_pooling"])
@@ -96,6 +100,8 @@ def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_th
     ("3d_fullres", None, {"fallback_roi_label": 2}, "'fallback_roi_label' equals 'lesion_label' (2)"),
     ("3d_fullres", None, {"phase_norm": True, "shared_encoder": None},
      "'phase_norm' is true but the encoder is not shared ('shared_encoder' None, resolved to false)"),
+    ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": True, "phase_norm": True},
+     "'phase_norm' is true and 'phase_specific_stages' is 1; they are two ways"),
     ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": False},
      "'phase_specific_stages' is 1, but the encoder is not shared ('shared_encoder' False, resolved to false)"),
 ])
