@@ -143,7 +143,9 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               "abaf_shared_seg_weight": {"shared_encoder": True, "classification_loss_weight": 0.01},
               # the first stage one per phase (the full-resolution skip of the decoder), the deeper stages shared
               "abaf_shared_from_1": {"shared_encoder": True, "phase_specific_stages": 1},
-              "abaf_shared_from_2": {"shared_encoder": True, "phase_specific_stages": 2}}
+              "abaf_shared_from_2": {"shared_encoder": True, "phase_specific_stages": 2},
+              # the oracle's first-order statistics (lesion and ring intensity per phase) in the embedding
+              "abaf_input_contrast": {"input_contrast": True}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"

@@ -141,6 +141,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("phase_norm", False, (bool,), "true or false (true needs the encoder shared: 'shared_encoder')",
                 "Fusion trainers: in the shared encoder, one affine pair (scale, shift) per phase in every "
                 "normalisation layer; the convolutions stay shared.", applies_to="fusion"),
+    SettingSpec("input_contrast", False, (bool,), "true or false (true needs phases of equal channel count)",
+                "Fusion trainers: the lesion embedding also pools the input intensities of each phase (lesion mean "
+                "and lesion minus its ring), before any convolution.", applies_to="fusion"),
     SettingSpec("phase_specific_stages", 0, (int,), "an integer >= 0, below the plan's number of stages (> 0 needs "
                 "'shared_encoder' true)",
                 "Fusion trainers: with a shared encoder, its first k stages stay one copy per phase and only the "

@@ -22,6 +22,9 @@ equations and why). ``lesion_context="patch"`` compares the lesion with the whol
 whose mask is empty (or no mask given) falls back to the global mean of each stage; ``has_roi`` (B,) in the head
 output flags which samples were pooled over their region. ``patch_pooling=True`` (trainer setting
 ``protocol_ablation``, for ablation studies) ignores the region, as the first release did.
+``input_contrast=True`` adds the input itself as a stage 0 of the embedding: each phase's lesion mean and lesion
+minus ring of its (nnU-Net-normalised) intensities, the first-order statistics of the feature oracle, before any
+convolution (phases of equal channel count).
 ``phase_dropout`` q (training only): each phase's embedding of each sample is replaced by zeros with probability q
 (at least one phase kept per sample), so that the head does not rely on one phase alone and tolerates a missing
 phase at inference (``absent_phases``).
@@ -118,7 +121,7 @@ class MultiPhaseFusionNet(nn.Module):
                  shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
                  segmentation: bool = True, patch_pooling: bool = False, lesion_context: str = "ring",
                  phase_dropout: float = 0.0, lesion_mean_only: bool = False, phase_norm: bool = False,
-                 phase_specific_stages: int = 0):
+                 phase_specific_stages: int = 0, input_contrast: bool = False):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -170,7 +173,11 @@ class MultiPhaseFusionNet(nn.Module):
             self.skip_fusion = nn.ModuleList([conv_op(c * len(groups), c, 1, bias=True) for c in channels])
             self.decoder = UNetDecoder(template, num_seg_classes, arch_kwargs["n_conv_per_stage_decoder"],
                                        deep_supervision, **decoder_norm)  # the fused skips: (B, ...), plan's norm
-        self.embedding = LesionEmbedding(channels, len(groups), lesion_context, patch_pooling, lesion_mean_only)
+        if input_contrast and len({len(g) for g in groups}) != 1:
+            raise MVExtError(f"'input_contrast' needs phases of equal size; 'phase_channels' is {groups}.")
+        self.input_contrast = input_contrast
+        embedded = ([len(groups[0])] if input_contrast else []) + channels
+        self.embedding = LesionEmbedding(embedded, len(groups), lesion_context, patch_pooling, lesion_mean_only)
         self.embedding_dim = self.embedding.dim
         self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
         self.num_case_classes = num_case_classes
@@ -190,6 +197,11 @@ class MultiPhaseFusionNet(nn.Module):
             return [s.reshape(b, p, *s.shape[1:]) for s in self.encoders[0](folded)]
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
+
+    def phase_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with the phases stacked, (B, C, *S) -> (B, P, c, *S) (phases of equal size c)."""
+        index = torch.tensor([c for g in self.phase_channels for c in g], device=x.device)
+        return x.index_select(1, index).reshape(x.shape[0], len(self.phase_channels), -1, *x.shape[2:])
 
     def _partly_shared_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stages 0..k-1 per phase, then the shared stages on the folded (B*P, C, *S) batch (the encoders' own
@@ -225,7 +237,8 @@ class MultiPhaseFusionNet(nn.Module):
         whose series is missing: their embedding is zero, as in phase dropout) -> (segmentation or None, head
         output)."""
         skips = self.phase_skips(x)
-        embeddings, has_roi = self.phase_embeddings(skips, roi)
+        embeddings, has_roi = self.phase_embeddings([self.phase_inputs(x)] + skips if self.input_contrast else skips,
+                                                    roi)
         b, p = embeddings.shape[:2]
         present = present_phases(b, p, absent_phases, embeddings.device,
                                  self.phase_dropout if self.training else 0.0)

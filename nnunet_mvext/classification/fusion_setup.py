@@ -18,7 +18,7 @@ CASE_KEY = "case_classification"
 LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
-                       "phase_norm", "phase_specific_stages",
+                       "phase_norm", "phase_specific_stages", "input_contrast",
                        "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
                        "views", "view_slices", "patch_pooling", "lesion_context", "lesion_mean_embedding")
 
@@ -108,6 +108,9 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     if settings.phase_norm and config.network_arch_init_kwargs.get("norm_op", "") is None:
         raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true, but the plan's encoder has no "
                          f"normalisation ('norm_op' null). Allowed: false.")
+    if settings.input_contrast and len({len(g) for g in phases}) != 1:
+        raise MVExtError(f"trainer_settings of {where}: 'input_contrast' is true, but the phases have different "
+                         f"channel counts ('phase_channels' {phases}). Allowed: false, or phases of equal size.")
     k = settings.phase_specific_stages
     if settings.phase_norm and k:
         raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true and 'phase_specific_stages' is {k}; "
@@ -137,6 +140,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
             # these items are stored only when set, so that folds trained before they existed still agree
             **({"phase_norm": True} if settings.phase_norm else {}),
             **({"phase_specific_stages": int(k)} if k else {}),
+            **({"input_contrast": True} if settings.input_contrast else {}),
             **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {}),
             **({"lesion_mean_embedding": True} if "lesion_mean_embedding" in settings.protocol_ablation else {})}
 

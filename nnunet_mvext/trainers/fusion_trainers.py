@@ -171,7 +171,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                if self.lesion_centred_sampling else "")
             + ("; embedding pooled over the whole patch (ablation)" if info.get("patch_pooling") else "")
             + ("; embedding: lesion mean of the last two stages (ablation)" if info.get("lesion_mean_embedding")
-               else f"; embedding: lesion against its {info['lesion_context']} at every stage")
+               else f"; embedding: lesion against its {info['lesion_context']} at every stage"
+               + (" and on the input intensities" if info.get("input_contrast") else ""))
             + f"; case sampling {self.trainer_settings.case_sampling}, label smoothing "
               f"{self.trainer_settings.label_smoothing}, phase dropout {self.trainer_settings.phase_dropout}, phase "
               f"misalignment augmentation {self.trainer_settings.phase_misalignment_voxels} voxel(s)"
@@ -221,7 +222,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                   info.get("segmentation", True), info.get("patch_pooling", False),
                                   info["lesion_context"], lesion_mean_only=info.get("lesion_mean_embedding", False),
                                   phase_norm=info.get("phase_norm", False),
-                                  phase_specific_stages=info.get("phase_specific_stages", 0))
+                                  phase_specific_stages=info.get("phase_specific_stages", 0),
+                                  input_contrast=info.get("input_contrast", False))
         net.apply(net.initialize)
         return net
 

@@ -96,11 +96,11 @@ class MultiViewSetup:
                              f"{', '.join(repr(v) for v in VIEW_AXES)}; for 3D encoders train "
                              f"{cls._fusion_trainer()}.")
         views = validate_views(settings.views, settings.view_slices, where)
-        for key, off in (("phase_norm", False), ("phase_specific_stages", 0)):
+        for key, off in (("phase_norm", False), ("phase_specific_stages", 0), ("input_contrast", False)):
             if getattr(settings, key) != off:
-                raise MVExtError(f"{where}: '{key}' is {getattr(settings, key)}, but {cls.__name__}'s 2D view "
-                                 f"encoders have no per-phase part (it was built and measured for the 3D fusion "
-                                 f"trainers). Allowed: {str(off).lower()}; for it train {cls._fusion_trainer()}.")
+                raise MVExtError(f"{where}: '{key}' is {getattr(settings, key)}, but it is built and measured for "
+                                 f"the 3D fusion trainers only, not for {cls.__name__}'s 2D view encoders. Allowed: "
+                                 f"{str(off).lower()}; for it train {cls._fusion_trainer()}.")
         if settings.segmentation:
             raise MVExtError(f"{where}: 'segmentation' is true, but the multi-view network has no segmentation "
                              f"decoder (its 2D views do not cover the patch). Allowed: false (the default of "

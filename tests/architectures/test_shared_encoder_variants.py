@@ -198,3 +198,28 @@ def test_a_segmentation_checkpoint_fills_every_phases_own_stages_and_the_shared_
         torch.testing.assert_close(target[f"encoders.{p}.{first}"], source[f"encoder.{first}"][:, [p]])
     torch.testing.assert_close(target["encoders.0.stages.2.0.convs.1.conv.weight"],
                                source["encoder.stages.2.0.convs.1.conv.weight"])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_input_contrast_puts_each_phases_lesion_and_ring_intensities_first_in_its_embedding(shared):
+    from nnunet_mvext.architectures.lesion_embedding import lesion_contrast
+
+    name, arch = _plan()
+    torch.manual_seed(0)
+    net = MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", shared_encoder=shared, input_contrast=True).eval()
+    plain = MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", shared_encoder=shared).eval()
+    x = torch.randn(2, 3, 8, 16, 16)
+    x[0, 1, 2:6, 4:10, 4:10] += 3.0
+    roi = torch.zeros(2, 1, 8, 16, 16)
+    roi[0, :, 2:6, 4:10, 4:10] = 1
+    roi[1, :, 1:4, 8:14, 2:7] = 1
+    with torch.no_grad():
+        _, head = net.forward_with_classification(x, roi)
+    per_phase = head["embedding"].reshape(2, 3, -1)
+    assert per_phase.shape[2] == plain.embedding_dim + 2   # one input channel per phase: [lesion; lesion - ring]
+    for p in range(3):
+        expected, _ = lesion_contrast(x[:, p:p + 1], roi)
+        torch.testing.assert_close(per_phase[:, p, :2], expected)
+    assert per_phase[0, 1, 1] > 2.5    # the bright lesion of phase 1 of case 0 against its ring
+    with pytest.raises(MVExtError, match="'input_contrast' needs phases of equal size"):
+        MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", phase_channels=[[0, 1], [2]], input_contrast=True)

@@ -33,7 +33,7 @@ def _settings(**changes):
     base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
                 lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None,
                 protocol_ablation=[], lesion_context="ring", missing_phases="refuse", phase_norm=False,
-                phase_specific_stages=0)
+                phase_specific_stages=0, input_contrast=False)
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -44,8 +44,8 @@ def test_a_good_setup_gives_the_stored_description():
     # the ablation key is stored only when set, so that folds trained before it existed still agree
     assert "patch_pooling" not in info
     # stored only when set, like the ablation keys: folds trained before these settings existed still agree
-    assert "phase_norm" not in info and "phase_specific_stages" not in info
-    older = {k: v for k, v in info.items() if k not in ("phase_norm", "phase_specific_stages")}
+    assert not {"phase_norm", "phase_specific_stages", "input_contrast"} & set(info)
+    older = {k: v for k, v in info.items() if k not in ("phase_norm", "phase_specific_stages", "input_contrast")}
     assert differing_keys(older, fusion_model_info(PLANS, "3d_fullres", _dataset(),
                                                    _settings(fallback_roi_label=1))) == []
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_norm=True)
@@ -100,6 +100,8 @@ def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_th
     ("3d_fullres", None, {"fallback_roi_label": 2}, "'fallback_roi_label' equals 'lesion_label' (2)"),
     ("3d_fullres", None, {"phase_norm": True, "shared_encoder": None},
      "'phase_norm' is true but the encoder is not shared ('shared_encoder' None, resolved to false)"),
+    ("3d_fullres", None, {"input_contrast": True, "phase_channels": [[0, 1], [2]]},
+     "'input_contrast' is true, but the phases have different channel counts ('phase_channels' [[0, 1], [2]])"),
     ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": True, "phase_norm": True},
      "'phase_norm' is true and 'phase_specific_stages' is 1; they are two ways"),
     ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": False},

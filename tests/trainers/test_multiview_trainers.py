@@ -95,8 +95,11 @@ def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
     ("3d_fullres", {"fusion": "concat"}, (4, 32, 32), "-tr nnUNetTrainerMultiViewConcat"),
     ("3d_fullres", {"protocol_ablation": ["patch_pooling"]}, (4, 32, 32),
      "'protocol_ablation' holds 'patch_pooling'"),
+    ("3d_fullres", {"input_contrast": True}, (4, 32, 32),
+     "'input_contrast' is True, but it is built and measured for the 3D fusion trainers only, not for "
+     "nnUNetTrainerMultiViewABAF's 2D view encoders"),
     ("3d_fullres", {"shared_encoder": True, "phase_norm": True}, (4, 32, 32),
-     "'phase_norm' is True, but nnUNetTrainerMultiViewABAF's 2D view encoders have no per-phase part"),
+     "'phase_norm' is True, but it is built and measured for the 3D fusion trainers only"),
 ])
 def test_bad_setups_are_refused_before_nnunet_creates_anything(no_nnunet_init, configuration, settings, patch,
                                                                message):
