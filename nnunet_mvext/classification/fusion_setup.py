@@ -68,8 +68,10 @@ def default_shared_encoder(phase_channels: list[list[int]], segmentation: bool) 
     box data of ``benchmarks/fusion_classification_results.py``, four seeds) it raised macro-F1 on every seed too
     (mean 0.501 -> 0.642 given the boxes), but lowered the validation lesion Dice by 0.018-0.040, beyond its interval
     on three of the four seeds, which the fusion trainers' rule for a default forbids; there it stays one encoder per
-    phase. Stored resolved (true or false) in the model description, so a model keeps
-    what it was trained with.
+    phase. Two variants of the shared encoder (per-phase norms, ``phase_norm``; the first stage per phase,
+    ``phase_specific_stages: 1``) were measured against that rule too: the first kept the Dice cost, the second kept
+    the Dice but only a third of the class gain (inside the seed range), so neither is a default. Stored resolved
+    (true or false) in the model description, so a model keeps what it was trained with.
     """
     return not segmentation and len({len(g) for g in phase_channels}) == 1
 
