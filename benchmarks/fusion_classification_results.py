@@ -74,7 +74,7 @@ from nnunet_mvext.pipeline import (
 )
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
-from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("fusion_classification_results")
 HEADS = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF",
@@ -386,26 +386,6 @@ def main() -> None:
                 env["nnUNet_results"], dataset.dataset_name, trainer, configuration, row_settings)}
     results = write_results(results_file, changed)
     report(table(args, data, dataset, results, rows), args.append)
-
-
-def write_results(results_file: str, rows: dict) -> dict:
-    """Merge ``rows`` (the rows this run measured or changed) into the file and return every row it holds then.
-
-    A second run on the same work folder (``--resume`` with other rows) keeps its rows: the read-merge-write holds
-    an exclusive lock (``fcntl.flock`` on ``results_file + ".lock"``) and replaces the file through a temporary file
-    of its own, so neither run loses or truncates the other's rows."""
-    import fcntl
-    import tempfile
-
-    with open(results_file + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        merged = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
-        merged.update(rows)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(results_file)), suffix=".json.tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(merged, f, indent=1)
-        os.replace(tmp, results_file)
-    return merged
 
 
 def case_ids(cases) -> list[str]:

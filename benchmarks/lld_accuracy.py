@@ -55,7 +55,7 @@ from nnunet_mvext.pipeline import (
     run_console_script,
 )
 from nnunet_mvext.plans_config import add_configuration
-from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("lld_accuracy")
 ALIGNMENTS = ("crop", "resample")
@@ -259,8 +259,7 @@ def main() -> None:
         except Exception as e:  # one failed row must not lose the others; its log names the cause
             logger.error("%s failed: %s", row, e)
             continue
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=1)
+        results.update(write_results(results_file, {row: results[row]}))
         logger.info("%s: macro-F1 %.3f, challenge score %s", row, results[row]["macro_f1"],
                     results[row]["lld_mmri_score"])
     report(table(args, datasets, results), args.append)

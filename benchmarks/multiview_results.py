@@ -46,7 +46,7 @@ from nnunet_mvext.pipeline import (
 )
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset
-from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval
+from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("multiview_results")
 DATASET_ID = 520
@@ -152,8 +152,7 @@ def main() -> None:
         results[row] = {**metrics, "train_seconds": train_seconds, "peak_rss_mib": peak_rss_mib(train_log),
                         "epoch_seconds": epoch_seconds, "trainer": trainer, "settings": extra,
                         "command": recorded_command(__file__)}
-        with open(results_file, "w") as f:
-            json.dump(results, f, indent=1)
+        results.update(write_results(results_file, {row: results[row]}))
         logger.info("%s: accuracy %s, AUC %s", row, with_interval(results[row], "accuracy"),
                     with_interval(results[row], "auc"))
     report(table(args, dataset, results, table_rows), args.append)

@@ -1,6 +1,12 @@
-"""Shared by the benchmark scripts: log a markdown table and optionally append it to RESULTS.md."""
+"""Shared by the benchmark scripts: log a markdown table and optionally append it to RESULTS.md; keep a work folder's
+``results.json``."""
 
+import fcntl
+import json
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Optional, Sequence
 
 logger = logging.getLogger("benchmarks")
@@ -131,3 +137,20 @@ def measured_by(results: dict, rows, this_command: str) -> list[str]:
     return [f"Rows measured by `{c}`: {', '.join(r)}" if c else
             f"Rows measured by an earlier run that did not record its command: {', '.join(r)}"
             for c, r in commands.items()] + [""]
+
+
+def write_results(results_file: str, rows: dict) -> dict:
+    """Merge ``rows`` (the rows this run measured or changed) into the file and return every row it holds then.
+
+    A second run on the same work folder (``--resume`` with other rows) keeps its rows: the read-merge-write holds
+    an exclusive lock (``fcntl.flock`` on ``results_file + ".lock"``) and replaces the file through a temporary file
+    of its own, so neither run loses or truncates the other's rows."""
+    with open(results_file + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(Path(results_file).read_text()) if os.path.isfile(results_file) else {}
+        merged.update(rows)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(results_file)), suffix=".json.tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(merged, f, indent=1)
+        os.replace(tmp, results_file)
+    return merged

@@ -192,8 +192,7 @@ class MultiPhaseFusionNet(nn.Module):
         if self.phase_specific_stages:
             return self._partly_shared_skips(x)
         if self.shared_encoder:
-            index = torch.tensor([c for g in self.phase_channels for c in g], device=x.device)
-            folded = x.index_select(1, index).reshape(b * p, -1, *x.shape[2:])
+            folded = self.phase_inputs(x).flatten(0, 1)
             return [s.reshape(b, p, *s.shape[1:]) for s in self.encoders[0](folded)]
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]

@@ -116,11 +116,11 @@ def load_segmentation_weights(net, checkpoint_path: str) -> list[str]:
                     skipped.append(key)
             elif target[name].shape == value.shape:
                 loaded[name] = value
-            elif getattr(net, "phase_norm", False) and target[name].shape == (len(net.phase_channels), *value.shape):
+            elif net.phase_norm and target[name].shape == (len(net.phase_channels), *value.shape):
                 loaded[name] = value.unsqueeze(0).expand(target[name].shape).clone()   # one pair per phase
             else:
                 part = _first_conv_slice(value, target[name].shape, net.phase_channels, p,
-                                         net.shared_encoder and not getattr(net, "phase_specific_stages", 0))
+                                         net.shared_encoder and not net.phase_specific_stages)
                 if part is None:
                     skipped.append(f"{key} (shape {tuple(value.shape)} vs {tuple(target[name].shape)})")
                 else:

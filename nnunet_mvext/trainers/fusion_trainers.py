@@ -160,7 +160,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.print_to_log_file(
             f"{self.__class__.__name__}: case classes {self.case_class_names}, fusion '{info['fusion']}', phases "
             f"{dict(zip(self.phase_names, info['phase_channels']))} ("
-            f"{'one encoder per phase' if not info['shared_encoder'] else 'one encoder shared by the phases'}"
+            f"{'one encoder shared by the phases' if info['shared_encoder'] else 'one encoder per phase'}"
             f"{', one norm scale and shift per phase' if info.get('phase_norm') else ''}"
             f"{f', stages below {k} one per phase' if (k := info.get('phase_specific_stages', 0)) else ''}), lesion "
             f"label {self.lesion_label}, fallback label {self.fallback_label}. Classification loss on the samples "

@@ -1,4 +1,5 @@
-"""fusion_classification_results: two runs on one work folder (``--resume`` with other rows) keep each other's rows."""
+"""results_file.write_results, used by fusion_classification_results, lld_accuracy and multiview_results: two runs
+on one work folder (``--resume`` with other rows) keep each other's rows."""
 
 import json
 import multiprocessing
@@ -7,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
-from fusion_classification_results import write_results
+from results_file import write_results
 
 N_ROWS = 150
 
