@@ -53,6 +53,10 @@ def _non_negative(v) -> bool:
     return v >= 0
 
 
+def _width_fraction(v) -> bool:
+    return 0 <= v <= 4
+
+
 def _phase_groups(v) -> bool:
     """A non-empty list of non-empty lists of channel indices (an empty list is refused like an empty group: it
     would silently mean 'one phase per channel', which is null's meaning)."""
@@ -148,6 +152,11 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "'shared_encoder' true)",
                 "Fusion trainers: with a shared encoder, its first k stages stay one copy per phase and only the "
                 "deeper stages are shared.", _non_negative, applies_to="fusion"),
+    SettingSpec("classification_encoder_width", 0.0, (float, int), "a number in [0, 4] (> 0 needs one encoder per "
+                "phase, a decoder and phases of equal channel count)",
+                "Fusion trainers: 0 pools the segmentation encoders for the case class; w > 0 pools a separate "
+                "encoder shared by the phases with w times the plan's features per stage, trained by the "
+                "classification loss alone.", _width_fraction, applies_to="fusion"),
     SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",
                 "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy (1: DSN equals ABAF "
                 "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative,

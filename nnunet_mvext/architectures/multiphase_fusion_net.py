@@ -22,6 +22,13 @@ equations and why). ``lesion_context="patch"`` compares the lesion with the whol
 whose mask is empty (or no mask given) falls back to the global mean of each stage; ``has_roi`` (B,) in the head
 output flags which samples were pooled over their region. ``patch_pooling=True`` (trainer setting
 ``protocol_ablation``, for ablation studies) ignores the region, as the first release did.
+``classification_encoder_width=w`` (> 0, with a decoder and per-phase encoders): the embedding pools a separate
+encoder instead, one for all phases (folded into the batch, as ``shared_encoder``), with ``round(w * C_i)`` channels at
+stage i (at least 1) and the plan's other settings. The segmentation encoders then receive only the segmentation
+loss's gradient, the classification encoder only the classification loss's: one encoder shared by the phases reads
+the case class better, one per phase segments better (``benchmarks/RESULTS.md``), and this keeps both at the cost of
+a second, narrower encoder pass (about ``w^2`` of the encoders' convolutions). ``forward(x)`` (segmentation only,
+``nnUNetv2_predict``) does not run it.
 ``input_contrast=True`` adds the input itself as a stage 0 of the embedding: each phase's lesion mean and lesion
 minus ring of its (nnU-Net-normalised) intensities, the first-order statistics of the feature oracle, before any
 convolution (phases of equal channel count).
@@ -121,7 +128,8 @@ class MultiPhaseFusionNet(nn.Module):
                  shared_encoder: bool = False, deep_supervision: bool = True, head_options: Optional[dict] = None,
                  segmentation: bool = True, patch_pooling: bool = False, lesion_context: str = "ring",
                  phase_dropout: float = 0.0, lesion_mean_only: bool = False, phase_norm: bool = False,
-                 phase_specific_stages: int = 0, input_contrast: bool = False):
+                 phase_specific_stages: int = 0, input_contrast: bool = False,
+                 classification_encoder_width: float = 0.0):
         super().__init__()
         short = encoder_class_name.split(".")[-1]
         if short not in ENCODERS:
@@ -167,6 +175,16 @@ class MultiPhaseFusionNet(nn.Module):
                 del enc.stages[self.phase_specific_stages:]
         template = self.encoders[0]
         conv_op = template.conv_op
+        self.classification_encoder = None
+        if classification_encoder_width:
+            if shared_encoder or not segmentation or len({len(g) for g in groups}) != 1:
+                raise MVExtError("'classification_encoder_width' needs one encoder per phase ('shared_encoder' false), "
+                                 "a decoder ('segmentation' true) and phases of equal size; got shared_encoder "
+                                 f"{shared_encoder}, segmentation {segmentation}, phase_channels {groups}.")
+            widths = [max(1, int(round(c * classification_encoder_width))) for c in template.output_channels]
+            self.classification_encoder = encoder_class(input_channels=len(groups[0]), return_skips=True,
+                                                        **{**kw, "features_per_stage": widths})
+        self.classification_encoder_width = float(classification_encoder_width)
         channels = list(template.output_channels)
         self.skip_fusion, self.decoder = None, None
         if segmentation:
@@ -176,7 +194,8 @@ class MultiPhaseFusionNet(nn.Module):
         if input_contrast and len({len(g) for g in groups}) != 1:
             raise MVExtError(f"'input_contrast' needs phases of equal size; 'phase_channels' is {groups}.")
         self.input_contrast = input_contrast
-        embedded = ([len(groups[0])] if input_contrast else []) + channels
+        pooled = channels if self.classification_encoder is None else list(self.classification_encoder.output_channels)
+        embedded = ([len(groups[0])] if input_contrast else []) + pooled
         self.embedding = LesionEmbedding(embedded, len(groups), lesion_context, patch_pooling, lesion_mean_only)
         self.embedding_dim = self.embedding.dim
         self.head = build_head(fusion, len(groups), self.embedding_dim, num_case_classes, **(head_options or {}))
@@ -196,6 +215,14 @@ class MultiPhaseFusionNet(nn.Module):
             return [s.reshape(b, p, *s.shape[1:]) for s in self.encoders[0](folded)]
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
+
+    def classification_skips(self, x: torch.Tensor, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The skips the embedding pools (stage i: (B, P, C_i, *S_i)): the segmentation encoders' ``skips``, or the
+        separate classification encoder's on the folded phases."""
+        if self.classification_encoder is None:
+            return skips
+        b, p = x.shape[0], len(self.phase_channels)
+        return [s.reshape(b, p, *s.shape[1:]) for s in self.classification_encoder(self.phase_inputs(x).flatten(0, 1))]
 
     def phase_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The input with the phases stacked, (B, C, *S) -> (B, P, c, *S) (phases of equal size c)."""
@@ -236,7 +263,8 @@ class MultiPhaseFusionNet(nn.Module):
         whose series is missing: their embedding is zero, as in phase dropout) -> (segmentation or None, head
         output)."""
         skips = self.phase_skips(x)
-        embeddings, has_roi = self.phase_embeddings([self.phase_inputs(x)] + skips if self.input_contrast else skips,
+        pooled = self.classification_skips(x, skips)
+        embeddings, has_roi = self.phase_embeddings([self.phase_inputs(x)] + pooled if self.input_contrast else pooled,
                                                     roi)
         b, p = embeddings.shape[:2]
         present = present_phases(b, p, absent_phases, embeddings.device,
@@ -266,6 +294,8 @@ class MultiPhaseFusionNet(nn.Module):
         for c, s in zip(self.encoders[0].output_channels, self.encoders[0].strides):
             size = [i // j for i, j in zip(size, s)]
             fusion += np.prod([c, *size], dtype=np.int64)
+        if self.classification_encoder is not None:
+            enc += self.classification_encoder.compute_conv_feature_map_size(input_size) * p
         if self.decoder is None:
             return np.int64(enc)
         return np.int64(enc + fusion + self.decoder.compute_conv_feature_map_size(input_size))

@@ -19,6 +19,7 @@ LESION_NAMES = ("lesion", "tumour", "tumor")
 #: keys of the stored description that must agree between the folds of one model folder
 FOLD_INVARIANT_KEYS = ("network_version", "num_classes", "class_names", "fusion", "phase_channels", "shared_encoder",
                        "phase_norm", "phase_specific_stages", "input_contrast",
+                       "classification_encoder_width",
                        "dsn_lambda", "abaf_detach_beta", "lesion_label", "fallback_roi_label", "segmentation",
                        "views", "view_slices", "patch_pooling", "lesion_context", "lesion_mean_embedding")
 
@@ -113,6 +114,16 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     if settings.input_contrast and len({len(g) for g in phases}) != 1:
         raise MVExtError(f"trainer_settings of {where}: 'input_contrast' is true, but the phases have different "
                          f"channel counts ('phase_channels' {phases}). Allowed: false, or phases of equal size.")
+    width = float(settings.classification_encoder_width)
+    if width and (shared or not settings.segmentation or len({len(g) for g in phases}) != 1):
+        raise MVExtError(f"trainer_settings of {where}: 'classification_encoder_width' is {width}, but "
+                         + ("the encoder is shared ('shared_encoder' " + f"{settings.shared_encoder}, resolved to "
+                            "true), which the classification reads already" if shared else
+                            "'segmentation' is false: there are no segmentation encoders to keep apart"
+                            if not settings.segmentation else
+                            f"the phases have different channel counts ('phase_channels' {phases})")
+                         + ". Allowed: 0, or a number in (0, 4] with one encoder per phase ('shared_encoder' false), "
+                           "'segmentation' true and phases of equal size.")
     k = settings.phase_specific_stages
     if settings.phase_norm and k:
         raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true and 'phase_specific_stages' is {k}; "
@@ -143,6 +154,7 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
             **({"phase_norm": True} if settings.phase_norm else {}),
             **({"phase_specific_stages": int(k)} if k else {}),
             **({"input_contrast": True} if settings.input_contrast else {}),
+            **({"classification_encoder_width": width} if width else {}),
             **({"patch_pooling": True} if "patch_pooling" in settings.protocol_ablation else {}),
             **({"lesion_mean_embedding": True} if "lesion_mean_embedding" in settings.protocol_ablation else {})}
 

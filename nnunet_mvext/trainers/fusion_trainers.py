@@ -85,6 +85,11 @@ AGGREGATION = ("one patch of the training patch size centred on the most lesion-
                "over the patch and its mirrored copies")
 
 
+def cls_encoder_text(width) -> str:
+    return (f"; the case class read from a separate encoder shared by the phases ({width} x the plan's widths)"
+            if width else "")
+
+
 def _import_arch_kwargs(configuration_manager: ConfigurationManager) -> dict:
     kwargs = dict(configuration_manager.network_arch_init_kwargs)
     for key in configuration_manager.network_arch_init_kwargs_req_import:
@@ -162,7 +167,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             f"{dict(zip(self.phase_names, info['phase_channels']))} ("
             f"{'one encoder shared by the phases' if info['shared_encoder'] else 'one encoder per phase'}"
             f"{', one norm scale and shift per phase' if info.get('phase_norm') else ''}"
-            f"{f', stages below {k} one per phase' if (k := info.get('phase_specific_stages', 0)) else ''}), lesion "
+            f"{f', stages below {k} one per phase' if (k := info.get('phase_specific_stages', 0)) else ''}"
+            f"{cls_encoder_text(info.get('classification_encoder_width'))}), lesion "
             f"label {self.lesion_label}, fallback label {self.fallback_label}. Classification loss on the samples "
             f"whose patch holds the lesion; "
             + ("intensity augmentation drawn per phase (ablation)" if self.per_phase_augmentation else
@@ -223,7 +229,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                   info["lesion_context"], lesion_mean_only=info.get("lesion_mean_embedding", False),
                                   phase_norm=info.get("phase_norm", False),
                                   phase_specific_stages=info.get("phase_specific_stages", 0),
-                                  input_contrast=info.get("input_contrast", False))
+                                  input_contrast=info.get("input_contrast", False),
+                                  classification_encoder_width=info.get("classification_encoder_width", 0.0))
         net.apply(net.initialize)
         return net
 

@@ -96,7 +96,8 @@ class MultiViewSetup:
                              f"{', '.join(repr(v) for v in VIEW_AXES)}; for 3D encoders train "
                              f"{cls._fusion_trainer()}.")
         views = validate_views(settings.views, settings.view_slices, where)
-        for key, off in (("phase_norm", False), ("phase_specific_stages", 0), ("input_contrast", False)):
+        for key, off in (("phase_norm", False), ("phase_specific_stages", 0), ("input_contrast", False),
+                         ("classification_encoder_width", 0)):
             if getattr(settings, key) != off:
                 raise MVExtError(f"{where}: '{key}' is {getattr(settings, key)}, but it is built and measured for "
                                  f"the 3D fusion trainers only, not for {cls.__name__}'s 2D view encoders. Allowed: "

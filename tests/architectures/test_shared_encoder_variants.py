@@ -223,3 +223,69 @@ def test_input_contrast_puts_each_phases_lesion_and_ring_intensities_first_in_it
     assert per_phase[0, 1, 1] > 2.5    # the bright lesion of phase 1 of case 0 against its ring
     with pytest.raises(MVExtError, match="'input_contrast' needs phases of equal size"):
         MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", phase_channels=[[0, 1], [2]], input_contrast=True)
+
+
+@pytest.mark.parametrize("encoder", ["PlainConvUNet", "ResidualEncoderUNet"])
+def test_classification_encoder_keeps_the_losses_apart_and_leaves_the_segmentation_as_per_phase(encoder):
+    """``classification_encoder_width``: the segmentation is that of the per-phase network with the same weights,
+    the segmentation loss trains only the phase encoders and the decoder, the classification loss only the
+    classification encoder and the head; every parameter gets a gradient from the sum (DDP)."""
+    name, arch = _plan(encoder)
+    torch.manual_seed(0)
+    separate = MultiPhaseFusionNet(name, arch, 3, 3, 2, "abaf", classification_encoder_width=0.5)
+    per_phase = MultiPhaseFusionNet(name, arch, 3, 3, 2, "abaf")
+    assert list(separate.classification_encoder.output_channels) == [2, 4, 8]      # half of the plan's 4/8/16
+    own = {k: v for k, v in separate.state_dict().items() if k.startswith(("encoders.", "decoder.", "skip_fusion."))}
+    per_phase.load_state_dict(own, strict=False)
+    x = torch.randn(2, 3, 8, 16, 16)
+    roi = torch.zeros(2, 1, 8, 16, 16)
+    roi[..., 2:6, 4:12, 4:12] = 1
+    with torch.no_grad():
+        for a, b in zip(separate.eval()(x), per_phase.eval()(x)):
+            torch.testing.assert_close(a, b)
+    separate.train()
+    seg, head = separate.forward_with_classification(x, roi)
+    seg_loss = sum(s.float().mean() for s in seg)
+    cls_loss = separate.head.loss(head, torch.tensor([0, 1]))
+    seg_params = [p for n, p in separate.named_parameters() if n.startswith(("encoders.", "decoder.", "skip_fusion."))]
+    cls_params = [p for n, p in separate.named_parameters() if n.startswith(("classification_encoder.", "head."))]
+    assert len(seg_params) + len(cls_params) == len(list(separate.parameters()))
+    seg_grads = torch.autograd.grad(seg_loss, seg_params + cls_params, retain_graph=True, allow_unused=True)
+    assert all(g is None for g in seg_grads[len(seg_params):])
+    cls_grads = torch.autograd.grad(cls_loss, seg_params + cls_params, retain_graph=True, allow_unused=True)
+    assert all(g is None for g in cls_grads[:len(seg_params)])
+    assert all(g is not None for g in cls_grads[len(seg_params):])
+    (seg_loss + cls_loss).backward()
+    assert all(p.grad is not None for p in separate.parameters())
+
+
+def test_classification_encoder_is_what_the_embedding_pools():
+    name, arch = _plan()
+    torch.manual_seed(0)
+    net = MultiPhaseFusionNet(name, arch, 3, 3, 2, "concat", classification_encoder_width=1.0).eval()
+    x = torch.randn(2, 3, 8, 16, 16)
+    roi = torch.zeros(2, 1, 8, 16, 16)
+    roi[..., 2:6, 4:12, 4:12] = 1
+    with torch.no_grad():
+        seg_before, before = net.forward_with_classification(x, roi)
+        # the classification encoder pooled like a shared encoder: phase p's embedding from its own input channel
+        skips = net.classification_encoder(x[:, 1:2])
+        expected, _ = net.embedding.pooled(skips, roi)
+        d = before["embedding"].shape[1] // 3
+        torch.testing.assert_close(before["embedding"][:, d:2 * d], expected)
+        for enc in net.encoders:
+            for p in enc.parameters():
+                p.add_(0.1)
+        seg_after, after = net.forward_with_classification(x, roi)
+    torch.testing.assert_close(before["embedding"], after["embedding"])
+    assert not torch.allclose(seg_before[0], seg_after[0])
+
+
+@pytest.mark.parametrize("kw,message", [({"shared_encoder": True}, "shared_encoder True"),
+                                        ({"segmentation": False}, "segmentation False"),
+                                        ({"phase_channels": [[0, 1], [2]]}, "phase_channels [[0, 1], [2]]")])
+def test_classification_encoder_refuses_what_it_cannot_keep_apart(kw, message):
+    name, arch = _plan()
+    with pytest.raises(MVExtError, match="'classification_encoder_width' needs one encoder per phase") as e:
+        MultiPhaseFusionNet(name, arch, 3, 3, 2, "abaf", classification_encoder_width=0.5, **kw)
+    assert message in str(e.value)

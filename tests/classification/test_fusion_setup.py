@@ -33,7 +33,7 @@ def _settings(**changes):
     base = dict(fusion="abaf", phase_channels=None, shared_encoder=False, dsn_lambda=1.0, abaf_detach_beta=False,
                 lesion_label=None, fallback_roi_label=None, segmentation=True, pretrained_checkpoint=None,
                 protocol_ablation=[], lesion_context="ring", missing_phases="refuse", phase_norm=False,
-                phase_specific_stages=0, input_contrast=False)
+                phase_specific_stages=0, input_contrast=False, classification_encoder_width=0.0)
     return SimpleNamespace(**{**base, **changes})
 
 
@@ -44,12 +44,15 @@ def test_a_good_setup_gives_the_stored_description():
     # the ablation key is stored only when set, so that folds trained before it existed still agree
     assert "patch_pooling" not in info
     # stored only when set, like the ablation keys: folds trained before these settings existed still agree
-    assert not {"phase_norm", "phase_specific_stages", "input_contrast"} & set(info)
-    older = {k: v for k, v in info.items() if k not in ("phase_norm", "phase_specific_stages", "input_contrast")}
+    new_keys = ("phase_norm", "phase_specific_stages", "input_contrast", "classification_encoder_width")
+    assert not set(new_keys) & set(info)
+    older = {k: v for k, v in info.items() if k not in new_keys}
     assert differing_keys(older, fusion_model_info(PLANS, "3d_fullres", _dataset(),
                                                    _settings(fallback_roi_label=1))) == []
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(shared_encoder=True, phase_norm=True)
                              )["phase_norm"] is True
+    assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(classification_encoder_width=0.5)
+                             )["classification_encoder_width"] == 0.5
     assert fusion_model_info(PLANS, "3d_fullres", _dataset(), _settings(protocol_ablation=["patch_pooling"])
                              )["patch_pooling"] is True
 
@@ -104,6 +107,12 @@ def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_th
      "'input_contrast' is true, but the phases have different channel counts ('phase_channels' [[0, 1], [2]])"),
     ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": True, "phase_norm": True},
      "'phase_norm' is true and 'phase_specific_stages' is 1; they are two ways"),
+    ("3d_fullres", None, {"classification_encoder_width": 0.5, "shared_encoder": True},
+     "'classification_encoder_width' is 0.5, but the encoder is shared ('shared_encoder' True, resolved to true)"),
+    ("3d_fullres", None, {"classification_encoder_width": 0.5, "segmentation": False, "shared_encoder": False},
+     "'classification_encoder_width' is 0.5, but 'segmentation' is false: there are no segmentation encoders"),
+    ("3d_fullres", None, {"classification_encoder_width": 0.5, "phase_channels": [[0, 1], [2]]},
+     "'classification_encoder_width' is 0.5, but the phases have different channel counts"),
     ("3d_fullres", None, {"phase_specific_stages": 1, "shared_encoder": False},
      "'phase_specific_stages' is 1, but the encoder is not shared ('shared_encoder' False, resolved to false)"),
 ])
