@@ -146,9 +146,9 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               "abaf_shared_from_2": {"shared_encoder": True, "phase_specific_stages": 2},
               # the oracle's first-order statistics (lesion and ring intensity per phase) in the embedding
               "abaf_input_contrast": {"input_contrast": True},
-              # one encoder per phase for the segmentation (its Dice), a separate half-width encoder shared by the
-              # phases for the case class (its gain), each trained by its own loss
-              "abaf_cls_encoder": {"classification_encoder_width": 0.5}}
+              # one encoder per phase for the segmentation (its Dice), a separate encoder shared by the phases from
+              # the second resolution on for the case class (its gain), each trained by its own loss
+              "abaf_cls_encoder": {"classification_encoder_width": 1.0}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"

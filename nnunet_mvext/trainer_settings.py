@@ -155,8 +155,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
     SettingSpec("classification_encoder_width", 0.0, (float, int), "a number in [0, 4] (> 0 needs one encoder per "
                 "phase, a decoder and phases of equal channel count)",
                 "Fusion trainers: 0 pools the segmentation encoders for the case class; w > 0 pools a separate "
-                "encoder shared by the phases with w times the plan's features per stage, trained by the "
-                "classification loss alone.", _width_fraction, applies_to="fusion"),
+                "encoder shared by the phases (the plan's stages from the second resolution on, w times their "
+                "features), trained by the classification loss alone.", _width_fraction, applies_to="fusion"),
     SettingSpec("dsn_lambda", 1.0, (float, int), "a number >= 0",
                 "Fusion trainers, dsn: weight of the mean per-phase auxiliary cross-entropy (1: DSN equals ABAF "
                 "with uniform beta; the seed's sum over phases is dsn_lambda = P).", _non_negative,

@@ -23,12 +23,15 @@ whose mask is empty (or no mask given) falls back to the global mean of each sta
 output flags which samples were pooled over their region. ``patch_pooling=True`` (trainer setting
 ``protocol_ablation``, for ablation studies) ignores the region, as the first release did.
 ``classification_encoder_width=w`` (> 0, with a decoder and per-phase encoders): the embedding pools a separate
-encoder instead, one for all phases (folded into the batch, as ``shared_encoder``), with ``round(w * C_i)`` channels at
-stage i (at least 1) and the plan's other settings. The segmentation encoders then receive only the segmentation
-loss's gradient, the classification encoder only the classification loss's: one encoder shared by the phases reads
-the case class better, one per phase segments better (``benchmarks/RESULTS.md``), and this keeps both at the cost of
-a second, narrower encoder pass (about ``w^2`` of the encoders' convolutions). ``forward(x)`` (segmentation only,
-``nnUNetv2_predict``) does not run it.
+encoder instead, one for all phases (folded into the batch, as ``shared_encoder``). It starts at the plan's second
+resolution: the input is average-pooled by the plan's first downsampling (the product of the strides of stages 0
+and 1), then the plan's stages 1..n-1 follow (their kernel sizes, convolutions per stage and later strides) with
+``round(w * C_i)`` channels (at least 1). The segmentation encoders then receive only the segmentation loss's
+gradient, the classification encoder only the classification loss's: one encoder shared by the phases reads the case
+class better, one per phase segments better (``benchmarks/RESULTS.md``). Why not the full resolution: a second
+full-resolution pass of the folded phases cost +57 % (w = 0.5) and +37 % (w = 0.25) of the training step on 2 CPU
+cores (forward + backward, batch 2, 32^3, 8 phases), far above its convolutions' share, since thin full-resolution
+layers are memory-bound. ``forward(x)`` (segmentation only, ``nnUNetv2_predict``) does not run it.
 ``input_contrast=True`` adds the input itself as a stage 0 of the embedding: each phase's lesion mean and lesion
 minus ring of its (nnU-Net-normalised) intensities, the first-order statistics of the feature oracle, before any
 convolution (phases of equal channel count).
@@ -70,6 +73,7 @@ DECODER_ONLY_KWARGS = ("n_conv_per_stage_decoder", "deep_supervision", "num_clas
 #: version of the network layout stored with trained models; 1: whole-patch mean embedding (first release);
 #: 2: lesion mean of the last two stages; 3: lesion against its surroundings at every stage (:mod:`.lesion_embedding`)
 NETWORK_VERSION = 3
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def phase_dropout_mask(present: torch.Tensor, probability: float) -> torch.Tensor:
@@ -175,15 +179,17 @@ class MultiPhaseFusionNet(nn.Module):
                 del enc.stages[self.phase_specific_stages:]
         template = self.encoders[0]
         conv_op = template.conv_op
-        self.classification_encoder = None
+        self.classification_encoder, self.classification_pool = None, None
         if classification_encoder_width:
             if shared_encoder or not segmentation or len({len(g) for g in groups}) != 1:
                 raise MVExtError("'classification_encoder_width' needs one encoder per phase ('shared_encoder' false), "
                                  "a decoder ('segmentation' true) and phases of equal size; got shared_encoder "
                                  f"{shared_encoder}, segmentation {segmentation}, phase_channels {groups}.")
-            widths = [max(1, int(round(c * classification_encoder_width))) for c in template.output_channels]
-            self.classification_encoder = encoder_class(input_channels=len(groups[0]), return_skips=True,
-                                                        **{**kw, "features_per_stage": widths})
+            if n_stages < 2:
+                raise MVExtError("'classification_encoder_width' needs a plan with at least 2 stages (the "
+                                 "classification encoder starts at the second resolution).")
+            self.classification_encoder, self.classification_pool = self._classification_encoder(
+                encoder_class, kw, len(groups[0]), classification_encoder_width)
         self.classification_encoder_width = float(classification_encoder_width)
         channels = list(template.output_channels)
         self.skip_fusion, self.decoder = None, None
@@ -216,13 +222,32 @@ class MultiPhaseFusionNet(nn.Module):
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
 
+    @staticmethod
+    def _classification_encoder(encoder_class, kw: dict, in_channels: int, width: float):
+        """The plan's stages 1..n-1 at ``width`` x their channels, and the input pooling (the strides of stages 0
+        and 1 multiplied per axis) that takes the input to stage 1's resolution."""
+        n = int(kw["n_stages"])
+        per_stage = {k: list(v) if isinstance(v, (list, tuple)) else [v] * n for k, v in kw.items()
+                     if k in ("features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
+                              "n_blocks_per_stage")}
+        strides = [[s] * len(per_stage["kernel_sizes"][0]) if isinstance(s, int) else list(s)
+                   for s in per_stage["strides"]]
+        pool = [a * b for a, b in zip(strides[0], strides[1])]
+        sub = {k: v[1:] for k, v in per_stage.items()}
+        sub["features_per_stage"] = [max(1, int(round(c * width))) for c in sub["features_per_stage"]]
+        sub["strides"] = [[1] * len(pool)] + strides[2:]
+        encoder = encoder_class(input_channels=in_channels, return_skips=True, **{**kw, **sub, "n_stages": n - 1})
+        return encoder, tuple(pool)
+
     def classification_skips(self, x: torch.Tensor, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         """The skips the embedding pools (stage i: (B, P, C_i, *S_i)): the segmentation encoders' ``skips``, or the
         separate classification encoder's on the folded phases."""
         if self.classification_encoder is None:
             return skips
         b, p = x.shape[0], len(self.phase_channels)
-        return [s.reshape(b, p, *s.shape[1:]) for s in self.classification_encoder(self.phase_inputs(x).flatten(0, 1))]
+        folded = self.phase_inputs(x).flatten(0, 1)
+        pooled = _AVG_POOL[folded.ndim - 2](folded, self.classification_pool, self.classification_pool)
+        return [s.reshape(b, p, *s.shape[1:]) for s in self.classification_encoder(pooled)]
 
     def phase_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The input with the phases stacked, (B, C, *S) -> (B, P, c, *S) (phases of equal size c)."""
@@ -295,7 +320,8 @@ class MultiPhaseFusionNet(nn.Module):
             size = [i // j for i, j in zip(size, s)]
             fusion += np.prod([c, *size], dtype=np.int64)
         if self.classification_encoder is not None:
-            enc += self.classification_encoder.compute_conv_feature_map_size(input_size) * p
+            pooled_size = [i // j for i, j in zip(input_size, self.classification_pool)]
+            enc += self.classification_encoder.compute_conv_feature_map_size(pooled_size) * p
         if self.decoder is None:
             return np.int64(enc)
         return np.int64(enc + fusion + self.decoder.compute_conv_feature_map_size(input_size))

@@ -234,7 +234,10 @@ def test_classification_encoder_keeps_the_losses_apart_and_leaves_the_segmentati
     torch.manual_seed(0)
     separate = MultiPhaseFusionNet(name, arch, 3, 3, 2, "abaf", classification_encoder_width=0.5)
     per_phase = MultiPhaseFusionNet(name, arch, 3, 3, 2, "abaf")
-    assert list(separate.classification_encoder.output_channels) == [2, 4, 8]      # half of the plan's 4/8/16
+    # the plan's stages 1.. (8/16 channels) at half width, from the input pooled by the plan's first (anisotropic)
+    # downsampling
+    assert list(separate.classification_encoder.output_channels) == [4, 8]
+    assert separate.classification_pool == (1, 2, 2)
     own = {k: v for k, v in separate.state_dict().items() if k.startswith(("encoders.", "decoder.", "skip_fusion."))}
     per_phase.load_state_dict(own, strict=False)
     x = torch.randn(2, 3, 8, 16, 16)
@@ -269,7 +272,7 @@ def test_classification_encoder_is_what_the_embedding_pools():
     with torch.no_grad():
         seg_before, before = net.forward_with_classification(x, roi)
         # the classification encoder pooled like a shared encoder: phase p's embedding from its own input channel
-        skips = net.classification_encoder(x[:, 1:2])
+        skips = net.classification_encoder(F.avg_pool3d(x[:, 1:2], (1, 2, 2)))
         expected, _ = net.embedding.pooled(skips, roi)
         d = before["embedding"].shape[1] // 3
         torch.testing.assert_close(before["embedding"][:, d:2 * d], expected)
