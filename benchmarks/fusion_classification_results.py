@@ -358,6 +358,7 @@ def main() -> None:
             except MVExtError as e:  # the heads share 3d_fusion: added by an earlier row
                 if "already exists" not in str(e):
                     raise
+                refuse_stale_configuration(env, dataset.dataset_name, row, configuration, {**settings, **row_settings})
     write_fold0_split(env, dataset)
     started = time.time()
     lock = threading.Lock()
@@ -389,6 +390,23 @@ def main() -> None:
                 env["nnUNet_results"], dataset.dataset_name, trainer, configuration, row_settings)}
     results = write_results(results_file, changed)
     report(table(args, data, dataset, results, rows), args.append)
+
+
+def refuse_stale_configuration(env: dict, dataset_name: str, row: str, configuration: str, intended: dict) -> None:
+    """A configuration kept from an earlier run (``--resume``) must hold the row's settings of this run: a row whose
+    settings changed in this script since would otherwise train with the old ones."""
+    from nnunet_mvext.plans_config import load_template
+
+    plans_file = os.path.join(env["nnUNet_preprocessed"], dataset_name, "nnUNetPlans.json")
+    with open(plans_file) as f:
+        stored = json.load(f)["configurations"][configuration].get("trainer_settings", {})
+    expected = {**load_template("3d_tiny_cpu")[1]["configuration"].get("trainer_settings", {}), **intended}
+    differing = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+    if differing:
+        changes = ", ".join(f"{k}: {stored.get(k)!r} (plans) vs {expected.get(k)!r} (row)" for k in differing)
+        raise SystemExit(f"row {row}: configuration '{configuration}' in {plans_file} was added by an earlier run "
+                         f"with other trainer_settings ({changes}). Use a new --workdir, or remove '{configuration}' "
+                         f"from the plans and its model folder to measure the row again.")
 
 
 def case_ids(cases) -> list[str]:
