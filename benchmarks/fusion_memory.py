@@ -82,16 +82,23 @@ def plain_net(plan: dict, channels: int) -> torch.nn.Module:
     return PlainConvUNet(input_channels=channels, num_classes=NUM_SEG_CLASSES, deep_supervision=True, **plan["kwargs"])
 
 
-def fusion_net(plan: dict, phases: int, segmentation: bool = True) -> MultiPhaseFusionNet:
+#: ``--encoders``: the fusion network's encoder layouts (trainer settings)
+ENCODERS = {"per_phase": {}, "shared": {"shared_encoder": True},
+            "cls_encoder": {"classification_encoder_width": 1.0}}
+
+
+def fusion_net(plan: dict, phases: int, segmentation: bool = True, encoders: str = "per_phase") -> MultiPhaseFusionNet:
     return MultiPhaseFusionNet("PlainConvUNet", {**plan["kwargs"], "deep_supervision": True}, phases,
-                               NUM_SEG_CLASSES, NUM_CASE_CLASSES, "abaf", segmentation=segmentation)
+                               NUM_SEG_CLASSES, NUM_CASE_CLASSES, "abaf", segmentation=segmentation,
+                               **ENCODERS[encoders])
 
 
-def estimates(plan: dict, phases: int) -> dict:
+def estimates(plan: dict, phases: int, encoders: str = "per_phase") -> dict:
     """Meta device: estimates at the plan's patch (plain, fusion, fusion without decoder) and parameters (M)."""
     with torch.device("meta"):
-        plain, fusion = plain_net(plan, phases), fusion_net(plan, phases)
-        no_decoder = fusion_net(plan, phases, segmentation=False)
+        plain, fusion = plain_net(plan, phases), fusion_net(plan, phases, encoders=encoders)
+        no_decoder = fusion_net(plan, phases, segmentation=False,
+                                encoders="shared" if encoders == "shared" else "per_phase")
     patch = plan["patch"]
     return {"plain": int(plain.compute_conv_feature_map_size(patch)),
             "fusion": int(fusion.compute_conv_feature_map_size(patch)),
@@ -149,7 +156,8 @@ def explicit_arguments(args: argparse.Namespace) -> list[str]:
     """Every option spelled out, so that the recorded command does not depend on later defaults."""
     argv = ["--phases", ",".join(map(str, args.phases)), "--plans", ",".join(args.plans), "--device", args.device,
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-            "--cpu-patch-iso", *map(str, args.cpu_patch_iso), "--cpu-patch-aniso", *map(str, args.cpu_patch_aniso)]
+            "--cpu-patch-iso", *map(str, args.cpu_patch_iso), "--cpu-patch-aniso", *map(str, args.cpu_patch_aniso),
+            "--encoders", ",".join(args.encoders)]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     if args.smoke:
@@ -174,6 +182,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="CPU step-time patch of the aniso plan (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--smoke", action="store_true", help="one tiny plan (3 stages 8..32, patch 16^3)")
+    parser.add_argument("--encoders", default="per_phase",
+                        help=f"comma-separated encoder layouts of the fusion network, from {', '.join(ENCODERS)} "
+                             f"(default: %(default)s)")
     parser.add_argument("--append", default=None, help="append the table to this markdown file")
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
@@ -190,6 +201,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.plans = known if args.plans is None else [p.strip() for p in args.plans.split(",") if p.strip()]
     if not args.plans or set(args.plans) - set(known):
         parser.error(f"--plans {args.plans}: choose from {known}")
+    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    if not args.encoders or set(args.encoders) - set(ENCODERS):
+        parser.error(f"--encoders {args.encoders}: choose from {list(ENCODERS)}")
     if args.steps < 2 or args.warmup < 1 or args.batch < 1:
         parser.error("--steps must be at least 2, --warmup and --batch at least 1")
     if cuda and not torch.cuda.is_available():
@@ -222,9 +236,13 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
              f"supervised Dice + CE plus the classification loss (ABAF head), backward, nnU-Net's SGD; batch "
              f"{args.batch}, {precision}, {args.warmup} untimed then {args.steps} timed steps (median); the plain "
              f"U-Net's step with one input channel, once per plan.", "",
-             "| plan | step patch | P | estimate (M voxels) | x plain | x plain, no decoder | parameters (M) | "
-             "plain parameters (M) | ms / step | x plain | peak GiB | x plain |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Encoders: per_phase = one encoder per phase (the default); shared = `shared_encoder: true`; "
+             "cls_encoder = `classification_encoder_width: 1` (per-phase segmentation encoders and a classification "
+             "encoder shared by the phases from the second resolution on); 'no decoder' of cls_encoder is "
+             "per_phase's.", "",
+             "| plan | step patch | P | encoders | estimate (M voxels) | x plain | x plain, no decoder | "
+             "parameters (M) | plain parameters (M) | ms / step | x plain | peak GiB | x plain |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in args.plans:
         plan = plans(args.smoke)[name]
         patch = step_patch(args, name, plan)
@@ -233,21 +251,22 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
         base_ms = statistics.median(base)
         logger.info("%s plain U-Net: %.1f ms", name, base_ms)
         plain = estimates(plan, 1)
-        lines.append(f"| {name} {'x'.join(map(str, plan['patch']))} | {'x'.join(map(str, patch))} | plain U-Net | "
+        lines.append(f"| {name} {'x'.join(map(str, plan['patch']))} | {'x'.join(map(str, patch))} | plain U-Net | - | "
                      f"{plain['plain'] / 1e6:.1f} | 1 | - | - | {plain['plain_params']:.1f} | {base_ms:.0f} | 1 | "
                      + (f"{base_peak:.2f} | 1 |" if cuda else "n/a | n/a |"))
         for phases in args.phases:
-            est = estimates(plan, phases)
-            times, peak = step_times(functools.partial(fusion_net, plan, phases), phases, patch, args.batch, args.steps,
-                                     args.warmup, device, True)
-            ms = statistics.median(times)
-            logger.info("%s P=%d: estimate %.2fx, %.1f ms (%.2fx)", name, phases, est["fusion"] / est["plain"], ms,
-                        ms / base_ms)
-            memory = f"{peak:.2f} | {peak / base_peak:.2f}" if cuda else "n/a | n/a"
-            lines.append(f"| {name} {'x'.join(map(str, plan['patch']))} | {'x'.join(map(str, patch))} | {phases} | "
-                         f"{est['fusion'] / 1e6:.1f} | {est['fusion'] / est['plain']:.2f} | "
-                         f"{est['no_decoder'] / est['plain']:.2f} | {est['fusion_params']:.1f} | "
-                         f"{est['plain_params']:.1f} | {ms:.0f} | {ms / base_ms:.2f} | {memory} |")
+            for encoders in args.encoders:
+                est = estimates(plan, phases, encoders)
+                times, peak = step_times(functools.partial(fusion_net, plan, phases, encoders=encoders), phases,
+                                         patch, args.batch, args.steps, args.warmup, device, True)
+                ms = statistics.median(times)
+                logger.info("%s P=%d %s: estimate %.2fx, %.1f ms (%.2fx)", name, phases, encoders,
+                            est["fusion"] / est["plain"], ms, ms / base_ms)
+                memory = f"{peak:.2f} | {peak / base_peak:.2f}" if cuda else "n/a | n/a"
+                lines.append(f"| {name} {'x'.join(map(str, plan['patch']))} | {'x'.join(map(str, patch))} | {phases} "
+                             f"| {encoders} | {est['fusion'] / 1e6:.1f} | {est['fusion'] / est['plain']:.2f} | "
+                             f"{est['no_decoder'] / est['plain']:.2f} | {est['fusion_params']:.1f} | "
+                             f"{est['plain_params']:.1f} | {ms:.0f} | {ms / base_ms:.2f} | {memory} |")
     lines += ["", f"1-minute load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after."]
     report(lines, args.append)
     return lines

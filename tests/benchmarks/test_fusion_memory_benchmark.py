@@ -12,16 +12,19 @@ import fusion_memory
 
 def test_recorded_command_spells_out_every_option_and_parses_back_to_the_same_run():
     args = fusion_memory.parse_arguments(["--phases", "1,8", "--plans", "aniso", "--device", "cpu", "--steps", "4",
-                                          "--cpu-patch-iso", "32", "32", "32", "--threads", "1", "--append", "R.md"])
+                                          "--cpu-patch-iso", "32", "32", "32", "--threads", "1", "--append", "R.md",
+                                          "--encoders", "per_phase,cls_encoder"])
     assert vars(fusion_memory.parse_arguments(fusion_memory.explicit_arguments(args))) == vars(args)
     assert args.phases == [1, 8] and args.plans == ["aniso"] and args.warmup == 1 and args.batch == 1
+    assert args.encoders == ["per_phase", "cls_encoder"]
     spelled = fusion_memory.explicit_arguments(fusion_memory.parse_arguments(["--device", "cpu"]))
     for option in ("--phases", "--plans", "--device", "--steps", "--warmup", "--batch", "--cpu-patch-iso",
-                   "--cpu-patch-aniso"):
+                   "--cpu-patch-aniso", "--encoders"):
         assert option in spelled, option
 
 
-@pytest.mark.parametrize("argv", [["--phases", "0,2"], ["--phases", "two"], ["--plans", "cubic"], ["--steps", "1"]])
+@pytest.mark.parametrize("argv", [["--phases", "0,2"], ["--phases", "two"], ["--plans", "cubic"], ["--steps", "1"],
+                                  ["--encoders", "per_phase,wide"]])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         fusion_memory.parse_arguments(["--device", "cpu", *argv])
@@ -41,9 +44,12 @@ def test_the_typical_plan_gives_the_issue_s_ratios():
 def test_smoke_run_appends_its_table_with_the_command(tmp_path):
     results = tmp_path / "RESULTS.md"
     lines = fusion_memory.main(["--smoke", "--phases", "1,2", "--device", "cpu", "--steps", "2", "--threads", "1",
-                                "--append", str(results)])
+                                "--encoders", "per_phase,cls_encoder", "--append", str(results)])
     text = results.read_text()
     assert "\n".join(lines) in text and "--phases 1,2 --plans smoke --device cpu --steps 2 --warmup 1" in text
     rows = [r.split(" | ") for r in lines if r.startswith("| smoke")]
-    assert [r[2] for r in rows] == ["plain U-Net", "1", "2"]
-    assert 1 < float(rows[1][4]) < float(rows[2][4])  # the estimate ratio grows with the phases
+    assert [(r[2], r[3]) for r in rows] == [("plain U-Net", "-"), ("1", "per_phase"), ("1", "cls_encoder"),
+                                            ("2", "per_phase"), ("2", "cls_encoder")]
+    assert 1 < float(rows[1][5]) < float(rows[3][5])  # the estimate ratio grows with the phases
+    # the classification encoder adds its feature maps (from the second resolution on) to the estimate
+    assert float(rows[3][5]) < float(rows[4][5]) < 1.5 * float(rows[3][5])
