@@ -152,8 +152,9 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "'shared_encoder' true)",
                 "Fusion trainers: with a shared encoder, its first k stages stay one copy per phase and only the "
                 "deeper stages are shared.", _non_negative, applies_to="fusion"),
-    SettingSpec("classification_encoder_width", 0.0, (float, int), "a number in [0, 4] (> 0 needs one encoder per "
-                "phase, a decoder and phases of equal channel count)",
+    SettingSpec("classification_encoder_width", None, (float, int), "a number in [0, 4] or null (> 0 needs one "
+                "encoder per phase, a decoder, phases of equal channel count and a plan of at least 2 stages; null "
+                "is 1 where these hold, else 0)",
                 "Fusion trainers: 0 pools the segmentation encoders for the case class; w > 0 pools a separate "
                 "encoder shared by the phases (the plan's stages from the second resolution on, w times their "
                 "features), trained by the classification loss alone.", _width_fraction, applies_to="fusion"),

@@ -77,6 +77,27 @@ def default_shared_encoder(phase_channels: list[list[int]], segmentation: bool) 
     return not segmentation and len({len(g) for g in phase_channels}) == 1
 
 
+def default_classification_encoder_width(shared: bool, segmentation: bool, phase_channels: list[list[int]],
+                                         n_stages: int) -> float:
+    """What ``classification_encoder_width: null`` means: 1 (a classification encoder of the plan's widths) where
+    one can be built, i.e. one encoder per phase, a decoder, phases of equal channel count and a plan of at least
+    2 stages; else 0 (the embedding pools the segmentation encoders).
+
+    Why (``benchmarks/RESULTS.md``, 2 CPU cores, 2026-12-06): on the 7-class, 8-phase box data of
+    ``benchmarks/fusion_classification_results.py`` (seeds 0-2, 1400 iterations), the per-phase segmentation encoders
+    read for the class reached macro-F1 0.479-0.566 (mean 0.530) given the boxes; the classification encoder reached
+    0.649-0.708 (mean 0.671, gain 0.090-0.229 per seed against a seed range of 0.087; κ mean 0.656; the feature oracle
+    0.701) with every class predicted, and the lesion Dice rose or stayed (0.891, 0.810, 0.849 against 0.832, 0.807,
+    0.813), because the segmentation encoders no longer receive the classification gradient. The shared encoder
+    (``shared_encoder: true``) gained as much in class but lost Dice beyond its interval. The classification encoder
+    starts at the plan's second resolution, so that its step time and memory stay small (measured by
+    ``benchmarks/fusion_memory.py --encoders``). Stored only when > 0, so models trained before the setting existed
+    rebuild unchanged.
+    """
+    equal = len({len(g) for g in phase_channels}) == 1
+    return 1.0 if (not shared and segmentation and equal and n_stages >= 2) else 0.0
+
+
 def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, settings) -> dict:
     """Validate the fusion setup and return the stored description (see the module docstring)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -114,16 +135,23 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
     if settings.input_contrast and len({len(g) for g in phases}) != 1:
         raise MVExtError(f"trainer_settings of {where}: 'input_contrast' is true, but the phases have different "
                          f"channel counts ('phase_channels' {phases}). Allowed: false, or phases of equal size.")
-    width = float(settings.classification_encoder_width)
-    if width and (shared or not settings.segmentation or len({len(g) for g in phases}) != 1):
+    plan_stages = int(config.network_arch_init_kwargs.get("n_stages", 0))
+    if settings.classification_encoder_width is None:
+        width = default_classification_encoder_width(shared, settings.segmentation, phases, plan_stages)
+    else:
+        width = float(settings.classification_encoder_width)
+    if width and (shared or not settings.segmentation or len({len(g) for g in phases}) != 1 or plan_stages < 2):
         raise MVExtError(f"trainer_settings of {where}: 'classification_encoder_width' is {width}, but "
                          + ("the encoder is shared ('shared_encoder' " + f"{settings.shared_encoder}, resolved to "
                             "true), which the classification reads already" if shared else
                             "'segmentation' is false: there are no segmentation encoders to keep apart"
                             if not settings.segmentation else
-                            f"the phases have different channel counts ('phase_channels' {phases})")
-                         + ". Allowed: 0, or a number in (0, 4] with one encoder per phase ('shared_encoder' false), "
-                           "'segmentation' true and phases of equal size.")
+                            f"the phases have different channel counts ('phase_channels' {phases})"
+                            if len({len(g) for g in phases}) != 1 else
+                            f"the plan's encoder has {plan_stages} stage(s) (the classification encoder starts at "
+                            f"the second resolution)")
+                         + ". Allowed: null, 0, or a number in (0, 4] with one encoder per phase ('shared_encoder' "
+                           "false), 'segmentation' true, phases of equal size and a plan of at least 2 stages.")
     k = settings.phase_specific_stages
     if settings.phase_norm and k:
         raise MVExtError(f"trainer_settings of {where}: 'phase_norm' is true and 'phase_specific_stages' is {k}; "
@@ -175,3 +203,12 @@ def check_stored_info(info: Optional[dict], source: str) -> dict:
 def differing_keys(a: dict, b: dict) -> list[str]:
     """Keys of :data:`FOLD_INVARIANT_KEYS` whose values differ between two stored descriptions."""
     return [k for k in FOLD_INVARIANT_KEYS if a.get(k) != b.get(k)]
+
+
+def changes_text(stored: dict, now: dict) -> str:
+    """``key: stored -> now`` for each differing key; a key absent from a description (stored only when set, e.g.
+    ``classification_encoder_width``) reads ``absent (off: 0 or false)``, the value to set to get it back."""
+    def shown(d: dict, k: str) -> str:
+        return repr(d[k]) if k in d else "absent (off: 0 or false)"
+
+    return ", ".join(f"{k}: {shown(stored, k)} -> {shown(now, k)}" for k in differing_keys(stored, now))

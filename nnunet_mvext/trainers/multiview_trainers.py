@@ -98,9 +98,10 @@ class MultiViewSetup:
         views = validate_views(settings.views, settings.view_slices, where)
         for key, off in (("phase_norm", False), ("phase_specific_stages", 0), ("input_contrast", False),
                          ("classification_encoder_width", 0)):
-            if getattr(settings, key) != off:
+            if getattr(settings, key) not in (off, None):  # null: classification_encoder_width's default, 0 here
                 raise MVExtError(f"{where}: '{key}' is {getattr(settings, key)}, but it is built and measured for "
                                  f"the 3D fusion trainers only, not for {cls.__name__}'s 2D view encoders. Allowed: "
+                                 f"{'null or ' if key == 'classification_encoder_width' else ''}"
                                  f"{str(off).lower()}; for it train {cls._fusion_trainer()}.")
         if settings.segmentation:
             raise MVExtError(f"{where}: 'segmentation' is true, but the multi-view network has no segmentation "

@@ -12,7 +12,8 @@ from nnunet_mvext.classification.fusion_setup import differing_keys, fusion_mode
 from nnunet_mvext.classification.pretrained import resolve_pretrained_checkpoint
 from nnunet_mvext.errors import MVExtError
 
-ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet", "arch_kwargs": {},
+ARCH = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {"n_stages": 3},
         "_kw_requires_import": []}
 CONFIG = {"data_identifier": "d", "batch_size": 2, "patch_size": [32, 32, 32], "spacing": [1.0, 1.0, 1.0],
           "architecture": ARCH}
@@ -71,18 +72,39 @@ def test_shared_encoder_null_resolves_from_segmentation_and_phase_sizes_and_is_s
     assert info["shared_encoder"] is stored
 
 
+@pytest.mark.parametrize("phase_channels,segmentation,shared,n_stages,setting,stored", [
+    (None, True, False, 3, None, 1.0),  # a decoder and one encoder per phase: a classification encoder by default
+    (None, False, None, 3, None, None),  # classification only: the shared encoder is read, none is built
+    (None, True, True, 3, None, None),  # an explicitly shared encoder is read already
+    ([[0, 1], [2]], True, False, 3, None, None),  # unequal phases cannot be folded into its batch
+    (None, True, False, 1, None, None),  # a one-stage plan has no second resolution to start from
+    (None, True, False, 3, 0, None),  # an explicit value wins
+    (None, True, False, 3, 0.5, 0.5),
+])
+def test_classification_encoder_width_null_resolves_from_the_setup_and_is_stored_only_when_built(
+        phase_channels, segmentation, shared, n_stages, setting, stored):
+    plans = {**PLANS, "configurations": {"3d_fullres": {
+        **CONFIG, "architecture": {**ARCH, "arch_kwargs": {"n_stages": n_stages}}}}}
+    info = fusion_model_info(plans, "3d_fullres", _dataset(), _settings(
+        phase_channels=phase_channels, segmentation=segmentation, shared_encoder=shared,
+        classification_encoder_width=setting))
+    assert info.get("classification_encoder_width") == stored
+
+
 def test_classification_only_fusion_trainers_share_the_encoder_by_default_and_the_multi_view_trainers_do_not():
     from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF, nnUNetTrainerFusionConcat
     from nnunet_mvext.trainers.multiview_trainers import nnUNetTrainerMultiViewABAF
     from nnunet_mvext.trainers.settings_trainer import settings_from_plans
 
-    for cls, raw, shared in ((nnUNetTrainerFusionABAF, {}, False),
-                             (nnUNetTrainerFusionABAF, {"segmentation": False}, True),
-                             (nnUNetTrainerFusionConcat, {"segmentation": False}, True),
-                             (nnUNetTrainerMultiViewABAF, {}, False)):
+    for cls, raw, shared, width in ((nnUNetTrainerFusionABAF, {}, False, 1.0),
+                                    (nnUNetTrainerFusionABAF, {"segmentation": False}, True, None),
+                                    (nnUNetTrainerFusionConcat, {"segmentation": False}, True, None),
+                                    (nnUNetTrainerMultiViewABAF, {}, False, None)):
         plans = {**PLANS, "configurations": {"3d_fullres": {**CONFIG, "trainer_settings": raw}}}
         settings = settings_from_plans(plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes)
-        assert fusion_model_info(plans, "3d_fullres", _dataset(), settings)["shared_encoder"] is shared, (cls, raw)
+        info = fusion_model_info(plans, "3d_fullres", _dataset(), settings)
+        assert info["shared_encoder"] is shared, (cls, raw)
+        assert info.get("classification_encoder_width") == width, (cls, raw)
 
 
 @pytest.mark.parametrize("configuration,labels,settings,message", [
@@ -120,6 +142,14 @@ def test_bad_setups_are_refused_by_name(configuration, labels, settings, message
     with pytest.raises(MVExtError) as refused:
         fusion_model_info(PLANS, configuration, _dataset(labels), _settings(**settings))
     assert message in str(refused.value)
+
+
+def test_a_classification_encoder_is_refused_on_a_one_stage_plan():
+    plans = {**PLANS, "configurations": {"3d_fullres": {
+        **CONFIG, "architecture": {**ARCH, "arch_kwargs": {"n_stages": 1}}}}}
+    with pytest.raises(MVExtError, match=r"'classification_encoder_width' is 0.5, but the plan's encoder has 1 "
+                                         r"stage\(s\).*Allowed: null, 0, or a number in \(0, 4\]"):
+        fusion_model_info(plans, "3d_fullres", _dataset(), _settings(classification_encoder_width=0.5))
 
 
 def test_phase_specific_stages_leave_at_least_one_stage_of_the_plan_shared():

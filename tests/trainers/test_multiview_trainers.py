@@ -99,7 +99,8 @@ def test_a_plain_plan_is_enough(no_nnunet_init, trainer):
      "'input_contrast' is True, but it is built and measured for the 3D fusion trainers only, not for "
      "nnUNetTrainerMultiViewABAF's 2D view encoders"),
     ("3d_fullres", {"classification_encoder_width": 0.5}, (4, 32, 32),
-     "'classification_encoder_width' is 0.5, but it is built and measured for the 3D fusion trainers only"),
+     "'classification_encoder_width' is 0.5, but it is built and measured for the 3D fusion trainers only, not for "
+     "nnUNetTrainerMultiViewABAF's 2D view encoders. Allowed: null or 0; for it train"),
     ("3d_fullres", {"shared_encoder": True, "phase_norm": True}, (4, 32, 32),
      "'phase_norm' is True, but it is built and measured for the 3D fusion trainers only"),
 ])
