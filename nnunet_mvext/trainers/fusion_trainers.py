@@ -61,7 +61,13 @@ from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
 from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
 from nnunet_mvext.classification.fusion_memory import log_fusion_memory
-from nnunet_mvext.classification.fusion_setup import CASE_KEY, check_stored_info, differing_keys, fusion_model_info
+from nnunet_mvext.classification.fusion_setup import (
+    CASE_KEY,
+    changes_text,
+    check_stored_info,
+    differing_keys,
+    fusion_model_info,
+)
 from nnunet_mvext.classification.metrics import classification_metrics, plot_auc_curve
 from nnunet_mvext.classification.missing_phases import absent_phases, dataset_record, refuse_missing
 from nnunet_mvext.classification.prediction_table import phase_names_of, write_case_predictions
@@ -112,12 +118,12 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
     others = [d for d in os.listdir(base) if d.startswith("fold_") and d != f"fold_{fold}" and any(
         n.startswith("checkpoint") for n in os.listdir(os.path.join(base, d)))]
     if stored is not None and others and differing_keys(stored, info):
-        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {info.get(k)!r}" for k in differing_keys(stored, info))
         raise MVExtError(f"{base} holds folds ({', '.join(sorted(others))}) trained with other fusion settings "
-                         f"({changes}); all folds of a model folder must share them, because nnU-Net keeps one "
-                         f"plans.json per folder. Use a new configuration name (nnunet-mvext add-config ... --name), "
-                         f"or set these keys in trainer_settings to the stored values (a release may have changed a "
-                         f"default, as it did for 'shared_encoder').")
+                         f"({changes_text(stored, info)}); all folds of a model folder must share them, because "
+                         f"nnU-Net keeps one plans.json per folder. Use a new configuration name (nnunet-mvext "
+                         f"add-config ... --name), or set these keys in trainer_settings to the stored values (an "
+                         f"absent key to 0 or false; a release may have changed a default, as it did for "
+                         f"'shared_encoder' and 'classification_encoder_width').")
 
 
 def missing_phases_record(dataset_name: str) -> dict[str, list[int]]:
@@ -494,9 +500,22 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                 "training_case_ids": sorted(self.do_split()[0]), "fold": self.fold}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's, after checking that the checkpoint was trained with this fold's fusion settings (``--c`` or
+        ``--val`` on a fold trained before a default changed would otherwise stop at a missing weight)."""
+        checkpoint = filename_or_checkpoint
         if isinstance(filename_or_checkpoint, str):
             self._loaded_checkpoint = os.path.basename(filename_or_checkpoint)
-        super().load_checkpoint(filename_or_checkpoint)
+            checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        stored = checkpoint.get(CASE_KEY)
+        if stored is not None and differing_keys(stored, self.case_info):
+            name = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint"
+            raise MVExtError(f"{name} was trained with other fusion settings "
+                             f"({changes_text(stored, self.case_info)}) than trainer_settings of "
+                             f"'{self.configuration_name}' give now. Set these keys in trainer_settings to the stored "
+                             f"values (an absent key to 0 or false; a release may "
+                             f"have changed a default, as it did for 'classification_encoder_width'), or train the "
+                             f"fold again without --c.")
+        super().load_checkpoint(checkpoint)
 
     # ---------------------------------------------------------------- final validation
     def perform_actual_validation(self, save_probabilities: bool = False):
