@@ -29,9 +29,10 @@ and 1), then the plan's stages 1..n-1 follow (their kernel sizes, convolutions p
 ``round(w * C_i)`` channels (at least 1). The segmentation encoders then receive only the segmentation loss's
 gradient, the classification encoder only the classification loss's: one encoder shared by the phases reads the case
 class better, one per phase segments better (``benchmarks/RESULTS.md``). Why not the full resolution: a second
-full-resolution pass of the folded phases cost +57 % (w = 0.5) and +37 % (w = 0.25) of the training step on 2 CPU
-cores (forward + backward, batch 2, 32^3, 8 phases), far above its convolutions' share, since thin full-resolution
-layers are memory-bound. ``forward(x)`` (segmentation only, ``nnUNetv2_predict``) does not run it.
+full-resolution pass of the folded phases was far slower than its convolutions' share in development timings on
+2 CPU cores (thin full-resolution layers are memory-bound; those timings are not a benchmark row, the layout built
+here is: ``benchmarks/fusion_memory.py --encoders cls_encoder``). ``forward(x)`` (segmentation only,
+``nnUNetv2_predict``) does not run it.
 ``input_contrast=True`` adds the input itself as a stage 0 of the embedding: each phase's lesion mean and lesion
 minus ring of its (nnU-Net-normalised) intensities, the first-order statistics of the feature oracle, before any
 convolution (phases of equal channel count).
@@ -144,9 +145,7 @@ class MultiPhaseFusionNet(nn.Module):
                                          num_input_channels, shared_encoder)
         self.phase_channels = groups
         self.shared_encoder = shared_encoder
-        kw = {k: v for k, v in arch_kwargs.items() if k not in DECODER_ONLY_KWARGS}
-        if short == "ResidualEncoderUNet":
-            kw.pop("n_conv_per_stage", None)
+        kw = self.encoder_kwargs(short, arch_kwargs)
         if phase_norm and not shared_encoder:
             raise MVExtError("'phase_norm' needs 'shared_encoder' (one encoder per phase has its own norms already).")
         decoder_norm = {"norm_op": kw.get("norm_op"), "norm_op_kwargs": dict(kw.get("norm_op_kwargs") or {})}
@@ -221,6 +220,24 @@ class MultiPhaseFusionNet(nn.Module):
             return [s.reshape(b, p, *s.shape[1:]) for s in self.encoders[0](folded)]
         per_phase = [enc(x[:, g]) for enc, g in zip(self.encoders, self.phase_channels)]
         return [torch.stack(stage, dim=1) for stage in zip(*per_phase)]
+
+    @staticmethod
+    def encoder_kwargs(short_class_name: str, arch_kwargs: dict) -> dict:
+        """The plan's ``arch_kwargs`` that its encoder class takes (the decoder's keys removed)."""
+        kw = {k: v for k, v in arch_kwargs.items() if k not in DECODER_ONLY_KWARGS}
+        if short_class_name == "ResidualEncoderUNet":
+            kw.pop("n_conv_per_stage", None)
+        return kw
+
+    @staticmethod
+    def classification_encoder_feature_map_size(encoder_class_name: str, arch_kwargs: dict, input_size: Sequence[int],
+                                                num_phases: int, width: float) -> np.int64:
+        """nnU-Net's estimate of the classification encoder (``classification_encoder_width`` > 0) for
+        ``num_phases`` single-channel phases at the patch ``input_size``; build on the meta device."""
+        short = encoder_class_name.split(".")[-1]
+        encoder, pool = MultiPhaseFusionNet._classification_encoder(
+            ENCODERS[short], MultiPhaseFusionNet.encoder_kwargs(short, arch_kwargs), 1, width)
+        return np.int64(encoder.compute_conv_feature_map_size([i // j for i, j in zip(input_size, pool)]) * num_phases)
 
     @staticmethod
     def _classification_encoder(encoder_class, kw: dict, in_channels: int, width: float):

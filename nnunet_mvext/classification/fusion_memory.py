@@ -42,6 +42,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_mvext.architectures.multiphase_fusion_net import ENCODERS, MultiPhaseFusionNet
+from nnunet_mvext.classification.fusion_setup import default_classification_encoder_width
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.mbtfe_planner import EstimateRecordingPlanner
 
@@ -74,15 +75,23 @@ def plain_feature_map_size(arch_class_name: str, arch_kwargs: dict, requires_imp
 
 def fusion_feature_map_size(arch_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
                             patch_size: Sequence[int], num_phases: int, num_outputs: int,
-                            segmentation: bool = True) -> int:
+                            segmentation: bool = True, classification_encoder_width: Optional[float] = None) -> int:
     """The estimate of a :class:`MultiPhaseFusionNet` with ``num_phases`` single-channel phases on the plan's
-    architecture (meta device). Built with ``shared_encoder`` (one encoder module instead of P): the estimate counts
-    each phase's encoder activations either way, and the planner's patch search builds it many times."""
+    architecture (meta device), with the classification encoder of ``classification_encoder_width`` (null: the fusion
+    trainers' default for one encoder per phase, :func:`default_classification_encoder_width`). Built with
+    ``shared_encoder`` (one encoder module instead of P) and the classification encoder counted apart: the estimate
+    counts each phase's encoder activations either way, and the planner's patch search builds it many times."""
+    kwargs = {**_imported(arch_kwargs, requires_import), "deep_supervision": True}
+    width = (default_classification_encoder_width(False, segmentation, [[0]] * num_phases, int(kwargs["n_stages"]))
+             if classification_encoder_width is None else classification_encoder_width)
     with torch.device("meta"):
-        net = MultiPhaseFusionNet(arch_class_name, {**_imported(arch_kwargs, requires_import),
-                                                    "deep_supervision": True},
-                                  num_phases, num_outputs, 2, "concat", shared_encoder=True, segmentation=segmentation)
-    return int(net.compute_conv_feature_map_size(list(patch_size)))
+        net = MultiPhaseFusionNet(arch_class_name, kwargs, num_phases, num_outputs, 2, "concat", shared_encoder=True,
+                                  segmentation=segmentation)
+        size = int(net.compute_conv_feature_map_size(list(patch_size)))
+        if width:
+            size += int(MultiPhaseFusionNet.classification_encoder_feature_map_size(
+                arch_class_name, kwargs, list(patch_size), num_phases, width))
+    return size
 
 
 def _options(network: torch.nn.Module, patch: Sequence[int], plain: int, dataset_name: str, phases: int) -> str:
@@ -92,6 +101,12 @@ def _options(network: torch.nn.Module, patch: Sequence[int], plain: int, dataset
             f"nnUNetPlansFusionP{phases}`)")
     decoder = getattr(network, "decoder", None)
     encoders = getattr(network, "encoders", None)
+    if isinstance(network, MultiPhaseFusionNet) and getattr(network, "classification_encoder", None) is not None:
+        pooled = [i // j for i, j in zip(patch, network.classification_pool)]
+        saved = int(network.classification_encoder.compute_conv_feature_map_size(pooled)) * phases
+        ours = int(network.compute_conv_feature_map_size(list(patch)))
+        text += (f", 'classification_encoder_width': 0 (the case class read from the segmentation encoders: "
+                 f"{(ours - saved) / plain:.2f}x)")
     if isinstance(network, MultiPhaseFusionNet) and decoder is not None and encoders is not None:
         without = int(encoders[0].compute_conv_feature_map_size(list(patch))) * phases
         text += f", or 'segmentation': false (no decoder: {without / plain:.2f}x)"

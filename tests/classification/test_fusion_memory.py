@@ -43,12 +43,13 @@ def configuration(patch=(128, 128, 128), **extra):
     return PlansManager(plans).get_configuration("3d_fullres")
 
 
-def fusion_net(phases: int, segmentation: bool = True) -> MultiPhaseFusionNet:
+def fusion_net(phases: int, segmentation: bool = True, width: float = 0.0) -> MultiPhaseFusionNet:
+    """The fusion network on the meta device; ``width``: its classification encoder (1: the trainers' default)."""
     from nnunet_mvext.classification.fusion_memory import _imported
 
     with torch.device("meta"):
         return MultiPhaseFusionNet(PLAIN, {**_imported(ARCH_KWARGS, IMPORTS), "deep_supervision": True}, phases, 3, 2,
-                                   "abaf", segmentation=segmentation)
+                                   "abaf", segmentation=segmentation, classification_encoder_width=width)
 
 
 def test_eight_phases_warn_with_the_factor_and_what_to_do_one_phase_does_not():
@@ -58,6 +59,11 @@ def test_eight_phases_warn_with_the_factor_and_what_to_do_one_phase_does_not():
     assert "batch size 2" in text and "phase_channels" in text and "shared_encoder' saves parameters" in text
     assert "`nnunet-mvext plan Dataset780_Mem --preset fusion --phases 8`" in text and "nnUNetPlansFusionP8" in text
     assert "'segmentation': false (no decoder: 3.15x)" in text
+    assert "classification_encoder_width" not in text  # this network has none
+    warn, text = memory_note(fusion_net(8, width=1.0), configuration(), 8, 3, "Dataset780_Mem")
+    ours = fusion_net(8, width=1.0).compute_conv_feature_map_size([128] * 3) / 453.7e6
+    assert warn and f"{ours:.2f}x the plan's plain U-Net's" in text and ours > 3.95 + 0.5
+    assert "'classification_encoder_width': 0 (the case class read from the segmentation encoders: 3.95x)" in text
     warn, text = memory_note(fusion_net(1), configuration(), 1, 3, "Dataset780_Mem")
     assert not warn and "WARNING" not in text and "1.20x the plan's plain U-Net's" in text
     warn, _ = memory_note(fusion_net(2), configuration(), 2, 3, "Dataset780_Mem")
@@ -67,9 +73,9 @@ def test_eight_phases_warn_with_the_factor_and_what_to_do_one_phase_does_not():
 def test_a_patch_planned_for_the_phases_is_compared_with_its_planned_estimate():
     planned = fusion_feature_map_size(PLAIN, ARCH_KWARGS, IMPORTS, (128, 128, 128), 4, 3)
     cm = configuration(**{PLANNED_ESTIMATE_KEY: planned, PLANNED_PHASES_KEY: 4})
-    warn, text = memory_note(fusion_net(4), cm, 4, 3, "Dataset780_Mem")
+    warn, text = memory_note(fusion_net(4, width=1.0), cm, 4, 3, "Dataset780_Mem")
     assert not warn and "planned patch and batch size for 4 phases" in text
-    eight = fusion_net(8)
+    eight = fusion_net(8, width=1.0)
     warn, text = memory_note(eight, cm, 8, 3, "Dataset780_Mem")
     ratio = eight.compute_conv_feature_map_size([128] * 3) / planned
     assert warn and ratio > 1.5 and f"{ratio:.2f}x the {planned / 1e6:.1f} M that nnunet-mvext plan" in text
@@ -119,8 +125,13 @@ def test_the_fusion_planner_estimate_grows_with_the_phases_and_nnunet_shrinks_pa
     patch = [128, 128, 128]  # nnU-Net's plain plan for these images
     estimates = [planners[p].static_estimate_VRAM_usage(patch, 8, 3, PLAIN, ARCH_KWARGS, IMPORTS) for p in (1, 4, 8)]
     assert estimates[0] < estimates[1] < estimates[2]
+    # the trainers' default network (one encoder per phase and the classification encoder): the same activations
     assert estimates[2] == fusion_feature_map_size(PLAIN, ARCH_KWARGS, IMPORTS, patch, 8, 3) == \
-        fusion_net(8).compute_conv_feature_map_size(patch)  # separate encoders: the same activations
+        fusion_net(8, width=1.0).compute_conv_feature_map_size(patch)
+    assert fusion_feature_map_size(PLAIN, ARCH_KWARGS, IMPORTS, patch, 8, 3, classification_encoder_width=0) == \
+        fusion_net(8).compute_conv_feature_map_size(patch) < estimates[2]
+    assert fusion_feature_map_size(PLAIN, ARCH_KWARGS, IMPORTS, patch, 8, 3, segmentation=False) == \
+        fusion_net(8, segmentation=False).compute_conv_feature_map_size(patch)  # no decoder: no classification encoder
     plans = {p: planners[p].get_plans_for_configuration([1.0, 1.0, 1.0], [160, 160, 160], "d", 1e12, {})
              for p in (1, 8)}
     volume = {p: plans[p]["batch_size"] * torch.tensor(plans[p]["patch_size"]).prod().item() for p in plans}
