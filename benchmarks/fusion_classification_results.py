@@ -148,7 +148,10 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               "abaf_input_contrast": {"input_contrast": True},
               # one encoder per phase for the segmentation (its Dice), a separate encoder shared by the phases from
               # the second resolution on for the case class (its gain), each trained by its own loss
-              "abaf_cls_encoder": {"classification_encoder_width": 1.0}}
+              "abaf_cls_encoder": {"classification_encoder_width": 1.0},
+              # the default before classification_encoder_width became null (1 with a decoder): the case class read
+              # from the per-phase segmentation encoders
+              "abaf_seg_encoders": {"classification_encoder_width": 0}}
 #: computed in-process by :mod:`ceilings`
 CEILINGS = ("oracle", "crops")
 BASE = "base"
@@ -359,6 +362,9 @@ def main() -> None:
                 if "already exists" not in str(e):
                     raise
                 refuse_stale_configuration(env, dataset.dataset_name, row, configuration, {**settings, **row_settings})
+        for row in selected:
+            if rows[row][0] is not None:
+                refuse_stale_model(env, dataset.dataset_name, row, *rows[row][:2])
     write_fold0_split(env, dataset)
     started = time.time()
     lock = threading.Lock()
@@ -407,6 +413,35 @@ def refuse_stale_configuration(env: dict, dataset_name: str, row: str, configura
         raise SystemExit(f"row {row}: configuration '{configuration}' in {plans_file} was added by an earlier run "
                          f"with other trainer_settings ({changes}). Use a new --workdir, or remove '{configuration}' "
                          f"from the plans and its model folder to measure the row again.")
+
+
+def refuse_stale_model(env: dict, dataset_name: str, row: str, trainer: str, configuration: str) -> None:
+    """A model folder kept from an earlier run (``--resume``) must hold the network its row resolves to now: a release
+    that changes a default (``classification_encoder_width`` null -> 1) leaves the row's trainer_settings as they were,
+    and the kept model and results would be reported as the new default."""
+    from nnunet_mvext.classification.fusion_setup import CASE_KEY, changes_text, differing_keys
+    from nnunet_mvext.trainers import fusion_trainers, multiview_trainers
+    from nnunet_mvext.trainers.settings_trainer import settings_from_plans
+
+    model_plans = os.path.join(env["nnUNet_results"], dataset_name, f"{trainer}__nnUNetPlans__{configuration}",
+                               "plans.json")
+    if not os.path.isfile(model_plans):
+        return
+    with open(model_plans) as f:
+        stored = json.load(f)["configurations"].get(configuration, {}).get(CASE_KEY)
+    preprocessed = os.path.join(env["nnUNet_preprocessed"], dataset_name)
+    with open(os.path.join(preprocessed, "nnUNetPlans.json")) as f:
+        plans = json.load(f)
+    with open(os.path.join(preprocessed, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    cls = getattr(fusion_trainers, trainer, None) or getattr(multiview_trainers, trainer)
+    now = cls.describe_model(plans, configuration, dataset_json,
+                             settings_from_plans(plans, configuration, cls.settings_defaults, cls.settings_scopes))
+    if stored is not None and differing_keys(stored, now):
+        raise SystemExit(f"row {row}: the model in {os.path.dirname(model_plans)} was trained with another network "
+                         f"than the row gives now ({changes_text(stored, now)}), e.g. before a default changed. Use a "
+                         f"new --workdir, or remove the model folder and the row from results.json to measure it "
+                         f"again.")
 
 
 def case_ids(cases) -> list[str]:
