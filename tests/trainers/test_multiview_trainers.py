@@ -176,3 +176,34 @@ def test_training_pools_one_lesion_component_per_patch_and_weights_from_the_plan
     assert weights.tolist() == [1.0, 1.0, 0.0]
     _, planes = net.slabs(torch.zeros(3, 1, 16, 16, 16), roi)
     assert all(float(p[b].sum()) > 0 for p in planes for b in (0, 1))
+
+
+def test_a_model_stored_before_the_classification_encoder_existed_rebuilds_without_it():
+    """The default (null) builds the classification encoder; a stored description without the key (a model trained
+    before the setting existed) rebuilds the network it was trained with, so its checkpoint loads and predicts."""
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+    from nnunet_mvext.trainers.settings_trainer import settings_from_plans
+
+    cls = nnUNetTrainerFusionABAF
+    plans = _plans({})
+    settings = settings_from_plans(plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes)
+    info = cls.describe_model(plans, "3d_fullres", DATASET_JSON, settings)
+    plans["configurations"]["3d_fullres"]["case_classification"] = info
+    pm = PlansManager(plans)
+    default = cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+    assert default.classification_encoder is not None
+
+    older = {k: v for k, v in info.items() if k != "classification_encoder_width"}
+    plans["configurations"]["3d_fullres"]["case_classification"] = older
+    pm = PlansManager(plans)
+    rebuilt = cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+    assert rebuilt.classification_encoder is None
+    zero_plans = _plans({"classification_encoder_width": 0})
+    zero_info = cls.describe_model(zero_plans, "3d_fullres", DATASET_JSON, settings_from_plans(
+        zero_plans, "3d_fullres", cls.settings_defaults, cls.settings_scopes))
+    assert zero_info == older  # width 0 is stored as absent, as before the setting existed
+    zero_plans["configurations"]["3d_fullres"]["case_classification"] = zero_info
+    pm = PlansManager(zero_plans)
+    width_zero = cls.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in width_zero.state_dict().items()}
