@@ -7,22 +7,25 @@ the patch (one map per conv output, batch 1), fits a VRAM target (``ExperimentPl
 skips with a 1x1 conv per stage and keeps the plan's decoder, so at the same patch and batch its estimate is, on the
 6-stage 3d_fullres plan (patch 128^3, features 32..320; ``benchmarks/fusion_memory.py``, ``benchmarks/RESULTS.md``):
 
-====== ======= ======= ======= ======= =======
-phases 1       2       3       4       8
-ratio  1.20x   1.59x   1.98x   2.38x   3.95x
-====== ======= ======= ======= ======= =======
+=========================================== ======= ======= ======= ======= =======
+phases                                      1       2       3       4       8
+``classification_encoder_width: 0``         1.20x   1.59x   1.98x   2.38x   3.95x
+default (classification encoder, width 1)   1.29x   1.79x   2.28x   2.77x   4.74x
+=========================================== ======= ======= ======= ======= =======
 
-Each phase adds an encoder's activations (0.39x the plain U-Net's estimate); ``shared_encoder`` shares the weights,
-not the activations, and ``segmentation: false`` drops the decoder and the fusion convs (8 phases: 3.15x instead of
-3.95x).
+Each phase adds an encoder's activations (0.39x the plain U-Net's estimate) and, with the classification encoder, its
+pass from the second resolution on (about 0.1x per phase); ``shared_encoder`` shares the weights, not the
+activations, and ``segmentation: false`` drops the decoder, the fusion convs and the classification encoder (8
+phases: 3.15x). A training step on 2 CPU cores (patch 64^3, batch 1; 2026-12-06) took 1.12x-4.19x the plain U-Net's
+for 1-8 phases without the classification encoder and 1.17x-5.03x with it.
 
 :func:`memory_note` (logged by the fusion trainers at training start, :func:`log_fusion_memory`) compares the
 network's estimate with the plan's plain U-Net at the configuration's patch (the batch size multiplies both) and
-warns above :data:`WARN_FACTOR` = 1.5: between one phase (1.20x: the plan's network plus one 1x1 fusion conv per
-stage; measured peak GPU memory of a training step 1.04x) and two phases (1.59x; measured 1.42x, 7.0 GiB allocated
-against the plain U-Net's 4.9 GiB at batch 2, fp16, on a plan nnU-Net made for an 8 GB target), so the warning starts
-with the first extra encoder, whose activations the plan's patch and batch were not sized for. A
-configuration planned by :class:`FusionPlanner` carries the estimate it was planned with
+warns above :data:`WARN_FACTOR` = 1.5: between one phase (1.20x, 1.29x with the classification encoder: the plan's
+network plus one 1x1 fusion conv per stage; measured peak GPU memory of a training step 1.04x) and two phases (1.59x;
+measured 1.42x, 7.0 GiB allocated against the plain U-Net's 4.9 GiB at batch 2, fp16, on a plan nnU-Net made for an 8
+GB target), so the warning starts with the first extra encoder, whose activations the plan's patch and batch were not
+sized for. A configuration planned by :class:`FusionPlanner` carries the estimate it was planned with
 (:data:`PLANNED_ESTIMATE_KEY`) and is compared against that instead (warning above :data:`PLANNED_TOLERANCE`, as for
 MBTFEUNet in :mod:`nnunet_mvext.mbtfe_plans`).
 
