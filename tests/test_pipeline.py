@@ -51,3 +51,14 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
     path.write_text("x")
     with pytest.raises(MVExtError, match="results.txt is a file, not a folder"):
         prepare_workdir(str(path), force=True)
+
+
+def test_the_demo_says_when_the_lesion_was_not_learnt():
+    """A demo whose short training missed the lesion must not present its classification without a word."""
+    from nnunet_mvext.demo import DemoResult, format_result
+
+    metrics = {"num_cases": 40, "auc": 0.6, "accuracy": 0.5, "confusion_matrix": [[5, 15], [2, 18]]}
+    missed = format_result(DemoResult({"organ": 0.98, "lesion": 0.039}, 0.51, {"nnUNetTrainerFusionABAF": metrics}))
+    assert "WARNING: lesion Dice 0.039: the lesion label was not learnt within the demo's 300 iterations" in missed
+    learnt = format_result(DemoResult({"organ": 0.98, "lesion": 0.845}, 0.91, {"nnUNetTrainerFusionABAF": metrics}))
+    assert "WARNING" not in learnt
