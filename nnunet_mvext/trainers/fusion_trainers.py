@@ -505,7 +505,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         checkpoint = filename_or_checkpoint
         if isinstance(filename_or_checkpoint, str):
             self._loaded_checkpoint = os.path.basename(filename_or_checkpoint)
-            checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+            checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)
         stored = checkpoint.get(CASE_KEY)
         if stored is not None and differing_keys(stored, self.case_info):
             name = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint"
@@ -515,7 +515,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                              f"values (an absent key to 0 or false; a release may "
                              f"have changed a default, as it did for 'classification_encoder_width'), or train the "
                              f"fold again without --c.")
-        super().load_checkpoint(checkpoint)
+        # the file name, not the dict read above: nnU-Net 2.8's load_checkpoint reads only a file name (given a dict
+        # it stops with UnboundLocalError), and nnUNetv2_train --c / --val pass one
+        super().load_checkpoint(filename_or_checkpoint)
 
     # ---------------------------------------------------------------- final validation
     def perform_actual_validation(self, save_probabilities: bool = False):

@@ -168,3 +168,17 @@ def test_a_bad_fusion_setup_is_refused_before_any_folder_is_created(workspace):
                check=False)
     assert proc.returncode != 0 and "'lesion_label' is 7, not a foreground label" in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(workspace.model_folder(TRAINER, configuration))
+
+
+def test_val_reruns_the_final_validation_from_the_checkpoint(workspace, fusion_model):
+    """``nnUNetv2_train … --val`` goes through the fusion trainers' load_checkpoint (which checks the stored fusion
+    settings first) into nnU-Net's, which reads only a file name. Last in this module: it rewrites the validation."""
+    folder = os.path.join(fusion_model, "fold_0", "validation")
+    table = Path(folder) / "classification.csv"
+    before = {r[0]: r[1] for r in csv.reader(table.read_text().splitlines())}
+    os.remove(os.path.join(folder, "classification_summary.json"))
+    run(["nnUNetv2_train", DATASET_ID, CONFIG, "0", "-tr", TRAINER, "-device", "cpu", "--val"], workspace.env)
+    summary = json.loads(Path(os.path.join(folder, "classification_summary.json")).read_text())
+    assert summary["num_cases"] == 2
+    after = {r[0]: r[1] for r in csv.reader(table.read_text().splitlines())}
+    assert after == before  # the same weights give the same classes
