@@ -418,7 +418,10 @@ def refuse_stale_configuration(env: dict, dataset_name: str, row: str, configura
 def refuse_stale_model(env: dict, dataset_name: str, row: str, trainer: str, configuration: str) -> None:
     """A model folder kept from an earlier run (``--resume``) must hold the network its row resolves to now: a release
     that changes a default (``classification_encoder_width`` null -> 1) leaves the row's trainer_settings as they were,
-    and the kept model and results would be reported as the new default."""
+    and the kept model and results would be reported as the new default. The ``base`` row is skipped: an earlier
+    release (``--baseline-code``) trains it, so its network differs from today's on purpose."""
+    if row == BASE:
+        return
     from nnunet_mvext.classification.fusion_setup import CASE_KEY, changes_text, differing_keys
     from nnunet_mvext.trainers import fusion_trainers, multiview_trainers
     from nnunet_mvext.trainers.settings_trainer import settings_from_plans

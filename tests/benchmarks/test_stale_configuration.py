@@ -68,3 +68,5 @@ def test_a_kept_model_of_another_network_stops_the_run(tmp_path):
                                          r"gives now \(classification_encoder_width: absent \(off: 0 or false\) -> "
                                          r"1.0\)"):
         refuse_stale_model(env, "Dataset512_X", "abaf", cls.__name__, "3d_fusion")
+    # the previous release's row (--baseline-code) trains an older network on purpose
+    refuse_stale_model(env, "Dataset512_X", "base", cls.__name__, "3d_fusion")
