@@ -136,18 +136,19 @@ def fusion_model_info(plans: dict, configuration: str, dataset_json: dict, setti
         raise MVExtError(f"trainer_settings of {where}: 'input_contrast' is true, but the phases have different "
                          f"channel counts ('phase_channels' {phases}). Allowed: false, or phases of equal size.")
     plan_stages = int(config.network_arch_init_kwargs.get("n_stages", 0))
+    equal_phases = len({len(g) for g in phases}) == 1
     if settings.classification_encoder_width is None:
         width = default_classification_encoder_width(shared, settings.segmentation, phases, plan_stages)
     else:
         width = float(settings.classification_encoder_width)
-    if width and (shared or not settings.segmentation or len({len(g) for g in phases}) != 1 or plan_stages < 2):
+    if width and (shared or not settings.segmentation or not equal_phases or plan_stages < 2):
         raise MVExtError(f"trainer_settings of {where}: 'classification_encoder_width' is {width}, but "
                          + ("the encoder is shared ('shared_encoder' " + f"{settings.shared_encoder}, resolved to "
                             "true), which the classification reads already" if shared else
                             "'segmentation' is false: there are no segmentation encoders to keep apart"
                             if not settings.segmentation else
                             f"the phases have different channel counts ('phase_channels' {phases})"
-                            if len({len(g) for g in phases}) != 1 else
+                            if not equal_phases else
                             f"the plan's encoder has {plan_stages} stage(s) (the classification encoder starts at "
                             f"the second resolution)")
                          + ". Allowed: null, 0, or a number in (0, 4] with one encoder per phase ('shared_encoder' "

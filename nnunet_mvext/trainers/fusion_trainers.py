@@ -500,24 +500,21 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                 "training_case_ids": sorted(self.do_split()[0]), "fold": self.fold}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """nnU-Net's, after checking that the checkpoint was trained with this fold's fusion settings (``--c`` or
-        ``--val`` on a fold trained before a default changed would otherwise stop at a missing weight)."""
-        checkpoint = filename_or_checkpoint
         if isinstance(filename_or_checkpoint, str):
             self._loaded_checkpoint = os.path.basename(filename_or_checkpoint)
-            checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def check_checkpoint(self, checkpoint: dict, source: str) -> None:
+        """Refuse a checkpoint trained with other fusion settings than this fold's before its weights load (``--c``
+        or ``--val`` on a fold trained before a default changed would otherwise stop at a missing weight)."""
         stored = checkpoint.get(CASE_KEY)
         if stored is not None and differing_keys(stored, self.case_info):
-            name = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "the checkpoint"
-            raise MVExtError(f"{name} was trained with other fusion settings "
+            raise MVExtError(f"{source} was trained with other fusion settings "
                              f"({changes_text(stored, self.case_info)}) than trainer_settings of "
                              f"'{self.configuration_name}' give now. Set these keys in trainer_settings to the stored "
                              f"values (an absent key to 0 or false; a release may "
                              f"have changed a default, as it did for 'classification_encoder_width'), or train the "
                              f"fold again without --c.")
-        # the file name, not the dict read above: nnU-Net 2.8's load_checkpoint reads only a file name (given a dict
-        # it stops with UnboundLocalError), and nnUNetv2_train --c / --val pass one
-        super().load_checkpoint(filename_or_checkpoint)
 
     # ---------------------------------------------------------------- final validation
     def perform_actual_validation(self, save_probabilities: bool = False):

@@ -231,14 +231,21 @@ class nnUNetTrainerMV(nnUNetTrainer):
         return {CHECKPOINT_SETTINGS_KEY: self.trainer_settings.record()}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """nnU-Net's loading, then a log entry for every setting that differs from the checkpoint's."""
-        super().load_checkpoint(filename_or_checkpoint)
+        """:meth:`check_checkpoint`, nnU-Net's loading, then a log entry for every setting that differs from the
+        checkpoint's. nnU-Net gets what it was given: its 2.8 ``load_checkpoint`` reads only a file name (given a dict
+        it stops with UnboundLocalError), and ``nnUNetv2_train --c`` / ``--val`` pass one; this package reads the file
+        once, memory-mapped on the CPU, for its own keys."""
         if isinstance(filename_or_checkpoint, str):
             name = os.path.basename(filename_or_checkpoint)
             checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)
         else:
             name, checkpoint = "the checkpoint", filename_or_checkpoint
+        self.check_checkpoint(checkpoint, filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else name)
+        super().load_checkpoint(filename_or_checkpoint)
         self.log_settings_changes(checkpoint.get(CHECKPOINT_SETTINGS_KEY), name)
+
+    def check_checkpoint(self, checkpoint: dict, source: str) -> None:
+        """Refuse a checkpoint before any weight loads (variants override; ``source`` names it in the message)."""
 
     def log_settings_changes(self, recorded, checkpoint_name: str) -> None:
         """Say in the training log which resolved settings differ from those ``checkpoint_name`` was written with."""
