@@ -9,10 +9,18 @@ Layout of a release::
 
     {"Annotation_info": {"<patient>": [
         {"studyUID": "...", "seriesUID": "...", "phase": "C+A", "pixel_spacing": [0.7, 0.7], "slice_thickness": 6,
+         "slice_spacing": 7.2, "origin": [-170.1, -190.4, -60.3],
          "annotation": {"lesion": {"0": {"category": 6, "bbox": {"3D_box": {"x_min": 120, "y_min": 98, "z_min": 20,
                                                                             "x_max": 141, "y_max": 117, "z_max": 24}}},
                                    "1": {...}}}},
         ...]}}
+
+**Geometry keys** (optional per series, validated when present): ``pixel_spacing`` (two positive numbers, mm, ITK x
+then y), ``slice_spacing`` (a positive number, mm, the distance between slices), ``slice_thickness`` (a positive
+number, mm; not the slice distance, used for z only where ``slice_spacing`` is absent, as in copies of the file older
+than the organisers' update of 2023-06-05) and ``origin`` (three finite numbers, mm). The release's NIfTI headers
+carry no geometry (spacing 1, origin 0): :mod:`~nnunet_mvext.lld_mmri.geometry` builds each series' grid from these
+keys.
 
 Phases (:data:`PHASES`, the order of the channels this package writes): ``T2WI``, ``DWI``, ``In Phase``, ``Out Phase``,
 ``C-pre``, ``C+A``, ``C+V``, ``C+Delay``. Categories (:data:`CLASS_NAMES`, the challenge's names and order): 0
@@ -27,20 +35,22 @@ Phases (:data:`PHASES`, the order of the channels this package writes): ``T2WI``
 :meth:`Box.first_voxel`, :meth:`Box.last_voxel`). Coordinates are converted with ``int()``, as that code does.
 
 Refused outright (:class:`~nnunet_mvext.errors.MVExtError`, naming patient, series and key): no ``Annotation.json``,
-invalid JSON, a structure other than the one above, an unknown phase name, a category outside -1..6, a coordinate
-that is not a number. A box that does not fit its image (beyond the slice count, empty) is not an error of the file:
+invalid JSON, a patient listed twice (valid JSON, but the first listing would be silently lost), a structure other
+than the one above, an unknown phase name, a category outside -1..6, a coordinate that is not a number, a geometry key
+of the wrong type, length or sign. A box that does not fit its image (beyond the slice count, empty) is not an error of the file:
 :meth:`Box.problem` names it and the import skips or repairs it (see :mod:`~nnunet_mvext.lld_mmri.import_release`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.json_files import read_json
 
 PHASES = ("T2WI", "DWI", "In Phase", "Out Phase", "C-pre", "C+A", "C+V", "C+Delay")
 CLASS_NAMES = ("Hepatic_hemangioma", "Intrahepatic_cholangiocarcinoma", "Hepatic_abscess", "Hepatic_metastasis",
@@ -116,6 +126,10 @@ class SeriesEntry:
     series_uid: str
     phase: str
     lesions: tuple
+    pixel_spacing: Optional[tuple] = None  # (x, y) mm
+    slice_spacing: Optional[float] = None  # mm between slices
+    slice_thickness: Optional[float] = None  # mm
+    origin: Optional[tuple] = None  # (x, y, z) mm
 
     def image_path(self, release_dir: str) -> str:
         return os.path.join(release_dir, "images", self.patient, self.study_uid, self.series_uid + ".nii.gz")
@@ -153,14 +167,52 @@ def _category(value, where: str) -> int:
     return category
 
 
+def _short(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error names a value, it does not print a whole file)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _require(mapping, key: str, kind, where: str):
     if not isinstance(mapping, dict) or key not in mapping:
         raise MVExtError(f"{where}: key '{key}' is missing.")
     value = mapping[key]
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise MVExtError(f"{where}: '{key}' is {type(value).__name__} {value!r}; expected {names}.")
+        raise MVExtError(f"{where}: '{key}' is {type(value).__name__} {_short(value)}; expected {names}.")
     return value
+
+
+def _number(value) -> Optional[float]:
+    """``value`` as a finite float, or None when it is not a finite number (booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _geometry(item: dict, where: str) -> dict:
+    """The geometry keys of one series entry (module docstring), validated; absent keys are None."""
+    out = {}
+    for key, length, positive in (("pixel_spacing", 2, True), ("origin", 3, False)):
+        value = item.get(key)
+        if value is None:
+            out[key] = None
+            continue
+        numbers = [_number(v) for v in value] if isinstance(value, list) else []
+        if len(numbers) != length or any(v is None or (positive and v <= 0) for v in numbers):
+            what = "positive numbers" if positive else "finite numbers"
+            raise MVExtError(f"{where}: '{key}' is {_short(value)}; allowed: a list of {length} {what} (mm).")
+        out[key] = tuple(numbers)
+    for key in ("slice_spacing", "slice_thickness"):
+        value = item.get(key)
+        if value is None:
+            out[key] = None
+            continue
+        number = _number(value)
+        if number is None or number <= 0:
+            raise MVExtError(f"{where}: '{key}' is {_short(value)}; allowed: a positive number (mm).")
+        out[key] = number
+    return out
 
 
 def _series_entry(patient: str, position: int, item, source: str) -> SeriesEntry:
@@ -191,19 +243,53 @@ def _series_entry(patient: str, position: int, item, source: str) -> SeriesEntry
                 raise MVExtError(f"{at}, 'bbox' '3D_box': key '{key}' is missing (a box has {', '.join(BOX_KEYS)}).")
             coords[key] = _coordinate(bbox[key], f"{at}, 'bbox' '3D_box'", key)
         lesions.append(Lesion(str(index), category, Box(**coords)))
-    return SeriesEntry(patient, study, series, phase, tuple(lesions))
+    return SeriesEntry(patient, study, series, phase, tuple(lesions), **_geometry(item, f"{where} ({phase})"))
 
 
-def read_annotation(release_dir: str) -> dict[str, list[SeriesEntry]]:
-    """``{patient: [series entries in file order]}`` of ``RELEASE/labels/Annotation.json``, validated (module
-    docstring); refuses a release without the file, naming where it was looked for."""
-    path = os.path.join(release_dir, ANNOTATION_FILE)
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` of :func:`json.loads` that refuses a key given twice in one object (plain ``json``
+    keeps the last silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def load_annotation_json(path: str, what: str = "Annotation file"):
+    """The parsed content of an annotation file; refuses invalid JSON (line and column) and a key given twice in one
+    object (a patient listed twice would lose its first listing's series), naming the file and the key."""
+    if not os.path.isfile(path):
+        raise MVExtError(f"{what} {path} does not exist.")
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise MVExtError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    except _DuplicateKey as e:
+        raise MVExtError(f"{what} {path}: key '{e.key}' appears twice in one object (e.g. a patient listed twice in "
+                         f"'Annotation_info'); JSON readers keep only the last. Merge the listings into one.") from None
+
+
+def read_annotation(release_dir: str, path: Optional[str] = None) -> dict[str, list[SeriesEntry]]:
+    """``{patient: [series entries in file order]}`` of ``RELEASE/labels/Annotation.json`` (or of ``path``, e.g. the
+    test set's ``Annotation_test.json``), validated (module docstring); refuses a release without the file, naming
+    where it was looked for."""
     if not os.path.isdir(release_dir):
         raise MVExtError(f"Release folder {release_dir} does not exist.")
-    if not os.path.isfile(path):
-        raise MVExtError(f"{path} does not exist; a release of LLD-MMRI 2023 holds images/<patient>/<studyUID>/"
-                         f"<seriesUID>.nii.gz and labels/Annotation.json. Give the folder that holds both.")
-    content = read_json(path, "Annotation file")
+    if path is None:
+        path = os.path.join(release_dir, ANNOTATION_FILE)
+        if not os.path.isfile(path):
+            raise MVExtError(f"{path} does not exist; a release of LLD-MMRI 2023 holds images/<patient>/<studyUID>/"
+                             f"<seriesUID>.nii.gz and labels/Annotation.json. Give the folder that holds both.")
+    content = load_annotation_json(path)
     info = _require(content, "Annotation_info", dict, path)
     if not info:
         raise MVExtError(f"{path}: 'Annotation_info' holds no patient.")
@@ -211,7 +297,7 @@ def read_annotation(release_dir: str) -> dict[str, list[SeriesEntry]]:
     for patient, items in info.items():
         if not isinstance(items, list) or not items:
             raise MVExtError(f"{path}, patient {patient}: expected a non-empty list of series entries, got "
-                             f"{items!r:.80}.")
+                             f"{_short(items)}.")
         patients[str(patient)] = [_series_entry(str(patient), i, item, path) for i, item in enumerate(items)]
     return patients
 
