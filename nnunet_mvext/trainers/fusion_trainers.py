@@ -306,9 +306,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.case_labels = require_labels(self.dataset_json, list(tr_keys) + list(val_keys), source)
         locations = {k: load_pickle(os.path.join(self.preprocessed_dataset_folder, k + ".pkl"))["class_locations"]
                      for k in list(tr_keys) + list(val_keys)}
-        groups = self.case_info["phase_channels"]
-        absent = {k: absent_phases(self.missing_record.get(k, []), groups) for k in list(tr_keys) + list(val_keys)}
-        self.absent = {k: a for k, a in absent.items() if any(a)}
+        self.absent = self.absent_of_cases(list(tr_keys) + list(val_keys))
         if self.absent:
             self.print_to_log_file(f"{len(self.absent)} case(s) miss a phase (missing_phases.json); their missing "
                                    f"phases are left out of the fusion (missing_phases: zero): "
@@ -341,6 +339,13 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         super().on_train_start()
         log_fusion_memory(self, self._unwrapped())
         self._cls_val_dataset = self.dataset_class(self.preprocessed_dataset_folder, sorted(val_keys))
+
+    def absent_of_cases(self, keys) -> dict[str, list[bool]]:
+        """``{case: absent per phase}`` of the ``keys`` that miss a phase in the dataset's record (``missing_record``,
+        read in :meth:`check_before_nnunet_init`, so also for ``--val``, which skips :meth:`on_train_start`)."""
+        groups = self.case_info["phase_channels"]
+        absent = {k: absent_phases(self.missing_record.get(k, []), groups) for k in keys}
+        return {k: a for k, a in absent.items() if any(a)}
 
     def on_train_epoch_start(self):
         self._cls_samples = [0, 0]
@@ -494,10 +499,12 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_extras(self) -> dict:
-        """The model description (predict-cls rebuilds and compares folds from it) and the fold's training cases
-        (predict-cls warns about input cases a fold trained on)."""
-        return {**super().checkpoint_extras(), CASE_KEY: self.case_info,
-                "training_case_ids": sorted(self.do_split()[0]), "fold": self.fold}
+        """The model description (predict-cls rebuilds and compares folds from it), the fold's training cases
+        (predict-cls warns about input cases a fold trained on) and its validation cases (a ``checkpoint_best*`` was
+        selected on them: predict-cls flags those input cases, evaluate-cls warns)."""
+        training, validation = self.do_split()
+        return {**super().checkpoint_extras(), CASE_KEY: self.case_info, "training_case_ids": sorted(training),
+                "validation_case_ids": sorted(validation), "fold": self.fold}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if isinstance(filename_or_checkpoint, str):
@@ -524,6 +531,13 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.network.eval()
         net = self._unwrapped()
         _, val_keys = self.do_split()
+        # nnUNetv2_train --val skips on_train_start: the record of the validation cases is read here too
+        missing = self.absent_of_cases(val_keys)
+        if any(k not in self.absent for k in missing):
+            self.print_to_log_file(f"{len(missing)} validation case(s) miss a phase (missing_phases.json); their "
+                                   f"missing phases are left out of the fusion (missing_phases: zero): "
+                                   f"{', '.join(sorted(missing)[:10])}{' ...' if len(missing) > 10 else ''}")
+        self.absent = {**self.absent, **missing}
         if self.is_ddp:
             val_keys = val_keys[self.local_rank:: dist.get_world_size()]
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
