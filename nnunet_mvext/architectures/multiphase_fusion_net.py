@@ -79,13 +79,17 @@ _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 def phase_dropout_mask(present: torch.Tensor, probability: float) -> torch.Tensor:
     """Phase dropout: ``present`` (B, P) bool with each present phase dropped with ``probability``; every sample
-    keeps at least one of its present phases (a random one, if the draw dropped them all)."""
+    keeps at least one of its present phases (a random one, if the draw dropped them all; weight exactly 0 on the
+    absent ones, so the fallback never brings back a phase the case lacks). A sample without any present phase stays
+    so."""
     b, p = present.shape
     if probability <= 0 or p < 2:
         return present
     keep = present & (torch.rand(b, p, device=present.device) >= probability)
-    fallback = torch.multinomial(present.float().clamp_min(1e-6), 1)[:, 0]               # a random present phase
-    forced = F.one_hot(fallback, p).bool()
+    any_present = present.any(1, keepdim=True)
+    weights = torch.where(any_present, present, torch.ones_like(present)).float()    # multinomial needs a row sum > 0
+    fallback = torch.multinomial(weights, 1)[:, 0]                                     # a random present phase
+    forced = F.one_hot(fallback, p).bool() & present
     return torch.where(keep.any(1, keepdim=True), keep, forced)
 
 
