@@ -118,7 +118,8 @@ def resample_sampling_grids(reference: Grid, phases: Sequence[str]) -> tuple[Gri
     return reference, {phase: reference for phase in phases}
 
 
-def _with_geometry(image: sitk.Image, grid: Grid) -> sitk.Image:
+def with_geometry(image: sitk.Image, grid: Grid) -> sitk.Image:
+    """``image`` with ``grid``'s spacing, origin and direction (in place; the pixels are not touched)."""
     image.SetSpacing(grid.spacing)
     image.SetOrigin(grid.origin)
     image.SetDirection(grid.direction)
@@ -139,12 +140,12 @@ def sample_channel(image: sitk.Image, sampling: Grid, output: Grid,
     resampler.SetDefaultPixelValue(0)
     resampler.SetOutputPixelType(sitk.sitkFloat32 if interpolator != sitk.sitkNearestNeighbor else
                                  sitk.sitkUInt8)
-    return _with_geometry(resampler.Execute(image), output)
+    return with_geometry(resampler.Execute(image), output)
 
 
 def placeholder(output: Grid) -> sitk.Image:
     """An all-zero float32 channel on ``output`` (a missing phase; the case's record names it)."""
-    return _with_geometry(sitk.Image([int(v) for v in output.size], sitk.sitkFloat32), output)
+    return with_geometry(sitk.Image([int(v) for v in output.size], sitk.sitkFloat32), output)
 
 
 def box_voxels(box: Box, source: Grid, target: Grid) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -168,7 +169,7 @@ def box_label(output: Grid, boxes: Sequence[tuple[Box, Grid]], value: int = 1) -
         if corners is not None:
             lo, hi = corners
             array[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = value
-    return _with_geometry(sitk.GetImageFromArray(array), output)
+    return with_geometry(sitk.GetImageFromArray(array), output)
 
 
 def mask_label(mask: sitk.Image, sampling: Grid, output: Grid, value: int = 1) -> sitk.Image:

@@ -37,8 +37,9 @@ Phases (:data:`PHASES`, the order of the channels this package writes): ``T2WI``
 Refused outright (:class:`~nnunet_mvext.errors.MVExtError`, naming patient, series and key): no ``Annotation.json``,
 invalid JSON, a patient listed twice (valid JSON, but the first listing would be silently lost), a structure other
 than the one above, an unknown phase name, a category outside -1..6, a coordinate that is not a number, a geometry key
-of the wrong type, length or sign. A box that does not fit its image (beyond the slice count, empty) is not an error of the file:
-:meth:`Box.problem` names it and the import skips or repairs it (see :mod:`~nnunet_mvext.lld_mmri.import_release`).
+of the wrong type, length or sign. A box that does not fit its image (beyond the slice count, empty) is not an error
+of the file: :meth:`Box.problem` names it and the import skips or repairs it (see
+:mod:`~nnunet_mvext.lld_mmri.import_release`).
 """
 
 from __future__ import annotations
@@ -132,7 +133,12 @@ class SeriesEntry:
     origin: Optional[tuple] = None  # (x, y, z) mm
 
     def image_path(self, release_dir: str) -> str:
-        return os.path.join(release_dir, "images", self.patient, self.study_uid, self.series_uid + ".nii.gz")
+        return self.image_in(os.path.join(release_dir, "images"))
+
+    def image_in(self, images_dir: str) -> str:
+        """The series file in a folder of ``<patient>/<studyUID>/<seriesUID>.nii.gz`` (``images/`` of a release,
+        or the test set's images folder)."""
+        return os.path.join(images_dir, self.patient, self.study_uid, self.series_uid + ".nii.gz")
 
     def mask_path(self, release_dir: str) -> str:
         """Where a release with lesion masks would keep this series' mask (the image layout under ``labels/``)."""

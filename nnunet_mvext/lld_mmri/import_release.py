@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -79,15 +80,19 @@ import SimpleITK as sitk
 
 from nnunet_mvext.classification.missing_phases import write_missing_phases
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.json_files import backup_path
 from nnunet_mvext.lld_mmri.alignment import (
     OFFICIAL_MARGIN,
     Grid,
+    box_centre,
     box_label,
+    box_voxels,
     crop_sampling_grids,
     mask_label,
     placeholder,
     resample_sampling_grids,
     sample_channel,
+    with_geometry,
 )
 from nnunet_mvext.lld_mmri.annotation import (
     CLASS_NAMES,
@@ -98,6 +103,20 @@ from nnunet_mvext.lld_mmri.annotation import (
     majority,
     majority_category,
     read_annotation,
+)
+from nnunet_mvext.lld_mmri.geometry import (
+    GEOMETRY_SOURCES,
+    PUBLISHED_FLIPPED_PATIENTS,
+    SeriesGeometry,
+    read_flipped_patients,
+    series_grid,
+)
+from nnunet_mvext.lld_mmri.release_checks import (
+    MIN_INSIDE_FRACTION,
+    describe_repeats,
+    inside_fraction,
+    orientation_outliers,
+    repeated_slices,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,6 +169,8 @@ class CasePlan:
     label_boxes: list  # [(Box, Grid of its series)]
     mask: Optional[str]  # path of a released mask of the reference series
     box_volume_mm3: float
+    grids: dict = field(default_factory=dict)  # phase -> Grid of its series (set on the pixels before resampling)
+    geometry: dict = field(default_factory=dict)  # phase -> where its spacing and origin came from
 
     @property
     def images_folder(self) -> str:
@@ -171,6 +192,10 @@ class ImportPlan:
     skipped: list = field(default_factory=list)
     disagreements: list = field(default_factory=list)
     patients_without_case: list = field(default_factory=list)
+    geometry_warnings: list = field(default_factory=list)  # {patient, phase, series, warning}
+    geometry_disagreements: dict = field(default_factory=dict)  # field -> number of series
+    geometry_fields: dict = field(default_factory=dict)  # field -> {source: number of series}
+    orientation: list = field(default_factory=list)  # {patient, lesion, phase, series, distance_mm, threshold_mm}
 
 
 @dataclass(frozen=True)
@@ -229,42 +254,73 @@ def truncated(path: str) -> Optional[str]:
     return None if total >= expected else f"truncated: {total} bytes uncompressed, its header declares {expected}"
 
 
-def _read_headers(patient: str, entries: list[SeriesEntry], release: str, plan: ImportPlan
-                  ) -> dict[str, tuple[SeriesEntry, Grid]]:
-    """``{phase: (entry, grid)}`` of the patient's readable 3D series; reports duplicates, missing, unreadable."""
-    seen: dict[str, SeriesEntry] = {}
-    series = {}
+MISSING_ACTION = "phase missing: placeholder (zeros) + missing_phases.json"
+
+
+def _header_problem(path: str) -> tuple[Optional[Grid], Optional[str]]:
+    """``(header grid, None)`` of a readable 3D series file, or ``(None, why not)``."""
+    if not os.path.isfile(path):
+        return None, f"series file {path} does not exist"
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        return None, f"unreadable series file {path}: {str(e).strip().splitlines()[-1]}"
+    if reader.GetDimension() != 3:
+        return None, f"series file {path} is {reader.GetDimension()}D, not 3D"
+    if problem := truncated(path):
+        return None, f"unreadable series file {path}: {problem}"
+    return Grid.of(reader), None
+
+
+def _read_headers(patient: str, entries: list[SeriesEntry], images: str, plan: ImportPlan, geometry: str,
+                  flipped: bool) -> dict[str, tuple[SeriesEntry, SeriesGeometry]]:
+    """``{phase: (entry, geometry)}`` of the patient's readable 3D series with a usable geometry
+    (:func:`~nnunet_mvext.lld_mmri.geometry.series_grid` from ``geometry``, z reversed for a ``flipped`` patient);
+    of several series of one phase the first readable one is used. Reports the others, missing and unreadable
+    series, and every geometry field that fell back to the header."""
+    by_phase: dict[str, list[SeriesEntry]] = {}
     for entry in entries:
-        if entry.phase in seen:
-            first = seen[entry.phase].series_uid
-            plan.skipped.append(Skipped(patient, entry.phase, entry.series_uid, None,
-                                        f"a second series of {entry.phase} (the first is {first})", "ignored"))
-            continue
-        seen[entry.phase] = entry
-        path = entry.image_path(release)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
-        why = None
-        if not os.path.isfile(path):
-            why = f"series file {path} does not exist"
-        else:
-            try:
-                reader.ReadImageInformation()
-                if reader.GetDimension() != 3:
-                    why = f"series file {path} is {reader.GetDimension()}D, not 3D"
-                elif problem := truncated(path):
-                    why = f"unreadable series file {path}: {problem}"
-            except RuntimeError as e:
-                why = f"unreadable series file {path}: {str(e).strip().splitlines()[-1]}"
-        if why:
-            plan.skipped.append(Skipped(patient, entry.phase, entry.series_uid, None, why,
-                                        "phase missing: placeholder (zeros) + missing_phases.json"))
-            continue
-        series[entry.phase] = (entry, Grid.of(reader))
+        by_phase.setdefault(entry.phase, []).append(entry)
+    series = {}
     for phase in PHASES:
-        if phase not in seen:
+        if phase not in by_phase:
             plan.skipped.append(Skipped(patient, phase, "", None, "no series of this phase in Annotation.json",
-                                        "phase missing: placeholder (zeros) + missing_phases.json"))
+                                        MISSING_ACTION))
+            continue
+        chosen = None
+        for entry in by_phase[phase]:
+            if chosen is not None:
+                plan.skipped.append(Skipped(patient, phase, entry.series_uid, None,
+                                            f"a second series of {phase} (series {chosen[0].series_uid} is used)",
+                                            "ignored"))
+                continue
+            header, why = _header_problem(entry.image_in(images))
+            if header is not None:
+                found = series_grid(entry, header, geometry, flipped)
+                if not found.usable:
+                    why = ("no geometry: Annotation.json has no pixel_spacing, slice_spacing, slice_thickness or "
+                           "origin for this series and its header holds the release's placeholder (spacing 1, "
+                           "origin 0)")
+                else:
+                    chosen = (entry, found)
+                    continue
+            later = len(by_phase[phase]) > 1 and entry is not by_phase[phase][-1]
+            plan.skipped.append(Skipped(patient, phase, entry.series_uid, None, why,
+                                        "the next series of this phase is tried" if later else MISSING_ACTION))
+        if chosen is None:
+            continue
+        series[phase] = chosen
+        entry, found = chosen
+        for name, source in found.sources.items():
+            counts = plan.geometry_fields.setdefault(name, {})
+            counts[source] = counts.get(source, 0) + 1
+        for name in found.disagreements:
+            plan.geometry_disagreements[name] = plan.geometry_disagreements.get(name, 0) + 1
+        for warning in found.warnings:
+            plan.geometry_warnings.append({"patient": patient, "phase": phase, "series": entry.series_uid,
+                                           "warning": warning})
     return series
 
 
@@ -273,7 +329,8 @@ def _usable_boxes(patient: str, lesion: str, series: dict, plan: ImportPlan, ali
     boxes = {}
     action_missing = ("phase placed around the reference box's centre (physical coordinates)" if alignment == "crop"
                       else "box not used")
-    for phase, (entry, grid) in series.items():
+    for phase, (entry, geometry) in series.items():
+        grid = geometry.grid
         found = entry.lesion(lesion)
         if found is None:
             plan.skipped.append(Skipped(patient, phase, entry.series_uid, lesion,
@@ -318,27 +375,93 @@ def _reference_for(patient: str, candidates: dict, reference_phase: str, what: s
     return None
 
 
-def plan_patient(patient: str, entries: list[SeriesEntry], release: str, alignment: str, reference_phase: str,
-                 margin: Sequence[int], test_patients: set, plan: ImportPlan) -> None:
-    """Add the patient's cases (and what was skipped) to ``plan``, from the series headers only."""
-    series = _read_headers(patient, entries, release, plan)
+def _boxes_region(output: Grid, boxes: list) -> Grid:
+    """The part of ``output`` that the label boxes ``[(box, its series' grid)]`` cover (their bounding box)."""
+    corners = [c for c in (box_voxels(b, g, output) for b, g in boxes) if c is not None]
+    if not corners:
+        return output
+    lo, hi = np.min([c[0] for c in corners], axis=0), np.max([c[1] for c in corners], axis=0)
+    return Grid(tuple(int(v) for v in hi - lo + 1), output.spacing, tuple(float(v) for v in output.physical_point(lo)),
+                output.direction)
+
+
+def _drop_outside(patient: str, case_id: str, lesion: Optional[str], placed: dict, regions: dict, grids: dict,
+                  sources: dict, plan: ImportPlan) -> list[str]:
+    """The phases placed by physical coordinates (not around a box of their own, which fits its series) whose
+    region ``regions[phase]`` (crop: the whole crop; resample: the lesions' boxes) lies mostly outside their series
+    (:func:`inside_fraction` below :data:`MIN_INSIDE_FRACTION`): reported; the caller records them missing instead of
+    writing an all-zero channel as present."""
+    outside = []
+    for phase, grid in regions.items():
+        if placed[phase] == "own box":
+            continue
+        fraction = inside_fraction(grid, grids[phase])
+        if fraction < MIN_INSIDE_FRACTION:
+            outside.append(phase)
+            plan.skipped.append(Skipped(patient, phase, sources[phase][0], lesion,
+                                        f"case {case_id}: only {fraction:.0%} of the region sampled for this phase "
+                                        f"(the crop, or the lesions' boxes in resample) lies inside its series (field "
+                                        f"of view)", MISSING_ACTION))
+    return outside
+
+
+def _check_orientation(patient: str, lesion: str, boxes: dict[str, Box], series: dict, plan: ImportPlan) -> None:
+    """Report the series whose box centre of ``lesion`` lies far from the other phases' (:mod:`release_checks`)."""
+    centres = {p: box_centre(series[p][1].grid, b) for p, b in boxes.items()}
+    spacing = {p: series[p][1].grid.spacing[2] for p in boxes}
+    for phase, distance, threshold in orientation_outliers(centres, spacing):
+        plan.orientation.append({"patient": patient, "lesion": lesion, "phase": phase,
+                                 "series": series[phase][0].series_uid, "distance_mm": round(distance, 1),
+                                 "threshold_mm": round(threshold, 1)})
+
+
+def plan_patient(patient: str, entries: list[SeriesEntry], images: str, alignment: str, reference_phase: str,
+                 margin: Sequence[int], test_patients: set, plan: ImportPlan, geometry: str = "json",
+                 flipped: bool = False, split: Optional[str] = None) -> None:
+    """Add the patient's cases (and what was skipped) to ``plan``, from the series headers and the annotation's
+    geometry only. ``images``: the folder of ``<patient>/<studyUID>/<seriesUID>.nii.gz``; ``split``: force the
+    split of the labelled cases (``test`` for the test annotation file)."""
+    series = _read_headers(patient, entries, images, plan, geometry, flipped)
     if not series:
         plan.patients_without_case.append({"patient": patient, "why": "no readable series"})
         return
-    grids = {phase: grid for phase, (_, grid) in series.items()}
+    grids = {phase: found.grid for phase, (_, found) in series.items()}
+    origins = {phase: dict(found.sources, flipped=found.flipped) for phase, (_, found) in series.items()}
     absent = [p for p in PHASES if p not in series]
     lesion_ids = _lesion_order({les.index for e in entries for les in e.lesions})
     if not lesion_ids:
         plan.patients_without_case.append({"patient": patient, "why": "no lesion annotated"})
         return
     boxes = {les: _usable_boxes(patient, les, series, plan, alignment) for les in lesion_ids}
+    for les in lesion_ids:
+        _check_orientation(patient, les, boxes[les], series, plan)
     categories = {les: _lesion_category(patient, les, entries, reference_phase, plan) for les in lesion_ids}
     if len(set(categories.values())) > 1:
         plan.disagreements.append({"patient": patient, "lesion": None, "categories": categories,
                                    "used": "each lesion case its own" if alignment == "crop" else
                                    majority([categories[les] for les in lesion_ids]),
                                    "why": "the lesions of this patient have different categories"})
-    sources = {phase: (entry.series_uid, entry.image_path(release)) for phase, (entry, _) in series.items()}
+    sources = {phase: (entry.series_uid, entry.image_in(images)) for phase, (entry, _) in series.items()}
+
+    def case_split(category: int) -> str:
+        return "unlabelled" if category == UNRELEASED else split or _split(category, patient, test_patients)
+
+    def add_case(case_id: str, lesions: tuple, category: int, ref: str, output: Grid, sampling: dict,
+                 placed: dict, label_boxes: list, volume: float) -> None:
+        regions = sampling if alignment == "crop" else {p: _boxes_region(output, label_boxes) for p in sampling}
+        outside = _drop_outside(patient, case_id, lesions[0] if len(lesions) == 1 else None, placed, regions,
+                                grids, sources, plan)
+        if len(outside) == len(sampling) or ref in outside:
+            plan.skipped.append(Skipped(patient, ref, sources[ref][0], None, f"case {case_id}: the reference "
+                                        f"phase's region lies outside its series", "case not imported"))
+            return
+        mask = series[ref][0].mask_path(os.path.dirname(os.path.normpath(images)))
+        plan.cases.append(CasePlan(
+            case_id, patient, lesions, case_split(category), category, ref, output,
+            {p: g for p, g in sampling.items() if p not in outside}, {p: v for p, v in placed.items()
+                                                                       if p not in outside},
+            {p: v for p, v in sources.items() if p not in outside}, [p for p in PHASES if p in absent or p in outside],
+            label_boxes, mask if os.path.isfile(mask) else None, volume, grids, origins))
 
     if alignment == "crop":
         for les in lesion_ids:
@@ -350,11 +473,8 @@ def plan_patient(patient: str, entries: list[SeriesEntry], release: str, alignme
             ref_box = boxes[les][ref]
             output, sampling = crop_sampling_grids(grids[ref], ref_box, grids, boxes[les], margin)
             placed = {p: "own box" if p in boxes[les] else "reference box" for p in grids}
-            mask = series[ref][0].mask_path(release)
-            plan.cases.append(CasePlan(
-                f"{patient}_{les}", patient, (les,), _split(categories[les], patient, test_patients),
-                categories[les], ref, output, sampling, placed, sources, absent, [(ref_box, grids[ref])],
-                mask if os.path.isfile(mask) else None, _volume(ref_box, grids[ref])))
+            add_case(f"{patient}_{les}", (les,), categories[les], ref, output, sampling, placed,
+                     [(ref_box, grids[ref])], _volume(ref_box, grids[ref]))
         return
 
     counts = {p: sum(p in boxes[les] for les in lesion_ids) for p in series}
@@ -379,56 +499,88 @@ def plan_patient(patient: str, entries: list[SeriesEntry], release: str, alignme
         return
     category = majority([categories[les] for les in lesion_ids])
     output, sampling = resample_sampling_grids(grids[ref], list(series))
-    mask = series[ref][0].mask_path(release)
-    plan.cases.append(CasePlan(patient, patient, tuple(lesion_ids), _split(category, patient, test_patients), category,
-                               ref, output, sampling, {p: "physical" for p in series}, sources, absent, label_boxes,
-                               mask if os.path.isfile(mask) else None, volume))
+    add_case(patient, tuple(lesion_ids), category, ref, output, sampling, {p: "physical" for p in series},
+             label_boxes, volume)
 
 
 def _volume(box: Box, grid: Grid) -> float:
     return float(np.prod(box.size()) * np.prod(grid.spacing))
 
 
-def _read_series(path: str, cache: dict) -> tuple[Optional[sitk.Image], Optional[str]]:
-    """``(image as float32, None)`` or ``(None, why it could not be read)``; each file read once per ``cache``."""
+def _read_series(path: str, grid: Grid, cache: dict) -> tuple[Optional[sitk.Image], Optional[str], list]:
+    """``(image as float32 on ``grid``, None, repeated slice blocks)`` or ``(None, why it could not be read, [])``;
+    each file read once per ``cache``. The geometry of ``grid`` (from the annotation) replaces the header's before
+    any resampling; the repeated-slice check runs on the pixels as read."""
     if path not in cache:
         try:
-            cache[path] = (sitk.ReadImage(path, sitk.sitkFloat32), None)
+            image = sitk.ReadImage(path, sitk.sitkFloat32)
         except RuntimeError as e:
-            cache[path] = (None, str(e).strip().splitlines()[-1])
+            cache[path] = (None, str(e).strip().splitlines()[-1], [])
+        else:
+            if tuple(image.GetSize()) != tuple(grid.size):
+                cache[path] = (None, f"its size {image.GetSize()} differs from the header's {grid.size}", [])
+            else:
+                cache[path] = (with_geometry(image, grid), None, repeated_slices(sitk.GetArrayViewFromImage(image)))
     return cache[path]
 
 
-def write_case(case: CasePlan, folder: str, cache: Optional[dict] = None) -> tuple[list[str], list[Skipped]]:
-    """Read the case's series, write its channels and label; returns the phases written as placeholders and the
-    series that failed to read now (their phase becomes a placeholder). ``cache`` keeps the series read for the
-    other lesion cases of the patient."""
+def write_case(case: CasePlan, folder: str, cache: Optional[dict] = None
+               ) -> tuple[list[str], list[Skipped], list[dict]]:
+    """Read the case's series, write its channels and label; returns the phases written as placeholders, the
+    series that failed to read now (their phase becomes a placeholder; an unreadable mask falls back to the boxes)
+    and the series with repeated slices (reported once per series and ``cache``). ``cache`` keeps the series read
+    for the other lesion cases of the patient."""
     cache = {} if cache is None else cache
-    missing, failed = list(case.absent), []
+    missing, failed, repeats = list(case.absent), [], []
     images_folder = os.path.join(folder, case.images_folder)
     for c, phase in enumerate(PHASES):
         image = None
         if phase in case.sources:
             series_uid, path = case.sources[phase]
-            image, why = _read_series(path, cache)
+            first_read = path not in cache
+            image, why, blocks = _read_series(path, case.grids[phase], cache)
             if image is None:
                 failed.append(Skipped(case.patient, phase, series_uid, None, f"unreadable series file {path}: {why}",
-                                      "phase missing: placeholder (zeros) + missing_phases.json"))
+                                      MISSING_ACTION))
                 missing.append(phase)
+            elif blocks and first_read:
+                repeats.append({"patient": case.patient, "phase": phase, "series": series_uid,
+                                "repeated": describe_repeats(blocks)})
         channel = placeholder(case.output) if image is None else sample_channel(image, case.sampling[phase],
                                                                                 case.output)
         sitk.WriteImage(channel, os.path.join(images_folder, f"{case.case_id}_{c:04d}{FILE_ENDING}"),
                         useCompression=True)
+    label = None
     if case.mask is not None:
-        label = mask_label(sitk.ReadImage(case.mask), case.sampling[case.reference_phase], case.output,
-                           LABELS["lesion"])
-    else:
+        try:
+            mask = with_geometry(sitk.ReadImage(case.mask), case.grids[case.reference_phase])
+            label = mask_label(mask, case.sampling[case.reference_phase], case.output, LABELS["lesion"])
+        except RuntimeError as e:
+            failed.append(Skipped(case.patient, case.reference_phase, case.sources[case.reference_phase][0], None,
+                                  f"unreadable lesion mask {case.mask}: {str(e).strip().splitlines()[-1]}",
+                                  "the label is the box"))
+    if label is None:
         label = box_label(case.output, case.label_boxes, LABELS["lesion"])
     sitk.WriteImage(label, os.path.join(folder, case.labels_folder, case.case_id + FILE_ENDING), useCompression=True)
-    return [p for p in PHASES if p in missing], failed
+    return [p for p in PHASES if p in missing], failed, repeats
 
 
-def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool) -> list[tuple[list[str], list[Skipped]]]:
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux the worker gets SIGTERM when the import process dies (``kill -9`` included), so
+    no worker goes on writing files alone."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool
+                   ) -> list[tuple[list[str], list[Skipped], list[dict]]]:
     if single_thread:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     cache: dict = {}
@@ -436,12 +588,15 @@ def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool) -> l
 
 
 def _read_test_patients(path: Optional[str], patients: Sequence[str]) -> set:
+    from nnunet_mvext.csv_files import decode_text
+
     if path is None:
         return set()
     if not os.path.isfile(path):
         raise MVExtError(f"--test-patients file {path} does not exist.")
-    with open(path, encoding="utf-8-sig") as f:
-        names = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    with open(path, "rb") as f:
+        text = decode_text(f.read(), path)
+    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     unknown = [n for n in names if n not in set(patients)]
     if unknown:
         raise MVExtError(f"{path} names {len(unknown)} patient(s) the release does not hold: {', '.join(unknown[:10])}"
@@ -458,41 +613,83 @@ def _dataset_ids_in_use(raw: str, dataset_id: int, full_name: str) -> list[str]:
                   if os.path.basename(p) != full_name)
 
 
-def _marker_files(folder: str) -> Optional[list[str]]:
+def _read_marker(folder: str) -> Optional[dict]:
+    """The earlier import's marker: ``{"written": [files], "sha256": {file: hash}}`` (markers written before hashes
+    were recorded have none); None when the folder has no marker."""
     path = os.path.join(folder, MARKER)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return list(json.load(f)["written"])
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        written = [str(f) for f in content["written"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MVExtError(f"{path} is not a readable import-lld marker ({type(e).__name__}: {e}); it lists the files "
+                         f"an earlier import wrote. Restore it or choose another dataset id or --name.") from None
+    return {"written": written, "sha256": dict(content.get("sha256") or {})}
 
 
-def _write_marker(folder: str, release: str, files: Sequence[str]) -> None:
-    with open(os.path.join(folder, MARKER), "w") as f:
+def _marker_files(folder: str) -> Optional[list[str]]:
+    marker = _read_marker(folder)
+    return None if marker is None else marker["written"]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_marker(folder: str, release: str, files: Sequence[str], hashes: Optional[dict] = None,
+                  complete: bool = False) -> None:
+    """Write the marker atomically (a temporary file renamed over it): a kill leaves the old or the new marker."""
+    path = os.path.join(folder, MARKER)
+    with open(path + ".tmp", "w") as f:
         json.dump({"written_by": "nnunet-mvext import-lld", "release": os.path.abspath(release),
-                   "written": sorted(set(files) | {MARKER})}, f, indent=1)
+                   "complete": complete, "written": sorted(set(files) | {MARKER}), "sha256": hashes or {}}, f,
+                  indent=1)
+    os.replace(path + ".tmp", path)
 
 
-def _check_target(folder: str, force: bool) -> Optional[list[str]]:
-    """The files an earlier import wrote into ``folder`` (to remove with ``force``); refuses what may not be touched."""
+def _check_target(folder: str, force: bool) -> Optional[dict]:
+    """The earlier import's marker (its files are removed with ``force``); refuses what may not be touched."""
     if not os.path.exists(folder):
         return None
     if not os.path.isdir(folder):
         raise MVExtError(f"{folder} is a file; refusing to replace it. Choose another dataset id or --name.")
-    earlier = _marker_files(folder)
+    earlier = _read_marker(folder)
     if earlier is None:
         raise MVExtError(f"Dataset folder {folder} exists and was not written by import-lld (no {MARKER}); refusing "
                          f"to touch it. Choose another dataset id or --name.")
     if not force:
         raise MVExtError(f"Dataset folder {folder} holds an earlier import-lld; add --force to replace the files it "
-                         f"wrote (listed in {MARKER}; other files in the folder stay).")
+                         f"wrote (listed in {MARKER}; other files in the folder stay, files changed since are kept as "
+                         f"a .bak).")
     return earlier
 
 
-def _remove_earlier(folder: str, earlier: Sequence[str]) -> None:
-    removed = 0
-    for rel in earlier:
+def _remove_earlier(folder: str, earlier: dict) -> list[str]:
+    """Remove the earlier import's files, the marker last (it stays until every file is gone, so a kill leaves a
+    folder that ``--force`` can clear again). A file changed since that import wrote it (its SHA-256 differs from
+    the marker's) is renamed to a timestamped ``.bak`` instead; markers without hashes (earlier versions) keep a
+    ``.bak`` of every label and table, whose changes cannot be told. Returns the backups."""
+    removed, backups = 0, []
+    hashes = earlier["sha256"]
+    for rel in earlier["written"]:
         path = os.path.join(folder, rel)
-        if os.path.isfile(path) or os.path.islink(path):
+        if rel == MARKER or not (os.path.isfile(path) or os.path.islink(path)):
+            continue
+        if hashes:
+            changed = rel in hashes and not os.path.islink(path) and _sha256(path) != hashes[rel]
+        else:
+            changed = not rel.startswith("imagesT")
+        if changed:
+            backup = backup_path(path)
+            os.replace(path, backup)
+            backups.append(backup)
+        else:
             os.remove(path)
             removed += 1
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
@@ -500,6 +697,39 @@ def _remove_earlier(folder: str, earlier: Sequence[str]) -> None:
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
     logger.info("removed %d file(s) of the earlier import-lld from %s", removed, folder)
+    for backup in backups:
+        logger.warning("WARNING: kept %s: the file was changed after the earlier import-lld wrote it", backup)
+    return backups
+
+
+class _RawFolderLock:
+    """An exclusive ``flock`` on the raw folder for the whole import: two ``import-lld`` runs into one raw folder at
+    once (same id with another name, or the same dataset twice) would each pass the checks before the other writes.
+    The second is refused, naming the folder. Nothing is written for the lock; where ``fcntl`` does not exist
+    (Windows) no lock is taken."""
+
+    def __init__(self, raw: str):
+        self.raw, self.fd = raw, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.fd = os.open(self.raw, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise MVExtError(f"Another import-lld is writing into the raw folder {self.raw} at this moment; run "
+                             f"imports into one raw folder one after the other.") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+        return False
 
 
 def _write_csv(path: str, header: Sequence[str], rows) -> None:
@@ -515,18 +745,75 @@ def _class_counts(cases: list[CasePlan]) -> dict:
             for k, name in enumerate(CLASS_NAMES)}
 
 
+#: a case whose output grid holds more voxels than this is refused before any file is written (a --margin typo)
+MAX_CASE_VOXELS = 256 * 1024 ** 2
+
+
+def _flipped(flipped_patients: Optional[str]) -> tuple[set, str]:
+    """The patients to flip and where the list came from: ``published`` (the built-in list, :data:`geometry.
+    PUBLISHED_FLIPPED_PATIENTS`) or a file."""
+    if flipped_patients is None:
+        return set(), ""
+    if flipped_patients == "published":
+        return {p for names in PUBLISHED_FLIPPED_PATIENTS.values() for p in names}, "published"
+    return read_flipped_patients(flipped_patients), os.path.abspath(flipped_patients)
+
+
+def _test_set(test_annotation: Optional[str], test_images: Optional[str], release_dir: str,
+              annotation: dict) -> tuple[dict, Optional[str]]:
+    """``({patient: entries}, images folder)`` of the test annotation file; refuses a patient in both files."""
+    if test_annotation is None:
+        if test_images is not None:
+            raise MVExtError("--test-images goes with --test-annotation (the annotation file of the test patients).")
+        return {}, None
+    if not os.path.isfile(test_annotation):
+        raise MVExtError(f"--test-annotation {test_annotation} does not exist.")
+    test = read_annotation(release_dir, path=test_annotation)
+    both = sorted(set(test) & set(annotation))
+    if both:
+        raise MVExtError(f"{len(both)} patient(s) are in both {test_annotation} and Annotation.json: "
+                         f"{', '.join(both[:10])}{' ...' if len(both) > 10 else ''}. A patient is a training or a test "
+                         f"patient, not both.")
+    images = test_images or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(test_annotation))), "images")
+    if not os.path.isdir(images):
+        raise MVExtError(f"The test images folder {images} does not exist; give it with --test-images (the folder "
+                         f"of <patient>/<studyUID>/<seriesUID>.nii.gz of the test patients).")
+    return test, images
+
+
+def _geometry_report(plan: ImportPlan, geometry: str, flipped: set, flip_source: str, patients: set) -> dict:
+    from nnunet_mvext.lld_mmri.geometry import ORIGIN_TOLERANCE_MM, SPACING_TOLERANCE
+
+    return {"source": geometry, "convention": "spacing (pixel_spacing x, y, slice_spacing), origin, the header's "
+                                              "direction (nnunet_mvext/lld_mmri/geometry.py)",
+            "series_per_field_source": plan.geometry_fields,
+            "header_json_disagreements": {"series_per_field": plan.geometry_disagreements,
+                                          "tolerances": {"spacing_relative": SPACING_TOLERANCE,
+                                                         "origin_mm": ORIGIN_TOLERANCE_MM}},
+            "fallbacks": plan.geometry_warnings,
+            "flipped_patients": {"list": flip_source or None, "applied": sorted(flipped & patients),
+                                 "listed_not_in_release": sorted(flipped - patients)}}
+
+
 def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, raw_folder: Optional[str] = None,
                    alignment: str = "crop", reference_phase: str = DEFAULT_REFERENCE_PHASE,
                    margin: Optional[Sequence[int]] = None, test_patients: Optional[str] = None, force: bool = False,
-                   num_processes: int = 1) -> ImportResult:
+                   num_processes: int = 1, geometry: str = "json", flipped_patients: Optional[str] = None,
+                   test_annotation: Optional[str] = None, test_images: Optional[str] = None) -> ImportResult:
     """Import the release into ``raw_folder`` (default ``$nnUNet_raw``) as ``Dataset<ID>_<name>`` (module
     docstring). ``margin``: crop margin in voxels ``(x, y, z)`` (default the official 16, 16, 2);
-    ``test_patients``: a text file of labelled patients to hold out (one id per line)."""
+    ``test_patients``: a text file of labelled patients to hold out (one id per line); ``geometry``: ``json`` (the
+    annotation's spacing and origin, :mod:`~nnunet_mvext.lld_mmri.geometry`) or ``header``; ``flipped_patients``:
+    a file of patient ids whose series are stored upside down, or ``published`` for the published list;
+    ``test_annotation`` / ``test_images``: the test patients' annotation file and images folder (default: the
+    ``images/`` beside the annotation file's ``labels/`` folder)."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
     from nnunetv2.paths import nnUNet_raw
 
     if alignment not in ALIGNMENTS:
         raise MVExtError(f"--alignment '{alignment}': allowed: {', '.join(ALIGNMENTS)}.")
+    if geometry not in GEOMETRY_SOURCES:
+        raise MVExtError(f"--geometry '{geometry}': allowed: {', '.join(GEOMETRY_SOURCES)}.")
     if reference_phase not in PHASES:
         raise MVExtError(f"--reference-phase '{reference_phase}': allowed: {', '.join(repr(p) for p in PHASES)}.")
     if margin is not None and alignment != "crop":
@@ -543,34 +830,72 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
     raw = raw_folder or (str(nnUNet_raw) if nnUNet_raw.is_set() else None)
     if not raw:
         raise MVExtError("Give the raw folder with --raw or set nnUNet_raw.")
+    try:
+        os.makedirs(raw, exist_ok=True)
+    except OSError as e:
+        raise MVExtError(f"The raw folder {raw} cannot be created ({e.strerror}); nothing was written.") from None
+    if not os.access(raw, os.W_OK | os.X_OK):
+        raise MVExtError(f"The raw folder {raw} is not writable for this user; nothing was written.")
     full_name = f"Dataset{dataset_id:03d}_{name}"
     folder = os.path.join(raw, full_name)
-    clashes = _dataset_ids_in_use(raw, dataset_id, full_name)
-    if clashes:
-        raise MVExtError(f"Dataset id {dataset_id} is taken by {clashes[0]}; nnU-Net finds datasets by id, so choose "
-                         f"another -d.")
-    earlier = _check_target(folder, force)
+    with _RawFolderLock(raw):
+        clashes = _dataset_ids_in_use(raw, dataset_id, full_name)
+        if clashes:
+            raise MVExtError(f"Dataset id {dataset_id} is taken by {clashes[0]}; nnU-Net finds datasets by id, so "
+                             f"choose another -d.")
+        earlier = _check_target(folder, force)
+        if earlier is not None and not os.access(folder, os.W_OK | os.X_OK):
+            raise MVExtError(f"The dataset folder {folder} is not writable for this user; nothing was changed.")
+        return _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, reference_phase, margin,
+                              test_patients, earlier, num_processes, geometry, flipped_patients, test_annotation,
+                              test_images, generate_dataset_json)
 
+
+def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, reference_phase, margin, test_patients,
+                   earlier, num_processes, geometry, flipped_patients, test_annotation, test_images,
+                   generate_dataset_json) -> ImportResult:
     annotation = read_annotation(release_dir)
+    test_annotations, test_images_folder = _test_set(test_annotation, test_images, release_dir, annotation)
     held_out = _read_test_patients(test_patients, list(annotation))
-    logger.info("Annotation.json: %d patients, %d series; planning the %s alignment on the reference phase %s",
-                len(annotation), sum(len(v) for v in annotation.values()), alignment, reference_phase)
+    flipped, flip_source = _flipped(flipped_patients)
+    logger.info("Annotation.json: %d patients, %d series%s; planning the %s alignment on the reference phase %s "
+                "with the %s geometry", len(annotation), sum(len(v) for v in annotation.values()),
+                f"; test annotation: {len(test_annotations)} patients" if test_annotations else "", alignment,
+                reference_phase, "annotation's (Annotation.json)" if geometry == "json" else "headers'")
     plan = ImportPlan()
+    images = os.path.join(release_dir, "images")
     for patient, entries in annotation.items():
-        plan_patient(patient, entries, release_dir, alignment, reference_phase, margin, held_out, plan)
+        plan_patient(patient, entries, images, alignment, reference_phase, margin, held_out, plan, geometry,
+                     patient in flipped)
+    for patient, entries in test_annotations.items():
+        plan_patient(patient, entries, test_images_folder, alignment, reference_phase, margin, set(), plan, geometry,
+                     patient in flipped, split="test")
     if not plan.cases:
-        raise MVExtError(f"{release_dir}: no case could be imported ({len(plan.skipped)} skipped entries, e.g. "
-                         f"{plan.skipped[0].message() if plan.skipped else 'none'}).")
+        lesions = sum(len(e.lesions) for entries in annotation.values() for e in entries)
+        why = ("no series of Annotation.json annotates a lesion" if not lesions else
+               f"{len(plan.skipped)} skipped entries, e.g. {plan.skipped[0].message()}" if plan.skipped else
+               "no patient has a usable series")
+        raise MVExtError(f"{release_dir}: no case could be imported ({why}); nothing was written.")
+    too_large = [c for c in plan.cases if int(np.prod(c.output.size)) > MAX_CASE_VOXELS]
+    if too_large:
+        c = too_large[0]
+        raise MVExtError(f"case {c.case_id} would be {' x '.join(map(str, c.output.size))} voxels (more than "
+                         f"{MAX_CASE_VOXELS} per channel; --margin {' '.join(map(str, margin))}); nothing was "
+                         f"written. Give a smaller --margin.")
     files = [f for case in plan.cases for f in case.files()]
     tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json",
               os.path.join("labelsTs", "classification.csv")]
-    ours = set(earlier or [])
+    ours = set(earlier["written"] if earlier else [])
     foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
     if foreign:
         raise MVExtError(f"{os.path.join(folder, foreign[0])} exists and was not written by import-lld"
                          f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; refusing to replace it.")
+    backups = []
     if earlier is not None:
-        _remove_earlier(folder, earlier)
+        # the marker lists the earlier and the new files until this import completes: a kill at any point leaves a
+        # folder that a rerun with --force clears
+        _write_marker(folder, release_dir, list(ours) + files + tables, earlier["sha256"])
+        backups = _remove_earlier(folder, earlier)
         from nnunetv2.paths import nnUNet_preprocessed
 
         if nnUNet_preprocessed.is_set() and os.path.isdir(os.path.join(str(nnUNet_preprocessed), full_name)):
@@ -588,45 +913,48 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
     if num_processes == 1:
         outcomes = [_write_patient(g, folder, False) for g in groups]
     else:
-        with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(num_processes, mp_context=get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             outcomes = list(pool.map(_write_patient, groups, [folder] * len(groups), [True] * len(groups)))
     missing: dict[str, list[str]] = {}
+    repeated: list[dict] = []
     for group, results in zip(groups, outcomes):
-        for case, (absent, failed) in zip(group, results):
+        for case, (absent, failed, repeats) in zip(group, results):
             if absent:
                 missing[case.case_id] = absent
             for entry in failed:
                 if entry not in plan.skipped:
                     plan.skipped.append(entry)
+            repeated += [r for r in repeats if r not in repeated]
 
     train = [c for c in plan.cases if c.split == "train"]
     test = [c for c in plan.cases if c.split != "train"]
-    generate_dataset_json(
-        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
-        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
-        description=f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} "
-                    f"alignment, reference phase {reference_phase}); the lesion label is its box",
-        license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
-        classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
-                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
+    labelled_test = [c for c in test if c.split == "test"]
+    # the side files first, dataset.json last: its presence means that the import finished (nnU-Net needs it)
     _write_csv(os.path.join(folder, GROUPS), ("case_id", "group"), [(c.case_id, c.patient) for c in train])
     _write_csv(os.path.join(folder, LESIONS), LESION_COLUMNS,
                [(c.case_id, c.patient, ";".join(c.lesions), c.split, c.category, c.reference_phase,
                  f"{c.box_volume_mm3:.3f}") for c in plan.cases])
-    labelled_test = [c for c in test if c.split == "test"]
     if labelled_test:
         _write_csv(os.path.join(folder, "labelsTs", "classification.csv"), ("case_id", "class"),
                    [(c.case_id, c.category) for c in labelled_test])
     write_missing_phases(folder, missing)
     with open(os.path.join(folder, ALIGNMENT_RECORD), "w") as f:
         json.dump({c.case_id: {"output": c.output.as_dict(), "reference_phase": c.reference_phase,
+                               "geometry_source": geometry,
                                "phases": {p: {"series": c.sources[p][0], "placed_by": c.placed_by[p],
-                                              "sampling": c.sampling[p].as_dict()} for p in c.sampling}}
+                                              "sampling": c.sampling[p].as_dict(),
+                                              "series_grid": c.grids[p].as_dict(), "geometry": c.geometry[p]}
+                                          for p in c.sampling}}
                    for c in plan.cases}, f, indent=1)
+    all_patients = set(annotation) | set(test_annotations)
     report = {
         "release": os.path.abspath(release_dir), "dataset": full_name, "alignment": alignment,
         "reference_phase": reference_phase, "margin_voxels_xyz": list(margin) if alignment == "crop" else None,
+        "test_annotation": os.path.abspath(test_annotation) if test_annotation else None,
+        "geometry": _geometry_report(plan, geometry, flipped, flip_source, all_patients),
         "counts": {"patients_in_release": len(annotation),
+                   "patients_in_test_annotation": len(test_annotations),
                    "patients_imported": len(by_patient),
                    "series_in_release": sum(len(v) for v in annotation.values()),
                    "cases": {"imagesTr": len(train), "imagesTs": len(test),
@@ -634,14 +962,37 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
                    "training_cases_per_class": _class_counts(train),
                    "cases_with_missing_phases": len(missing), "cases_with_mask_labels": sum(c.mask is not None
                                                                                           for c in plan.cases),
-                   "skipped_or_repaired_entries": len(plan.skipped)},
+                   "skipped_or_repaired_entries": len(plan.skipped),
+                   "series_far_from_the_other_phases": len(plan.orientation),
+                   "series_with_repeated_slices": len(repeated)},
         "skipped": [asdict(s) for s in plan.skipped],
         "disagreements": plan.disagreements,
         "patients_without_case": plan.patients_without_case,
+        "orientation_outliers": plan.orientation,
+        "repeated_slices": repeated,
+        "backups_of_changed_files": backups,
     }
     with open(os.path.join(folder, REPORT), "w") as f:
         json.dump(report, f, indent=1)
+    generate_dataset_json(
+        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
+        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
+        description=f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} "
+                    f"alignment, reference phase {reference_phase}, {geometry} geometry); the lesion label is its box",
+        license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
+        classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
+                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
+    written = files + [t for t in tables if os.path.isfile(os.path.join(folder, t))]
+    _write_marker(folder, release_dir, files + tables,
+                  {rel: _sha256(os.path.join(folder, rel)) for rel in written}, complete=True)
 
+    _log_outcome(plan, report, repeated, folder, train, test, labelled_test, missing, dataset_id)
+    return ImportResult(full_name, folder, tuple(c.case_id for c in train), tuple(c.case_id for c in test),
+                        tuple(plan.skipped), missing)
+
+
+def _log_outcome(plan: ImportPlan, report: dict, repeated: list, folder: str, train: list, test: list,
+                 labelled_test: list, missing: dict, dataset_id: int) -> None:
     for entry in plan.skipped:
         logger.warning("skipped/repaired: %s", entry.message())
     for d in plan.disagreements:
@@ -649,6 +1000,27 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
                        f", lesion {d['lesion']}" if d["lesion"] is not None else "", d["categories"], d["used"])
     for p in plan.patients_without_case:
         logger.warning("patient %s not imported: %s", p["patient"], p["why"])
+    geometry = report["geometry"]
+    fallbacks = geometry["fallbacks"]
+    if fallbacks:
+        logger.warning("WARNING: %d geometry field(s) of series fell back (import_report.json 'geometry'), e.g. "
+                       "patient %s, %s: %s", len(fallbacks), fallbacks[0]["patient"], fallbacks[0]["phase"],
+                       fallbacks[0]["warning"])
+    disagreeing = geometry["header_json_disagreements"]["series_per_field"]
+    if disagreeing:
+        logger.warning("header and Annotation.json disagree (beyond 1 %% in spacing or 0.5 mm in origin) in %s; the "
+                       "%s geometry is used", ", ".join(f"{n} series' {k}" for k, n in disagreeing.items()),
+                       geometry["source"])
+    if geometry["flipped_patients"]["applied"]:
+        logger.info("z axis reversed in the geometry of every series of %d patient(s) (--flipped-patients): %s",
+                    len(geometry["flipped_patients"]["applied"]), ", ".join(geometry["flipped_patients"]["applied"]))
+    for o in plan.orientation:
+        logger.warning("orientation: patient %s, lesion %s, %s series %s: its box centre lies %.1f mm from the other "
+                       "phases' median (threshold %.1f mm); flipped or wrong origin? (reported only)", o["patient"],
+                       o["lesion"], o["phase"], o["series"], o["distance_mm"], o["threshold_mm"])
+    for r in repeated:
+        logger.warning("repeated slices: patient %s, %s series %s: %s (reported only)", r["patient"], r["phase"],
+                       r["series"], r["repeated"])
     counts = _class_counts(train)
     logger.info("Wrote %s: %d training case(s) of %d patient(s), %d test case(s) (%d labelled, %d unreleased); "
                 "%d case(s) with a missing phase; %d skipped or repaired entries (import_report.json).",
@@ -661,5 +1033,3 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
         logger.warning("WARNING: no training case of class(es) %s.", ", ".join(empty))
     logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity; "
                 "nnunet-mvext make-splits %d --groups %s", dataset_id, dataset_id, os.path.join(folder, GROUPS))
-    return ImportResult(full_name, folder, tuple(c.case_id for c in train), tuple(c.case_id for c in test),
-                        tuple(plan.skipped), missing)
