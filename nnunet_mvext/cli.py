@@ -245,7 +245,9 @@ def _cmd_import_lld(args: argparse.Namespace) -> int:
 
     import_release(args.release, args.d, name=args.name, raw_folder=args.raw, alignment=args.alignment,
                    reference_phase=args.reference_phase, margin=args.margin, test_patients=args.test_patients,
-                   force=args.force, num_processes=args.np)
+                   force=args.force, num_processes=args.np, geometry=args.geometry,
+                   flipped_patients=args.flipped_patients, test_annotation=args.test_annotation,
+                   test_images=args.test_images)
     return 0
 
 
@@ -436,9 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop: voxels added around the box on each side (default: the official 16 16 2)")
     p.add_argument("--test-patients", default=None, help="text file, one patient id per line: labelled patients "
                                                          "to hold out in imagesTs (the unreleased ones always are)")
+    p.add_argument("--geometry", choices=("json", "header"), default="json",
+                   help="where each series' spacing and origin come from: json (Annotation.json's pixel_spacing, "
+                        "slice_spacing, origin; the release's headers hold none) or header (default: %(default)s)")
+    p.add_argument("--flipped-patients", default=None,
+                   help="'published' (the second-place team's list of patients stored upside down) or a text file of "
+                        "patient ids: their series' z axis is reversed in the geometry (pixels and boxes unchanged)")
+    p.add_argument("--test-annotation", default=None, help="the test patients' annotation file (Annotation_test.json):"
+                                                           " imported to imagesTs/labelsTs with their classes in "
+                                                           "labelsTs/classification.csv")
+    p.add_argument("--test-images", default=None, help="folder of the test patients' <patient>/<studyUID>/"
+                                                       "<seriesUID>.nii.gz (default: images/ beside the test "
+                                                       "annotation file's folder)")
     p.add_argument("-np", type=int, default=4, help="processes writing cases (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an earlier import-lld into the same dataset "
-                                                        "(only the files it wrote are removed)")
+                                                        "(only the files it wrote are removed; files changed since "
+                                                        "are kept as a timestamped .bak)")
     p.set_defaults(func=_cmd_import_lld)
 
     p = sub.add_parser("export-lld", help="the LLD-MMRI 2023 submission file (one entry per patient) from a "
