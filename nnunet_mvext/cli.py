@@ -264,7 +264,9 @@ def _cmd_make_lld_mock(args: argparse.Namespace) -> int:
     generate_mock_release(args.out_dir, args.patients, args.seed, unreleased_fraction=args.unreleased_fraction,
                           multi_lesion_fraction=args.multi_lesion_fraction,
                           misregistration_mm=args.misregistration_mm, box_jitter=args.box_jitter,
-                          defects=not args.no_defects)
+                          defects=not args.no_defects, real_release=not args.legacy,
+                          box_jitter_mm=args.box_jitter_mm, quirks=not args.no_quirks,
+                          test_fraction=args.test_fraction)
     return 0
 
 
@@ -324,17 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (probabilities averaged)")
     p.add_argument("-tr", default="nnUNetTrainerFusionABAF", help="trainer (default: %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint, e.g. checkpoint_best_auc.pth")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint, e.g. checkpoint_best_auc.pth (selected "
+                                                                "on each fold's validation cases: input cases among "
+                                                                "them are named and marked in classification.csv)")
     p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
     p.add_argument("--disable_tta", action="store_true", help="no mirroring")
-    p.add_argument("--overwrite", action="store_true", help="replace the classification.csv of an earlier "
-                                                            "predict-cls output in -o (no backup)")
+    p.add_argument("--overwrite", action="store_true", help="replace the classification.csv and segmentations of an "
+                                                            "earlier predict-cls output in -o (a timestamped .bak of "
+                                                            "every file replaced is kept)")
     p.add_argument("--force", action="store_true", help="write into a non-empty -o that is not an earlier predict-cls "
                                                         "output (no predict_cls.json), keeping a timestamped .bak of "
-                                                        "every file replaced; implies --overwrite, with backups")
+                                                        "every file replaced; implies --overwrite")
     p.add_argument("--missing-phases", default=None, help="missing_phases.json of the input cases (default: the one "
-                                                           "beside the input folder, if any); models trained with "
-                                                           "missing_phases: zero leave those phases out, others refuse")
+                                                           "beside the input folder, if any; it must name an input "
+                                                           "case); all-zero channel files count as missing too; "
+                                                           "models trained with missing_phases: zero leave those "
+                                                           "phases out, others refuse")
     p.add_argument("--roi", default=None, help="folder of lesion mask or box label files (CASE.nii.gz) that localise "
                                                 "the cases instead of the predicted lesion; required for models "
                                                 "trained with segmentation: false")
@@ -466,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (a backup is kept)")
     p.set_defaults(func=_cmd_export_lld)
 
-    p = sub.add_parser("make-lld-mock", help="write a synthetic release in LLD-MMRI 2023's layout (tests, walkthrough)")
+    p = sub.add_parser("make-lld-mock", help="write a synthetic release in LLD-MMRI 2023's layout, made as the real "
+                                             "release is: geometry only in Annotation.json, its defects, a test set, "
+                                             "the official crops and folds (tests, walkthrough)")
     p.add_argument("out_dir", help="new or empty folder")
     p.add_argument("--patients", type=int, default=12, help="number of patients (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -476,8 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                                            "(default: %(default)s)")
     p.add_argument("--misregistration-mm", type=float, default=6.0, help="each phase shifted by up to this per axis "
                                                                          "(default: %(default)s)")
-    p.add_argument("--box-jitter", type=int, default=2, help="each box bound moved by up to this many voxels "
-                                                             "(default: %(default)s)")
+    p.add_argument("--box-jitter", type=int, default=2, help="--legacy: each box bound moved by up to this many "
+                                                             "voxels (default: %(default)s)")
+    p.add_argument("--box-jitter-mm", type=float, default=3.0, help="each box bound moved by up to this many mm, "
+                                                                    "rounded to voxels (default: %(default)s)")
+    p.add_argument("--test-fraction", type=float, default=0.25,
+                   help="test patients (lldmmri_test_set/, labelled) per patient of Annotation.json "
+                        "(default: %(default)s)")
+    p.add_argument("--no-quirks", action="store_true", help="no flipped patient, no repeated slices, no hyphenated "
+                                                            "id (by default one of each)")
+    p.add_argument("--legacy", action="store_true",
+                   help="the earlier mock: geometry in the NIfTI headers (not only in Annotation.json), jitter in "
+                        "voxels, no quirks, no test set, no classification_dataset/")
     p.add_argument("--no-defects", action="store_true", help="no skipped entries (by default patient 1 has a box "
                                                              "beyond the slice count, 2 an unreadable series, 3 a "
                                                              "missing phase)")

@@ -307,7 +307,11 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
     result["class_names_from"] = order_source or f"{predictions_csv} (the reference names its classes)"
     result["provenance"] = read_provenance(predictions_csv)
-    result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv))
+    selected = read_column(predictions_csv, "checkpoint_selected_on_these_cases") or {}
+    result["checkpoint_selected_on_cases"] = [c for c in cases if selected.get(c) == "1"]
+    result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv),
+                                             selected_cases=result["checkpoint_selected_on_cases"],
+                                             num_cases=len(cases))
     for warning in result["warnings"]:
         logger.warning("WARNING: %s", warning)
     if chill:

@@ -4,17 +4,23 @@ Takes ``nnUNetv2_predict``'s model arguments. Before anything is loaded or prepr
 (its channel files against the model's ``dataset.json``; its ``--roi`` file when given), and every fold's checkpoint
 is read for the fusion description it was trained with: folds whose descriptions differ, models of an earlier
 network version and classification-only models without ``--roi`` are refused; input cases that a fold trained on are
-named in a warning. Then, for each case: nnU-Net's preprocessor, nnU-Net's sliding window (folds ensembled,
-mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the region of interest (the most
-lesion-probable predicted component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
-:mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
+named in a warning, as are, with ``-chk checkpoint_best*``, the input cases that checkpoint was selected on (a fold's
+validation cases; also marked in ``classification.csv``'s ``checkpoint_selected_on_these_cases``, which
+``evaluate-cls`` reads). Every channel file is read once (SimpleITK): a phase is missing when the input's
+``missing_phases.json`` names it or when its channel is all zeros (a placeholder: at inference a real series is never
+all zero); such cases are refused under the model's ``missing_phases: refuse``, and an explicit ``--missing-phases``
+record that names none of the input cases is refused. Then, for each case: nnU-Net's preprocessor, nnU-Net's
+sliding window (folds ensembled, mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the region
+of interest (the most lesion-probable predicted component, or the ``--roi`` label file), and per fold the
+lesion-pooled classification of :mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
 ``-o`` receives ``predict_cls.json`` (the marker that names the model, written first), the segmentations,
 ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`), ``classification_embeddings.npz`` and
 the model's ``dataset.json`` and ``plans.json`` (its class names are what ``evaluate-cls`` reads integer reference
 classes through). Before anything loads, ``-o`` must be new, empty or an earlier output (its marker): a file or
-another non-empty folder is refused unless ``--force``, which keeps a timestamped ``.bak`` of each file it replaces;
-an earlier ``classification.csv`` is replaced only with ``--overwrite`` (no backup) or ``--force``.
+another non-empty folder is refused unless ``--force``; an earlier ``classification.csv`` is replaced only with
+``--overwrite`` or ``--force``. Every file replaced (segmentations, ``classification.csv``, the embeddings, the JSON
+files) is first kept as a timestamped ``.bak``, named in the log.
 
 ``--threshold stored`` applies the binary threshold that ``evaluate-cls --cv --store-threshold`` chose on the pooled
 out-of-fold predictions (``<model folder>/classification_threshold.json``); the default is the arg-max.
@@ -42,6 +48,11 @@ from nnunet_mvext.json_files import keep_backup, read_json
 logger = logging.getLogger(__name__)
 THRESHOLD_FILE = "classification_threshold.json"
 OUTPUT_MARKER = "predict_cls.json"
+
+
+def _cases_text(cases: Sequence[str], limit: int = 10) -> str:
+    cases = list(cases)
+    return ", ".join(cases[:limit]) + (f" ... ({len(cases)} in all)" if len(cases) > limit else "")
 
 
 def input_cases(input_folder: str, file_ending: str, num_channels: int) -> dict[str, list[str]]:
@@ -81,9 +92,10 @@ def roi_files(roi_folder: str, case_ids: Sequence[str], file_ending: str) -> dic
     return files
 
 
-def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tuple[dict, dict]:
-    """``(description, {fold: training case ids})`` from the checkpoints; refuses folds that disagree."""
-    infos, training = {}, {}
+def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tuple[dict, dict, dict]:
+    """``(description, {fold: training case ids}, {fold: validation case ids, None when the checkpoint predates
+    recording them})`` from the checkpoints; refuses folds that disagree."""
+    infos, training, validation = {}, {}, {}
     for f in folds:
         path = os.path.join(model_folder, f"fold_{f}", checkpoint)
         if not os.path.isfile(path):
@@ -91,6 +103,7 @@ def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tu
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         infos[f] = check_stored_info(ckpt.get(CASE_KEY), path)
         training[f] = set(ckpt.get("training_case_ids", ()))
+        validation[f] = None if "validation_case_ids" not in ckpt else set(ckpt["validation_case_ids"])
     first = next(iter(infos))
     for f, info in infos.items():
         keys = differing_keys(infos[first], info)
@@ -98,7 +111,30 @@ def fold_descriptions(model_folder: str, folds: Sequence, checkpoint: str) -> tu
             raise MVExtError(f"Folds {first} and {f} of {model_folder} were trained with different fusion settings "
                              f"({', '.join(keys)}); their predictions cannot be averaged. Pass -f with folds trained "
                              f"alike.")
-    return infos[first], training
+    return infos[first], training, validation
+
+
+def checkpoint_selected_on(checkpoint: str, validation: dict, case_ids: Sequence[str]) -> dict:
+    """``{fold: [input cases]}``: the input cases on which a fold's ``checkpoint`` was selected. A ``checkpoint_best*``
+    (nnU-Net's best pseudo Dice, the fusion trainers' best moving-average AUC) was chosen on the fold's validation
+    cases, so its predictions of them are optimistic; they are named in a warning (as is a fold whose checkpoint
+    predates recording its validation cases). ``{}`` for any other checkpoint."""
+    if not checkpoint.startswith("checkpoint_best"):
+        return {}
+    selected = {}
+    for f, ids in validation.items():
+        if ids is None:
+            logger.warning("WARNING: %s of fold %s records no validation cases (written by an earlier release): "
+                           "whether it was selected on some of these input cases cannot be checked.", checkpoint, f)
+            continue
+        hit = sorted(set(case_ids) & ids)
+        if hit:
+            selected[f] = hit
+            logger.warning("WARNING: %s of fold %s was selected on its validation cases, %d of which are input "
+                           "cases (%s): their predictions are optimistic, not held-out results (classification.csv "
+                           "marks them in checkpoint_selected_on_these_cases; evaluate-cls warns). Use "
+                           "checkpoint_final.pth for them.", checkpoint, f, len(hit), _cases_text(hit))
+    return selected
 
 
 def _checked_threshold(value, source: str) -> float:
@@ -164,27 +200,35 @@ def check_output_folder(output_folder: str, overwrite: bool, force: bool) -> Non
     csv_path = os.path.join(output_folder, "classification.csv")
     if os.path.isfile(csv_path) and not (overwrite or force):
         raise MVExtError(f"{csv_path} already exists; refusing to overwrite it (use --overwrite to replace it, "
-                         f"--force to replace it keeping a .bak, or another -o).")
+                         f"keeping a timestamped .bak of every file it replaces, or another -o).")
 
 
 def write_prediction_outputs(output_folder: str, results: dict, class_names: Sequence[str],
-                             branch_names: Sequence[str], threshold: Optional[float], force: bool = False) -> str:
+                             branch_names: Sequence[str], threshold: Optional[float],
+                             checkpoint: Optional[str] = None, selected_cases: Sequence[str] = (),
+                             backups: Optional[list] = None) -> str:
     """``classification.csv``, ``classification_embeddings.npz`` and one console line per case; returns the CSV's
     path. ``results``: ``{case_id: {"probabilities" (K,), "embedding" (D,), "beta" (P,) or None,
     "aux_probabilities" (P, K) or None, "roi"}}``. The console line prints the ``predicted_class`` the CSV holds: one
-    decision (the arg-max, or ``p_1 >= threshold``) for both. ``force``: keep a timestamped ``.bak`` of each file
-    replaced."""
+    decision (the arg-max, or ``p_1 >= threshold``) for both. An existing file is kept as a timestamped ``.bak``
+    before it is replaced (its name appended to ``backups``). ``checkpoint``: written in the provenance columns
+    ``checkpoint`` and ``checkpoint_selected_on_these_cases`` (1 for the ``selected_cases`` of
+    :func:`checkpoint_selected_on`, else 0), which ``evaluate-cls`` reads; None: no provenance columns."""
     ids = list(results)
     beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
     aux = None if results[ids[0]]["aux_probabilities"] is None else \
         np.stack([results[c]["aux_probabilities"] for c in ids])
     csv_path = os.path.join(output_folder, "classification.csv")
     embeddings_path = os.path.join(output_folder, "classification_embeddings.npz")
-    for path in (csv_path, embeddings_path) if force else ():
-        keep_backup(path)
+    for path in (csv_path, embeddings_path):
+        if keep_backup(path) and backups is not None:
+            backups.append(os.path.basename(path))
+    provenance = None if checkpoint is None else {
+        "checkpoint": checkpoint,
+        "checkpoint_selected_on_these_cases": {c: int(c in set(selected_cases)) for c in ids}}
     predicted = write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]),
                                        class_names, [results[c]["roi"] for c in ids], branch_names, beta, aux,
-                                       threshold=threshold)
+                                       threshold=threshold, provenance=provenance)
     np.savez(embeddings_path, case_ids=np.array(ids), embeddings=np.stack([results[c]["embedding"] for c in ids]))
     rule = decision_rule(class_names, threshold)
     for case_id, name in zip(ids, predicted):
@@ -193,32 +237,68 @@ def write_prediction_outputs(output_folder: str, results: dict, class_names: Seq
 
 
 def input_absent_phases(input_folder: str, record_file: Optional[str], channel_names: dict, info: dict,
-                        case_ids: Sequence[str]) -> dict[str, list[bool]]:
-    """``{case: absent per phase}`` of the input cases that miss a phase, from ``record_file`` or the
-    ``missing_phases.json`` beside the input folder; refused under the model's policy ``refuse`` (models that
-    predate the setting count as ``refuse``), naming the cases."""
+                        case_files: dict[str, Sequence[str]]) -> dict[str, list[bool]]:
+    """``{case: absent per phase}`` of the input cases that miss a phase; checked before any model loads.
+
+    A phase is missing when ``record_file`` (``--missing-phases``) or the ``missing_phases.json`` beside the input
+    folder names it, or when a channel file of it is all zeros (:func:`~nnunet_mvext.classification.missing_phases.
+    placeholder_channels`: at inference a placeholder is exactly zero, a real series never is; named in a warning).
+    Refused: an explicit record that names none of the input cases (the record of other cases), a case that misses
+    every phase, and under the model's policy ``refuse`` (models that predate the setting count as ``refuse``) every
+    case that misses a phase, naming the cases."""
     from nnunet_mvext.classification.missing_phases import (
         FILE_NAME,
         absent_phases,
-        refuse_missing,
+        placeholder_channels,
         validate_missing_phases,
     )
 
-    if record_file is None:
-        beside = os.path.join(os.path.dirname(os.path.abspath(input_folder)), FILE_NAME)
-        if not os.path.isfile(beside):
-            return {}
-        record_file = beside
-        logger.info("missing phases of the input cases: %s", beside)
-    elif not os.path.isfile(record_file):
+    names = {str(name): int(index) for index, name in channel_names.items()}
+    index_name = {index: name for name, index in names.items()}
+    record: dict[str, list[str]] = {}
+    if record_file is not None and not os.path.isfile(record_file):
         raise MVExtError(f"--missing-phases {record_file} is not a file. Allowed: a missing_phases.json "
                          f"({{case_id: [phase names]}}, as import-lld writes it).")
-    names = {str(name): int(index) for index, name in channel_names.items()}
-    record = validate_missing_phases(read_json(record_file, "Missing-phases record"), names, record_file)
-    record = {case: phases for case, phases in record.items() if case in set(case_ids)}
-    if info.get("missing_phases", "refuse") == "refuse":
-        refuse_missing(record, case_ids, f"the model ({FILE_NAME}: {record_file})")
-    return {case: absent_phases([names[p] for p in phases], info["phase_channels"]) for case, phases in record.items()}
+    source = record_file or os.path.join(os.path.dirname(os.path.abspath(input_folder)), FILE_NAME)
+    if os.path.isfile(source):
+        record = validate_missing_phases(read_json(source, "Missing-phases record"), names, source)
+        if record_file is not None and record and not set(record) & set(case_files):
+            raise MVExtError(f"--missing-phases {record_file} names {len(record)} case(s) "
+                             f"({_cases_text(sorted(record))}), none of them an input case of {input_folder} "
+                             f"({_cases_text(list(case_files))}); it is the record of other cases. Give the "
+                             f"missing_phases.json of these cases (import-lld writes it into the dataset folder, "
+                             f"beside imagesTs).")
+        record = {case: phases for case, phases in record.items() if case in case_files}
+        logger.info("missing phases of the input cases: %s (%d of them listed)", source, len(record))
+    zero = placeholder_channels(case_files)
+    unrecorded = {case: sorted(c for c in channels if index_name.get(c) not in record.get(case, ()))
+                  for case, channels in zero.items()}
+    unrecorded = {case: channels for case, channels in unrecorded.items() if channels}
+    missing = {case: sorted({names[p] for p in record.get(case, ())} | set(zero.get(case, ())))
+               for case in case_files if case in record or case in zero}
+    absent = {case: absent_phases(channels, info["phase_channels"]) for case, channels in missing.items()}
+    absent = {case: a for case, a in absent.items() if any(a)}
+    unrecorded_text = "; ".join(f"{case}: {', '.join(index_name.get(c, str(c)) for c in channels)}"
+                                for case, channels in list(unrecorded.items())[:10]) \
+        + (f" ... ({len(unrecorded)} cases in all)" if len(unrecorded) > 10 else "")
+    every = [case for case, a in absent.items() if all(a)]
+    if every:
+        raise MVExtError(f"{len(every)} input case(s) miss every phase ({_cases_text(every)}; recorded in {source} "
+                         f"or all-zero channel files): nothing is left to classify them from. Remove them from "
+                         f"{input_folder}.")
+    if absent and info.get("missing_phases", "refuse") == "refuse":
+        raise MVExtError(f"{len(absent)} input case(s) miss a phase ({_cases_text(sorted(absent))})"
+                         + (f"; {len(unrecorded)} of them without a record, found as all-zero channel files "
+                            f"(placeholders; a real series is never all zero): {unrecorded_text}" if unrecorded
+                            else f" according to {source}")
+                         + ". The model was trained with trainer_settings 'missing_phases' 'refuse' (or before the "
+                           "setting existed), so it would fuse the placeholders as real phases. Predict these cases "
+                           "with a model trained with 'missing_phases': 'zero', or leave them out of the input folder.")
+    if unrecorded:
+        logger.warning("WARNING: %d input case(s) have all-zero channel files that no missing-phase record names "
+                       "(%s); a real series is never all zero, so they are treated as missing phases and left out "
+                       "of the fusion (missing_phases: zero).", len(unrecorded), unrecorded_text)
+    return absent
 
 
 def predict_classification(input_folder: str, output_folder: str, dataset: str, configuration: str,
@@ -231,10 +311,12 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
 
     ``output_folder`` (:func:`check_output_folder`): new, empty or an earlier output of predict-cls (recognised by
     :data:`OUTPUT_MARKER`, written first); ``overwrite`` replaces its ``classification.csv``; ``force`` also writes
-    into any other folder, keeping a timestamped ``.bak`` of every file it replaces. ``missing_phases_file``: the
+    into any other folder. Every file replaced is first kept as a timestamped ``.bak``. ``missing_phases_file``: the
     missing-phases record of the input cases (:mod:`~nnunet_mvext.classification.missing_phases`; default the
-    ``missing_phases.json`` beside the input folder, if there is one): under the model's policy ``zero`` their
-    missing phases are left out of the fusion, under ``refuse`` such cases are refused before any model loads."""
+    ``missing_phases.json`` beside the input folder, if there is one; all-zero channels count as missing too,
+    :func:`input_absent_phases`): under the model's policy ``zero`` their missing phases are left out of the fusion,
+    under ``refuse`` such cases are refused before any model loads. With a ``checkpoint_best*``, the input cases it
+    was selected on are named (:func:`checkpoint_selected_on`)."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -259,7 +341,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
     cases = input_cases(input_folder, file_ending, len(channel_names))
     rois = roi_files(roi_folder, list(cases), file_ending) if roi_folder is not None else None
-    info, training = fold_descriptions(model_folder, folds, checkpoint)
+    info, training, validation = fold_descriptions(model_folder, folds, checkpoint)
     if not info["segmentation"] and rois is None:
         raise MVExtError(f"{model_folder} was trained with trainer_settings 'segmentation': false and cannot find "
                          f"the lesion itself: pass --roi FOLDER with one lesion mask or box label file per case "
@@ -269,8 +351,9 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         if seen:
             logger.warning("WARNING: fold %s was trained on %d of these cases (%s); their predictions are not "
                            "held-out results.", f, len(seen), ", ".join(seen[:10]) + (" ..." if len(seen) > 10 else ""))
+    selected = checkpoint_selected_on(checkpoint, validation, list(cases))
     require_two_classes(threshold, info["class_names"])
-    absent = input_absent_phases(input_folder, missing_phases_file, channel_names, info, list(cases))
+    absent = input_absent_phases(input_folder, missing_phases_file, channel_names, info, cases)
 
     torch_device = torch.device(device)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
@@ -286,13 +369,16 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
 
     def replaceable(name: str) -> str:
         path = os.path.join(output_folder, name)
-        if force:
-            keep_backup(path)
+        if keep_backup(path):  # nothing of an earlier output is lost: --overwrite and --force alike
+            backups.append(name)
         return path
+
+    backups: list[str] = []
 
     save_json({"written_by": "nnunet-mvext predict-cls", "model_folder": os.path.abspath(model_folder),
                "folds": folds, "checkpoint": checkpoint, "threshold": threshold, "input_folder":
-               os.path.abspath(input_folder), "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+               os.path.abspath(input_folder), "checkpoint_selected_on_cases": {str(f): c for f, c in selected.items()},
+               "started": time.strftime("%Y-%m-%d %H:%M:%S")},
               replaceable(OUTPUT_MARKER), sort_keys=False)
     # as nnUNetv2_predict: nnUNetv2_evaluate_folder and postprocessing read these next to the segmentations, and
     # evaluate-cls reads integer reference classes through the class names of this dataset.json
@@ -332,6 +418,11 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
         results[case_id]["roi"] = region.source
         logger.info("%s: classified (%d of %d; region of interest: %s)", case_id, len(results), len(cases),
                     region.source)
-    return write_prediction_outputs(output_folder, results, info["class_names"],
-                                    info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]),
-                                    cut, force)
+    csv_path = write_prediction_outputs(
+        output_folder, results, info["class_names"],
+        info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut, checkpoint,
+        sorted({c for hit in selected.values() for c in hit}), backups)
+    if backups:
+        logger.info("kept %d replaced file(s) of the earlier output in %s as timestamped .bak: %s", len(backups),
+                    output_folder, _cases_text(backups))
+    return csv_path

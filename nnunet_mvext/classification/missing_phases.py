@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json
@@ -112,6 +112,30 @@ def absent_phases(missing: list[int], phase_channels) -> list[bool]:
     """Per phase group: True when any of its channels is in ``missing`` (channel indices of one case)."""
     missing = set(missing)
     return [any(c in missing for c in group) for group in phase_channels]
+
+
+def placeholder_channels(case_files: Mapping[str, Sequence[str]]) -> dict[str, list[int]]:
+    """``{case: [channel indices]}`` of the channel files that hold only zeros (cases with none left out).
+
+    At inference nothing augments the images, so a placeholder that import-lld (or a user) wrote for a missing phase
+    is exactly all zeros, while a real MR series never is (noise, anatomy): ``predict-cls`` treats such a channel as
+    missing even where no record names it (a case copied away from its ``missing_phases.json``). Each file is read
+    once with SimpleITK; a file it cannot read is refused, naming the case and the file."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    zero: dict[str, list[int]] = {}
+    for case, files in case_files.items():
+        for channel, path in enumerate(files):
+            try:
+                image = sitk.ReadImage(path)
+            except RuntimeError as e:
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise MVExtError(f"Input case '{case}': {path} cannot be read as an image ({reason}). Every channel "
+                                 f"file is read before any work; replace or remove the file.") from None
+            if not np.any(sitk.GetArrayViewFromImage(image)):
+                zero.setdefault(case, []).append(channel)
+    return zero
 
 
 def refuse_missing(record: Mapping[str, list], cases, where: str) -> None:

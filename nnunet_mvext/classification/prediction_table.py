@@ -15,7 +15,7 @@ whose columns come in another order is scored exactly like the same file in the 
 from __future__ import annotations
 
 import csv
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -77,7 +77,9 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
     """Write the CSV; returns the ``predicted_class`` of every case as written (the decision of
     :func:`~nnunet_mvext.classification.metrics.predicted_classes` with ``threshold``, the one rule that metrics and
     console lines use too). ``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K);
-    ``provenance``: the values of :data:`PROVENANCE_COLUMNS` (written in every row; None: no such columns)."""
+    ``provenance``: the values of :data:`PROVENANCE_COLUMNS` (None: no such columns), each one value written in every
+    row or a ``{case_id: value}`` mapping (``predict-cls``'s ``checkpoint_selected_on_these_cases``, 1 only for the
+    input cases a ``checkpoint_best*`` was selected on)."""
     provenance = {k: provenance[k] for k in PROVENANCE_COLUMNS if k in provenance} if provenance else {}
     probabilities = np.asarray(probabilities, dtype=float)
     predicted = [class_names[int(k)] for k in predicted_classes(probabilities, threshold)]
@@ -97,7 +99,8 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
                 row += [f"{v:.6f}" for v in beta[i]]
             if aux_probabilities is not None:
                 row += [f"{v:.6f}" for v in np.asarray(aux_probabilities[i]).ravel()]
-            row += [roi_sources[i], int(roi_sources[i] != "lesion"), rule, *provenance.values()]
+            row += [roi_sources[i], int(roi_sources[i] != "lesion"), rule,
+                    *(v[case] if isinstance(v, Mapping) else v for v in provenance.values())]
             writer.writerow(row + ([class_names[int(y_true[i])]] if y_true is not None else []))
     return predicted
 
@@ -113,11 +116,21 @@ def read_provenance(path: str) -> dict[str, str]:
     return found
 
 
-def provenance_warnings(provenance: dict[str, str], what: str, fold: Optional[str] = None) -> list[str]:
+def provenance_warnings(provenance: dict[str, str], what: str, fold: Optional[str] = None,
+                        selected_cases: Optional[Sequence[str]] = None, num_cases: int = 0) -> list[str]:
     """Warnings about the predictions ``what`` (e.g. ``"fold 0"``) from :func:`read_provenance`; with ``fold`` (the
-    cross-validation fold), also a pretrained checkpoint whose stored fold is not recorded or is another one."""
+    cross-validation fold), also a pretrained checkpoint whose stored fold is not recorded or is another one.
+    ``selected_cases``: the scored cases whose ``checkpoint_selected_on_these_cases`` is 1, when only some of the
+    ``num_cases`` are (``predict-cls -chk checkpoint_best_auc.pth`` on input cases of which some validated a fold):
+    the warning names them."""
     warnings = []
-    if "1" in provenance.get("checkpoint_selected_on_these_cases", "").split("; "):
+    if selected_cases and len(selected_cases) < num_cases:
+        shown = ", ".join(list(selected_cases)[:10]) + (" ..." if len(selected_cases) > 10 else "")
+        warnings.append(f"{what}: {len(selected_cases)} of these {num_cases} cases ({shown}) were predicted with "
+                        f"{provenance.get('checkpoint', 'a checkpoint')}, which was selected on them (a fold's "
+                        f"validation cases), so the metrics are optimistic for them (predict them with "
+                        f"checkpoint_final.pth, or score the other cases only)")
+    elif "1" in provenance.get("checkpoint_selected_on_these_cases", "").split("; "):
         warnings.append(f"{what}: predicted with {provenance.get('checkpoint', 'a checkpoint')}, which was selected on "
                         f"these same validation cases, so its metrics are optimistic (report checkpoint_final.pth: "
                         f"nnUNetv2_train ... --val without --val_best, or held-out cases)")

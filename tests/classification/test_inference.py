@@ -4,10 +4,16 @@ only its dataset.json, so a check that came after the checkpoints are read would
 import csv
 import json
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from nnunet_mvext.architectures.multiphase_fusion_net import NETWORK_VERSION
+from nnunet_mvext.classification.evaluation import evaluate_classification
+from nnunet_mvext.classification.fusion_setup import CASE_KEY
 from nnunet_mvext.classification.inference import (
     OUTPUT_MARKER,
     THRESHOLD_FILE,
@@ -136,13 +142,144 @@ def test_an_earlier_output_is_recognised_by_its_marker_and_its_csv_needs_overwri
             _predict(model, **flags)
 
 
-def test_force_keeps_a_backup_of_the_csv_and_embeddings_it_replaces(tmp_path):
+def test_the_csv_and_embeddings_an_output_replaces_are_kept_as_backups(tmp_path):
     results = {"case_010": {"probabilities": np.array([0.3, 0.7]), "embedding": np.zeros(4), "beta": None,
                             "aux_probabilities": None, "roi": "lesion"}}
     (tmp_path / "classification.csv").write_text("earlier")
-    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None, force=True)
+    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None)
     backups = [f for f in os.listdir(tmp_path) if f.startswith("classification.csv.") and f.endswith(".bak")]
     assert len(backups) == 1 and (tmp_path / backups[0]).read_text() == "earlier"
     assert "washout" in (tmp_path / "classification.csv").read_text()
-    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None, force=True)
+    write_prediction_outputs(str(tmp_path), results, ["persistent", "washout"], [], None)
     assert len([f for f in os.listdir(tmp_path) if f.startswith("classification_embeddings.npz.")]) == 1
+
+
+# ---------------------------------------------------------------- a stand-in model
+INFO = {"network_version": NETWORK_VERSION, "num_classes": 2, "class_names": ["persistent", "washout"],
+        "fusion": "abaf", "phase_channels": [[0], [1]], "lesion_label": 1, "fallback_roi_label": None,
+        "segmentation": True}
+
+
+class _Network(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Identity()
+
+
+class _Preprocessor:
+    def __init__(self, verbose=False):
+        pass
+
+    def run_case(self, files, roi, plans_manager, configuration_manager, dataset_json):
+        return np.zeros((2, 6, 6, 6), np.float32), None, {}
+
+
+class _Predictor:
+    """nnU-Net's predictor as predict-cls uses it, with a lesion in every case's segmentation."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def initialize_from_trained_model_folder(self, folder, folds, checkpoint):
+        self.dataset_json = json.loads((Path(folder) / "dataset.json").read_text())
+        self.plans_manager = SimpleNamespace(plans={"plans_name": "nnUNetPlans"})
+        self.configuration_manager = SimpleNamespace(configuration={CASE_KEY: INFO}, patch_size=[6, 6, 6],
+                                                     preprocessor_class=_Preprocessor)
+        self.network, self.list_of_parameters, self.allowed_mirroring_axes = _Network(), [{}], None
+
+    def predict_logits_from_preprocessed_data(self, data):
+        logits = torch.zeros((2, 6, 6, 6))
+        logits[1, 2:4, 2:4, 2:4] = 5
+        return logits
+
+
+@pytest.fixture()
+def stand_in(model, monkeypatch):
+    """The model fixture with a fold-0 checkpoint (validation cases case_010, case_099), an nnU-Net predictor
+    stand-in and real channel files (noise; case_011's second channel all zeros); ``absent`` collects what each
+    case is classified with."""
+    import SimpleITK as sitk
+    from nnunetv2.inference import export_prediction, predict_from_raw_data
+
+    import nnunet_mvext.classification.inference as inference
+
+    images = Path(model["images"])
+    for name in os.listdir(images):
+        os.remove(images / name)
+    rng = np.random.default_rng(0)
+    for case in ("case_010", "case_011"):
+        for c in (0, 1):
+            zero = case == "case_011" and c == 1
+            array = np.zeros((6, 6, 6), np.float32) if zero else rng.normal(50, 5, (6, 6, 6)).astype(np.float32)
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(images / f"{case}_{c:04d}.nii.gz"))
+    fold = model["folder"] / "fold_0"
+    fold.mkdir()
+    stored = {"network_version": NETWORK_VERSION}
+    stored.update(INFO)
+    for name in ("checkpoint_final.pth", "checkpoint_best_auc.pth"):
+        torch.save({CASE_KEY: {**stored, "missing_phases": "zero"}, "training_case_ids": ["case_001"],
+                    "validation_case_ids": ["case_010", "case_099"]}, fold / name)
+    absent = {}
+
+    def classify(network, data, region, patch_size, mirror_axes, device, case_absent):
+        absent[len(absent)] = case_absent
+        return {"probabilities": np.array([0.4, 0.6]), "embedding": np.zeros(3), "beta": None,
+                "aux_probabilities": None}
+
+    def export(logits, properties, cm, pm, dj, output_file_truncated, save_probabilities):
+        Path(output_file_truncated + ".nii.gz").write_text(f"segmentation {len(absent)}")
+
+    monkeypatch.setattr(predict_from_raw_data, "nnUNetPredictor", _Predictor)
+    monkeypatch.setattr(export_prediction, "export_prediction_from_logits", export)
+    monkeypatch.setattr(inference, "classify_case", classify)
+    return {**model, "absent": absent}
+
+
+def test_an_all_zero_channel_reaches_the_fusion_as_a_missing_phase(stand_in, caplog):
+    """No missing_phases.json anywhere: case_011's zero placeholder of 'delayed' is left out (zero policy)."""
+    _predict(stand_in)
+    assert stand_in["absent"] == {0: None, 1: [False, True]}
+    assert "have all-zero channel files that no missing-phase record names (case_011: delayed)" in caplog.text
+
+
+def test_best_auc_checkpoint_names_the_cases_it_was_selected_on_and_evaluate_cls_warns(stand_in, caplog, tmp_path):
+    _predict(stand_in, checkpoint="checkpoint_best_auc.pth")
+    assert "checkpoint_best_auc.pth of fold 0 was selected on its validation cases, 1 of which are input cases " \
+           "(case_010)" in caplog.text
+    out = stand_in["out"]
+    with open(out / "classification.csv") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    assert {c: r["checkpoint_selected_on_these_cases"] for c, r in rows.items()} == {"case_010": "1", "case_011": "0"}
+    assert {r["checkpoint"] for r in rows.values()} == {"checkpoint_best_auc.pth"}
+    marker = json.loads((out / OUTPUT_MARKER).read_text())
+    assert marker["checkpoint_selected_on_cases"] == {"0": ["case_010"]}
+    reference = tmp_path / "reference.csv"
+    reference.write_text("case_id,class\ncase_010,washout\ncase_011,persistent\n")
+    result = evaluate_classification(str(reference), str(out / "classification.csv"), str(tmp_path / "eval"),
+                                     n_resamples=20)
+    assert result["checkpoint_selected_on_cases"] == ["case_010"]
+    assert any("1 of these 2 cases (case_010) were predicted with checkpoint_best_auc.pth, which was selected on "
+               "them" in w for w in result["warnings"])
+    caplog.clear()
+    _predict(stand_in, checkpoint="checkpoint_final.pth", overwrite=True)
+    assert "was selected on" not in caplog.text
+    with open(out / "classification.csv") as f:
+        assert {r["checkpoint_selected_on_these_cases"] for r in csv.DictReader(f)} == {"0"}
+
+
+def test_overwrite_keeps_a_backup_of_every_file_it_replaces(stand_in, caplog):
+    caplog.set_level("INFO")
+    out = stand_in["out"]
+    _predict(stand_in)
+    earlier = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    assert {"case_010.nii.gz", "case_011.nii.gz", "classification.csv", OUTPUT_MARKER} <= set(earlier)
+    (out / "case_010.nii.gz").write_text("my corrected segmentation")
+    earlier["case_010.nii.gz"] = b"my corrected segmentation"
+    caplog.clear()
+    _predict(stand_in, overwrite=True)
+    backups = {name.split(".20")[0]: name for name in os.listdir(out) if name.endswith(".bak")}
+    assert set(backups) == set(earlier)
+    for name, content in earlier.items():
+        assert (out / backups[name]).read_bytes() == content, name
+    assert f"kept {len(earlier)} replaced file(s) of the earlier output" in caplog.text
+    assert "case_010.nii.gz" in caplog.text.split("replaced file(s)")[-1]

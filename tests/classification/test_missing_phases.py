@@ -68,27 +68,95 @@ def test_the_preprocessed_copy_of_the_record_wins_over_the_raw_one(tmp_path):
     assert dataset_record(str(tmp_path / "none")) == {}
 
 
-def _input_folder(tmp_path, record):
+CHANNELS = {"0": "T2WI", "1": "C+A", "2": "C+V"}
+ZERO_INFO = {"missing_phases": "zero", "phase_channels": [[0], [1], [2]]}
+
+
+def _write_cases(images, zero_channels: dict) -> dict:
+    """Cases of three channel files (4^3 voxels; noise, or all zeros for the channels in ``zero_channels[case]``);
+    returns ``{case: [files]}`` as predict-cls's input_cases does."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    cases = {}
+    for case, zero in zero_channels.items():
+        cases[case] = []
+        for c in range(3):
+            array = np.zeros((4, 4, 4), np.float32) if c in zero else rng.normal(100, 20, (4, 4, 4)).astype(np.float32)
+            path = str(images / f"{case}_{c:04d}.nii.gz")
+            sitk.WriteImage(sitk.GetImageFromArray(array), path)
+            cases[case].append(path)
+    return cases
+
+
+def _input_folder(tmp_path, record, zero_channels=None):
     images = tmp_path / "imagesTs"
     images.mkdir()
-    (tmp_path / "missing_phases.json").write_text(json.dumps(record))
-    return str(images)
+    if record is not None:
+        (tmp_path / "missing_phases.json").write_text(json.dumps(record))
+    return str(images), _write_cases(images, zero_channels or {"case_1": [1], "case_2": []})
 
 
 def test_predict_cls_leaves_missing_phases_out_under_zero_and_refuses_under_refuse(tmp_path):
     from nnunet_mvext.classification.inference import input_absent_phases
 
-    images = _input_folder(tmp_path, {"case_1": ["C+A"], "case_9": ["T2WI"]})
-    channels = {"0": "T2WI", "1": "C+A", "2": "C+V"}
-    info = {"missing_phases": "zero", "phase_channels": [[0], [1], [2]]}
-    assert input_absent_phases(images, None, channels, info, ["case_1", "case_2"]) == {"case_1": [False, True, False]}
-    with pytest.raises(MVExtError, match=r"case_1.*'missing_phases' is 'refuse'"):
-        input_absent_phases(images, None, channels, {**info, "missing_phases": "refuse"}, ["case_1", "case_2"])
+    images, cases = _input_folder(tmp_path, {"case_1": ["C+A"], "case_9": ["T2WI"]})
+    assert input_absent_phases(images, None, CHANNELS, ZERO_INFO, cases) == {"case_1": [False, True, False]}
+    with pytest.raises(MVExtError, match=r"case_1.*'missing_phases' 'refuse'"):
+        input_absent_phases(images, None, CHANNELS, {**ZERO_INFO, "missing_phases": "refuse"}, cases)
     # a model from before the setting counts as 'refuse'
     with pytest.raises(MVExtError, match="refuse"):
-        input_absent_phases(images, None, channels, {"phase_channels": [[0], [1], [2]]}, ["case_1"])
+        input_absent_phases(images, None, CHANNELS, {"phase_channels": [[0], [1], [2]]}, cases)
     with pytest.raises(MVExtError, match="--missing-phases .* is not a file"):
-        input_absent_phases(images, str(tmp_path / "nope.json"), channels, info, ["case_1"])
+        input_absent_phases(images, str(tmp_path / "nope.json"), CHANNELS, ZERO_INFO, cases)
+
+
+@pytest.mark.parametrize("record", [None, {"case_7": ["C+V"]}])
+def test_an_all_zero_channel_without_a_record_is_a_missing_phase(tmp_path, caplog, record):
+    """The cases copied away from their record (none beside the input folder, or one of other cases): the zero
+    placeholder of case_1's C+A is left out under 'zero' with a warning naming the case and phase, refused under
+    'refuse' before any model loads."""
+    from nnunet_mvext.classification.inference import input_absent_phases
+
+    images, cases = _input_folder(tmp_path, record, {"case_1": [1], "case_2": []})
+    assert input_absent_phases(images, None, CHANNELS, ZERO_INFO, cases) == {"case_1": [False, True, False]}
+    assert "1 input case(s) have all-zero channel files that no missing-phase record names (case_1: C+A)" \
+        in caplog.text
+    with pytest.raises(MVExtError, match=r"1 input case\(s\) miss a phase \(case_1\); 1 of them without a record, "
+                                         r"found as all-zero channel files .*case_1: C\+A.*'missing_phases' 'refuse'"):
+        input_absent_phases(images, None, CHANNELS, {**ZERO_INFO, "missing_phases": "refuse"}, cases)
+
+
+def test_a_case_whose_every_phase_is_zero_or_recorded_missing_is_refused(tmp_path):
+    from nnunet_mvext.classification.inference import input_absent_phases
+
+    images, cases = _input_folder(tmp_path, {"case_1": ["T2WI"]}, {"case_1": [1, 2], "case_2": []})
+    with pytest.raises(MVExtError, match=r"1 input case\(s\) miss every phase \(case_1;"):
+        input_absent_phases(images, None, CHANNELS, ZERO_INFO, cases)
+
+
+def test_an_explicit_record_that_names_no_input_case_is_refused(tmp_path):
+    from nnunet_mvext.classification.inference import input_absent_phases
+
+    images, cases = _input_folder(tmp_path, None, {"case_1": [], "case_2": []})
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"MR9_0": ["C+A"], "MR8_1": ["T2WI"]}))
+    with pytest.raises(MVExtError, match=r"--missing-phases .*other.json names 2 case\(s\) \(MR8_1, MR9_0\), none "
+                                         r"of them an input case .*\(case_1, case_2\)"):
+        input_absent_phases(images, str(other), CHANNELS, ZERO_INFO, cases)
+    other.write_text(json.dumps({"MR9_0": ["C+A"], "case_2": ["T2WI"]}))  # one of them is: used
+    assert input_absent_phases(images, str(other), CHANNELS, ZERO_INFO, cases) == {"case_2": [True, False, False]}
+
+
+def test_an_unreadable_channel_file_is_refused_naming_the_case_and_file(tmp_path):
+    from nnunet_mvext.classification.inference import input_absent_phases
+
+    images, cases = _input_folder(tmp_path, None, {"case_1": [], "case_2": []})
+    with open(cases["case_2"][1], "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(MVExtError, match=r"Input case 'case_2': .*case_2_0001.nii.gz cannot be read as an image"):
+        input_absent_phases(images, None, CHANNELS, ZERO_INFO, cases)
 
 
 def test_a_fusion_trainer_with_policy_refuse_stops_before_any_folder(tmp_path, monkeypatch):
