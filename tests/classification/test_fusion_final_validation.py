@@ -69,3 +69,14 @@ def test_val_without_on_train_start_leaves_the_recorded_missing_phases_out(monke
     assert sorted(finished) == ["case_2", "case_3"]
     assert seen == {0: [False, True, False], 1: None}
     assert any("1 validation case(s) miss a phase" in str(line) and "case_2" in str(line) for line in trainer.log)
+
+
+def test_checkpoints_store_the_validation_cases_a_best_checkpoint_is_selected_on():
+    """predict-cls -chk checkpoint_best_auc.pth names the input cases among them (test_inference)."""
+    trainer = object.__new__(nnUNetTrainerFusionABAF)
+    trainer.__dict__.update(case_info={"phase_channels": PHASES}, fold=1,
+                            trainer_settings=SimpleNamespace(record=lambda: {}),
+                            do_split=lambda: (["case_b", "case_a"], ["case_d", "case_c"]))
+    extras = trainer.checkpoint_extras()
+    assert extras["training_case_ids"] == ["case_a", "case_b"]
+    assert extras["validation_case_ids"] == ["case_c", "case_d"]
