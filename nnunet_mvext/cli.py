@@ -212,6 +212,7 @@ def _cmd_make_splits(args: argparse.Namespace) -> int:
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
     from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+    from nnunet_mvext.synthetic_lesion_types import generate_lesion_types_dataset
 
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
@@ -223,10 +224,21 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         except ValueError:
             raise MVExtError(f"--class-priors '{args.class_priors}': give comma-separated numbers, one per class, "
                              f"e.g. 4,2,1.") from None
-    ds = generate_multiphase_dataset(raw, dataset_id=args.dataset_id, num_train=args.num_train,
-                                     num_test=args.num_test, shape=args.shape, seed=args.seed,
-                                     misregistration_voxels=args.misregistration, num_phases=args.num_phases,
-                                     num_classes=args.num_classes, class_priors=priors, box_labels=args.box_labels)
+    if args.generator == "lesion-types":
+        if args.num_phases is not None or args.num_classes is not None:
+            raise MVExtError("--generator lesion-types has the 8 LLD-MMRI series and 7 lesion types; leave out "
+                             "--num-phases and --num-classes.")
+        ds = generate_lesion_types_dataset(raw, dataset_id=args.dataset_id, num_train=args.num_train,
+                                           num_test=args.num_test, shape=args.shape, seed=args.seed,
+                                           misregistration_voxels=args.misregistration, class_priors=priors,
+                                           box_labels=args.box_labels)
+    else:
+        ds = generate_multiphase_dataset(raw, dataset_id=args.dataset_id, num_train=args.num_train,
+                                         num_test=args.num_test, shape=args.shape, seed=args.seed,
+                                         misregistration_voxels=args.misregistration,
+                                         num_phases=3 if args.num_phases is None else args.num_phases,
+                                         num_classes=2 if args.num_classes is None else args.num_classes,
+                                         class_priors=priors, box_labels=args.box_labels)
     logger.info("Wrote %s (%d training, %d test cases).", ds.folder, len(ds.train_cases), len(ds.test_cases))
     return 0
 
@@ -404,12 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=6)
     p.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-phases", type=int, default=3, help="phases (channels), >= 2 (default: %(default)s)")
-    p.add_argument("--num-classes", type=int, default=2,
-                   help="classes, 2..7 enhancement patterns; 3 phases and 2 classes is the binary mode "
-                        "(default: %(default)s)")
+    p.add_argument("--generator", choices=("enhancement-patterns", "lesion-types"), default="enhancement-patterns",
+                   help="enhancement-patterns: abstract enhancement curves (synthetic_dataset); lesion-types: the 7 "
+                        "LLD-MMRI lesion types over its 8 series (synthetic_lesion_types) (default: %(default)s)")
+    p.add_argument("--num-phases", type=int, default=None,
+                   help="enhancement-patterns only: phases (channels), >= 2 (default: 3)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="enhancement-patterns only: classes, 2..7 enhancement patterns; 3 phases and 2 classes is the "
+                        "binary mode (default: 2)")
     p.add_argument("--class-priors", default=None, help="comma-separated class weights, e.g. 4,2,1 (default: "
-                                                        "alternating in the binary mode, uniform otherwise)")
+                                                        "alternating in the binary mode, uniform otherwise; "
+                                                        "lesion-types: HCC 0.32, see synthetic_lesion_types)")
     p.add_argument("--box-labels", action="store_true", help="write the lesion label as its filled bounding box")
     p.add_argument("--misregistration", type=int, default=0,
                    help="shift every phase after the first by up to N voxels per axis (default: %(default)s)")

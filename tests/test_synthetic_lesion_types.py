@@ -240,3 +240,15 @@ def test_same_seed_same_case_other_seed_another(tmp_path):
     first, second = (os.path.join(str(tmp_path), f"Dataset0{i}_MVExtLesionTypes") for i in (71, 72))
     assert Path(first, "cases.json").read_text() == Path(second, "cases.json").read_text()
     assert np.array_equal(_read(first, "imagesTs/case_008_0003"), _read(second, "imagesTs/case_008_0003"))
+
+
+def test_make_dataset_cli_lesion_types(tmp_path):
+    from nnunet_mvext.cli import main
+
+    assert main(["make-dataset", "--generator", "lesion-types", "--raw", str(tmp_path), "--dataset-id", "73",
+                 "--num-train", "7", "--num-test", "0", "--shape", "16", "16", "16", "--box-labels"]) == 0
+    meta = json.loads(Path(tmp_path, "Dataset073_MVExtLesionTypes", "dataset.json").read_text())
+    assert list(meta["channel_names"].values()) == list(PHASES) and "bounding box" in meta["description"]
+    assert main(["make-dataset", "--generator", "lesion-types", "--raw", str(tmp_path), "--dataset-id", "74",
+                 "--num-phases", "3"]) == 2
+    assert not os.path.exists(os.path.join(str(tmp_path), "Dataset074_MVExtLesionTypes"))
