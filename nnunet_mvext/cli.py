@@ -486,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output JSON, named after the team (e.g. team.json)")
     p.add_argument("--lesions", default=None, help="lesions.csv of the import-lld dataset: the patient and box "
                                                    "volume of each case (needed for the crop alignment's lesion "
-                                                   "cases; without it every case is a patient)")
+                                                   "cases <patient>_<n>: default the lesions.csv beside the input "
+                                                   "folder named in predict_cls.json, else refused; other ids are "
+                                                   "patients)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (a backup is kept)")
     p.set_defaults(func=_cmd_export_lld)
 

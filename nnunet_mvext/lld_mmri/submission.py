@@ -24,6 +24,17 @@ more than a small one whose crop is mostly margin, without discarding the small 
 alone would. The mean of probability vectors is again one. Without ``--lesions`` every case is its own patient (the
 ``resample`` alignment's case ids are the patient ids). A patient of whom some cases were predicted and others not
 is refused, naming the missing cases: its score would silently rest on part of its lesions.
+
+**Crop case ids without ``--lesions``** (:func:`lesions_file_for`): when every case id has the crop alignment's form
+``<patient>_<n>`` (``MR100037_0``), the cases are lesions, not patients. The ``lesions.csv`` is then looked up
+through the ``predict_cls.json`` beside the predictions (``predict-cls`` writes it; its ``input_folder`` is the
+dataset's ``imagesTs``, and ``import-lld`` writes ``lesions.csv`` into the dataset folder, the parent of
+``imagesTs``): used, and said so, when it lists every case; otherwise refused, naming ``--lesions`` and where
+``import-lld`` wrote the file. Patient ids may hold ``_`` or ``-`` themselves (``MR-400851``), so ids of other forms,
+or a file where only some ids end in ``_<digits>``, are taken as patients.
+
+Refused too, before anything is written: a ``-o`` that is a directory, and a case whose probabilities do not sum to
+one (beyond :data:`SUM_TOLERANCE`; the challenge takes ``score`` as a probability vector), naming its row.
 """
 
 from __future__ import annotations
@@ -33,17 +44,26 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from typing import Optional, Sequence
 
 import numpy as np
 
 from nnunet_mvext.classification.metrics import read_predictions_csv
+from nnunet_mvext.csv_files import read_csv_rows
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.json_files import backup_path
+from nnunet_mvext.json_files import backup_path, read_json
 from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
+
+#: a case's probabilities may differ from a sum of one by this much (the CSV's 6 decimals, 7 classes: < 4e-6)
+SUM_TOLERANCE = 1e-3
+#: the crop alignment's case id: ``<patient>_<lesion index>``
+CROP_CASE_ID = re.compile(r"^.+_\d+$")
+PREDICT_MARKER = "predict_cls.json"
+LESIONS_FILE = "lesions.csv"
 
 
 def official_order(class_names: Sequence[str], probabilities: np.ndarray, source: str) -> np.ndarray:
@@ -120,14 +140,66 @@ def patient_probabilities(case_ids: Sequence[str], probabilities: np.ndarray,
     return patients, sums / weights[:, None]
 
 
+def check_sums(case_ids: Sequence[str], probabilities: np.ndarray, source: str) -> None:
+    """Refuse, naming the first such case and its row, probabilities (N, K) whose row sum differs from one by more
+    than :data:`SUM_TOLERANCE`."""
+    sums = np.asarray(probabilities, dtype=float).sum(1)
+    bad = [i for i, v in enumerate(sums) if abs(v - 1) > SUM_TOLERANCE]
+    if bad:
+        rows = {r[0].strip(): n for n, r in enumerate(read_csv_rows(source)[1:], start=2)
+                if r and any(c.strip() for c in r)}
+        first = case_ids[bad[0]]
+        raise MVExtError(f"{source}, row {rows.get(first, '?')} (case {first}): its p_<class> sum to "
+                         f"{sums[bad[0]]:.6f}, not 1 (allowed: within {SUM_TOLERANCE}); {len(bad)} row(s) in all. "
+                         f"The challenge reads 'score' as the 7 class probabilities: write the softmax output of "
+                         f"predict-cls, not edited or partial columns.")
+
+
+def lesions_file_for(predictions_csv: str, case_ids: Sequence[str]) -> Optional[str]:
+    """The ``lesions.csv`` to use when ``--lesions`` is not given (module docstring): None when the case ids are not
+    all of the crop form; the file found through the ``predict_cls.json`` beside ``predictions_csv`` when it lists
+    every case (logged); otherwise refused, naming ``--lesions`` and where ``import-lld`` wrote the file."""
+    if not all(CROP_CASE_ID.match(c) for c in case_ids):
+        return None
+    marker = os.path.join(os.path.dirname(os.path.abspath(predictions_csv)), PREDICT_MARKER)
+    candidate = None
+    if os.path.isfile(marker):
+        input_folder = read_json(marker, "predict-cls marker").get("input_folder")
+        if isinstance(input_folder, str):
+            candidate = os.path.join(os.path.dirname(os.path.abspath(input_folder)), LESIONS_FILE)
+    if candidate is not None and os.path.isfile(candidate):
+        listed = read_lesions_csv(candidate)
+        if all(c in listed for c in case_ids):
+            logger.info("--lesions not given: using %s (beside predict-cls's input folder %s, named in %s) to "
+                        "average the lesion cases per patient.", candidate, input_folder, marker)
+            return candidate
+        found = f" {candidate} (found through {marker}) does not list every case."
+    elif candidate is not None:
+        found = f" {marker} names the input folder {input_folder}, but {candidate} does not exist."
+    else:
+        found = f" No {PREDICT_MARKER} beside it names the input folder."
+    example = ", ".join(case_ids[:3]) + (" ..." if len(case_ids) > 3 else "")
+    raise MVExtError(f"{predictions_csv}: every case id has the crop alignment's form <patient>_<n> ({example}): "
+                     f"lesion cases, not patients; a submission needs one entry per patient. Pass --lesions "
+                     f"<dataset folder>/{LESIONS_FILE} (import-lld writes it into the dataset folder, e.g. "
+                     f"$nnUNet_raw/DatasetXXX_LLDMMRI2023/{LESIONS_FILE}, beside imagesTs) to average them per "
+                     f"patient.{found}")
+
+
 def export_submission(predictions_csv: str, output_json: str, lesions_csv: Optional[str] = None,
                       overwrite: bool = False) -> str:
     """Write the submission file (module docstring); returns its path. An existing file is replaced only with
-    ``overwrite`` (a timestamped backup is kept)."""
+    ``overwrite`` (a timestamped backup is kept); a directory is refused."""
+    if os.path.isdir(output_json):
+        raise MVExtError(f"-o {output_json} is a directory; give the submission file's path, named after the team "
+                         f"(e.g. {os.path.join(output_json, 'team.json')}).")
     if os.path.exists(output_json) and not overwrite:
         raise MVExtError(f"{output_json} exists; add --overwrite to replace it (a backup is kept).")
     case_ids, class_names, probabilities = read_predictions_csv(predictions_csv)
     scores = official_order(class_names, probabilities, predictions_csv)
+    check_sums(case_ids, probabilities, predictions_csv)
+    if not lesions_csv:
+        lesions_csv = lesions_file_for(predictions_csv, case_ids)
     lesions = read_lesions_csv(lesions_csv) if lesions_csv else None
     patients, patient_scores = patient_probabilities(case_ids, scores, lesions, predictions_csv)
     entries = [{"image_id": p, "prediction": int(np.argmax(s)), "score": [float(v) for v in s]}

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,12 +66,74 @@ def test_volume_weights_change_the_decision(tmp_path):
         assert json.load(f)[0]["prediction"] == 2
 
 
-def test_without_lesions_every_case_is_a_patient(files, tmp_path):
-    csv_path, _, official = files
+@pytest.mark.parametrize("ids", [["MR1", "MR2"], ["MR-400851", "MR_7"], ["MR1_0", "MR-400851"]])
+def test_without_lesions_every_case_is_a_patient(tmp_path, ids):
+    """The resample alignment's ids are patient ids, which may hold '_' or '-'; only when every id ends in
+    _<digits> are they crop cases."""
+    csv_path = str(tmp_path / "c.csv")
+    write_case_predictions(csv_path, ids, np.stack([_one_hot_ish(3), _one_hot_ish(5)]), list(CLASS_NAMES),
+                           ["lesion"] * 2)
     with open(export_submission(csv_path, str(tmp_path / "t.json"))) as f:
         entries = json.load(f)
-    assert [e["image_id"] for e in entries] == list(official)
-    assert np.allclose(entries[1]["score"], official["MR1_1"], atol=1e-5)
+    assert [e["image_id"] for e in entries] == ids
+    assert np.allclose(entries[1]["score"], _one_hot_ish(5), atol=1e-5)
+
+
+def test_crop_case_ids_without_lesions_are_refused_naming_the_flag_and_the_file(files, tmp_path):
+    """The issue's case: MR1_0, MR1_1, MR2_0 would be written as three 'patients' (two for MR1, none named MR1)."""
+    csv_path, _, _ = files
+    with pytest.raises(MVExtError, match=r"every case id has the crop alignment's form <patient>_<n> \(MR1_0, MR1_1, "
+                                         r"MR2_0\).*Pass --lesions <dataset folder>/lesions.csv \(import-lld writes it "
+                                         r"into the dataset folder"):
+        export_submission(csv_path, str(tmp_path / "t.json"))
+    assert not os.path.exists(tmp_path / "t.json")
+
+
+def test_crop_case_ids_use_the_lesions_file_found_through_predict_cls_json(files, tmp_path, caplog):
+    """predict-cls's marker names its input folder (the dataset's imagesTs); import-lld's lesions.csv is in the
+    dataset folder above it: used, and said so; the same file without every case is refused."""
+    caplog.set_level("INFO")
+    csv_path, lesions, official = files
+    dataset = tmp_path / "Dataset900_LLD"
+    (dataset / "imagesTs").mkdir(parents=True)
+    (tmp_path / "predict_cls.json").write_text(json.dumps({"input_folder": str(dataset / "imagesTs")}))
+    with pytest.raises(MVExtError, match=r"Pass --lesions .*Dataset900_LLD/imagesTs, but .*Dataset900_LLD/"
+                                         r"lesions.csv does not exist"):
+        export_submission(csv_path, str(tmp_path / "t.json"))
+    (dataset / "lesions.csv").write_text(Path(lesions).read_text())
+    with open(export_submission(csv_path, str(tmp_path / "t.json"))) as f:
+        entries = json.load(f)
+    assert [e["image_id"] for e in entries] == ["MR1", "MR2"]
+    assert np.allclose(entries[0]["score"], (300 * official["MR1_0"] + 100 * official["MR1_1"]) / 400, atol=1e-5)
+    assert f"--lesions not given: using {dataset / 'lesions.csv'}" in caplog.text
+    (dataset / "lesions.csv").write_text("case_id,patient,box_volume_mm3\nMR1_0,MR1,1\n")
+    with pytest.raises(MVExtError, match=r"Pass --lesions .*lesions.csv \(found through .*predict_cls.json\) does "
+                                         r"not list every case"):
+        export_submission(csv_path, str(tmp_path / "t.json"), overwrite=True)
+
+
+def test_a_probability_row_that_does_not_sum_to_one_is_refused_naming_its_row(tmp_path):
+    csv_path = str(tmp_path / "c.csv")
+    p = np.stack([_one_hot_ish(3), _one_hot_ish(5)])
+    p[1, 0] += 0.01
+    write_case_predictions(csv_path, ["MR1", "MR2"], p, list(CLASS_NAMES), ["lesion"] * 2)
+    with pytest.raises(MVExtError, match=r"c.csv, row 3 \(case MR2\): its p_<class> sum to 1.010000, not 1 "
+                                         r"\(allowed: within 0.001\); 1 row\(s\) in all"):
+        export_submission(csv_path, str(tmp_path / "t.json"))
+    assert not os.path.exists(tmp_path / "t.json")
+    p[1, 0] -= 0.0099  # within the tolerance
+    write_case_predictions(csv_path, ["MR1", "MR2"], p, list(CLASS_NAMES), ["lesion"] * 2)
+    export_submission(csv_path, str(tmp_path / "t.json"))
+
+
+def test_o_naming_a_directory_is_refused_without_advising_overwrite(files, tmp_path, caplog):
+    csv_path, lesions, _ = files
+    (tmp_path / "out").mkdir()
+    with caplog.at_level(logging.ERROR, logger="nnunet_mvext"):
+        for flags in ([], ["--overwrite"]):
+            assert main(["export-lld", csv_path, "-o", str(tmp_path / "out"), "--lesions", lesions, *flags]) == 2
+    assert "is a directory; give the submission file's path" in caplog.text and "--overwrite" not in caplog.text
+    assert os.listdir(tmp_path / "out") == []
 
 
 def test_refuses_classes_that_are_not_the_official_seven(tmp_path):
@@ -101,5 +164,5 @@ def test_cli_keeps_an_existing_file_unless_overwrite(files, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="nnunet_mvext"):
         assert main(["export-lld", csv_path, "-o", out]) == 2
     assert "exists; add --overwrite" in caplog.text
-    assert main(["export-lld", csv_path, "-o", out, "--overwrite"]) == 0
+    assert main(["export-lld", csv_path, "-o", out, "--lesions", lesions, "--overwrite"]) == 0
     assert len([f for f in os.listdir(tmp_path) if f.startswith("team.json.") and f.endswith(".bak")]) == 1
