@@ -91,6 +91,12 @@ def test_json_geometry_is_set_on_the_pixels_and_header_geometry_is_what_the_head
         expected = (*reference.pixel_spacing, reference.slice_spacing)
         assert np.allclose(_spacing(json_result.folder, patient), expected)
         assert np.allclose(_spacing(header_result.folder, patient), (1, 1, 1))
+        # the reference phase resampled onto its own grid is its series, voxel for voxel: the geometry was set on
+        # the pixels before resampling, not only on the output grid
+        written = sitk.GetArrayFromImage(sitk.ReadImage(
+            os.path.join(json_result.folder, "imagesTr", f"{patient}_0005.nii.gz")))
+        source = sitk.GetArrayFromImage(sitk.ReadImage(reference.image_path(real_like.folder)))
+        assert np.allclose(written, source)
     report = _report(json_result.folder)["geometry"]
     assert report["source"] == "json"
     assert report["series_per_field_source"]["z_spacing"] == {"json": 32}
