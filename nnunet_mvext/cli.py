@@ -370,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output folder")
     p.add_argument("--embeddings", default=None, help="classification_embeddings.npz for a t-SNE plot "
                                                       "(default: the one next to -pred, if any)")
-    p.add_argument("--chill", action="store_true", help="score only the predicted cases (as nnU-Net's -chill); "
-                                                        "the reference may hold more")
+    p.add_argument("--chill", action="store_true", help="score only the cases present in both files (as nnU-Net's "
+                                                        "-chill; the counts left out are printed): the reference may "
+                                                        "hold unpredicted cases, the predictions unlabelled ones")
     p.add_argument("--cv", action="store_true", help="pool nnUNet_results/D/TR__P__C/fold_X/validation/"
                                                      "classification.csv (out-of-fold) instead of -ref/-pred")
     p.add_argument("-d", default=None, help="dataset id or name: --cv's model; with -ref, the class names that "

@@ -6,8 +6,9 @@ column positions, link a prediction to its reference): the ``p_<class>`` columns
 integer class is read through the dataset's class names (``-d``, else the ``dataset.json`` that ``predict-cls``
 writes beside its CSV; :func:`class_order`), or refused. Every input is validated before anything is computed or
 any folder created: an empty file, a duplicated case row, a probability that is not a number in [0, 1], class names
-that differ between the files (naming the classes only in each), predicted cases without a reference label and
-(without ``--chill``) reference cases without a prediction are refused, naming the file, row and case.
+that differ between the files (naming the classes only in each) and (without ``--chill``, which scores the cases
+present in both and names the counts) predicted cases without a reference label and reference cases without a
+prediction are refused, naming the file, row and case.
 
 Writes into the output folder: ``classification_metrics.json`` (the point metrics of
 :func:`~nnunet_mvext.classification.metrics.classification_metrics`, ``intervals``: DeLong for a binary AUC, the
@@ -143,6 +144,37 @@ def match_cases(truth: dict[str, int], cases: Sequence[str], reference: str, pre
         raise MVExtError(f"{reference} holds {len(missing)} case(s) that {predictions_csv} has no prediction for: "
                          f"{_list(missing)}. Pass --chill to score only the predicted cases.")
     return missing
+
+
+def cases_in_both(truth: dict[str, int], cases: Sequence[str], reference: str, predictions_csv: str,
+                  chill: bool) -> tuple[list[str], list[str], list[str]]:
+    """``(scored cases in the predictions' order, predicted cases without a reference label, reference cases without
+    a prediction)``. Without ``chill`` either kind of unmatched case is refused, naming them and pointing to
+    ``--chill``; with it the cases present in both are scored and the counts logged (predictions over import-lld's
+    ``imagesTs`` hold labelled and unreleased cases, ``labelsTs/classification.csv`` the labelled ones only). No
+    case in both is refused."""
+    predicted = set(cases)
+    unlabelled = [c for c in cases if c not in truth]
+    missing = sorted(c for c in truth if c not in predicted)
+    scored = [c for c in cases if c in truth]
+    if (unlabelled or missing) and not chill:
+        parts = ([f"{predictions_csv} holds {len(unlabelled)} case(s) that {reference} has no label for: "
+                  f"{_list(unlabelled)}"] if unlabelled else []) + \
+                ([f"{reference} holds {len(missing)} case(s) that {predictions_csv} has no prediction for: "
+                  f"{_list(missing)}"] if missing else [])
+        raise MVExtError("; ".join(parts) + f". Pass --chill to score only the {len(scored)} case(s) present in "
+                                            f"both (e.g. predictions over import-lld's imagesTs, whose unreleased "
+                                            f"cases have no label), or check the case ids.")
+    if not scored:
+        raise MVExtError(f"No case of {predictions_csv} has a label in {reference} ({len(cases)} predicted, "
+                         f"{len(truth)} labelled; e.g. {_list(cases, 3)} against {_list(sorted(truth), 3)}). Check "
+                         f"that both name the same cases.")
+    if unlabelled or missing:
+        logger.info("--chill: scoring the %d case(s) present in both; left out: %d predicted case(s) without a label "
+                    "in %s%s, %d reference case(s) without a prediction%s.", len(scored), len(unlabelled), reference,
+                    f" ({_list(unlabelled)})" if unlabelled else "", len(missing),
+                    f" ({_list(missing)})" if missing else "")
+    return scored, unlabelled, missing
 
 
 def _fmt(value: Optional[float], digits: int = 3) -> str:
@@ -288,21 +320,20 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
     Classes are matched by name (:func:`class_order`, :func:`load_reference`): the ``p_<class>`` columns may come
     in any order; integer classes of a CSV reference are read through the class names of ``dataset`` (``-d``) or of
     the ``dataset.json`` beside ``predictions_csv``. ``chill``: score only the predicted cases (as
-    ``nnUNetv2_evaluate_folder -chill``); the reference cases left out are listed in
-    ``result["reference_cases_not_predicted"]``.
+    ``nnUNetv2_evaluate_folder -chill``) and present in the reference (:func:`cases_in_both`); the cases left out are
+    listed in ``result["reference_cases_not_predicted"]`` and ``result["predicted_cases_without_label"]``.
     """
     cases, file_names, file_probs = read_predictions_csv(predictions_csv)
     order, order_source = class_order(reference, [predictions_csv], dataset)
     truth, names = load_reference(reference, order, order_source, file_names)
     probs = align_columns(file_probs, file_names, names, predictions_csv, order_source or "the reference")
-    left_out = match_cases(truth, cases, reference, predictions_csv, chill)
+    scored, unlabelled, left_out = cases_in_both(truth, cases, reference, predictions_csv, chill)
+    probs = probs[[cases.index(c) for c in scored]]
+    cases = scored
     emb = _embeddings_for(embeddings, predictions_csv, cases) if len(cases) >= 4 else None
     threshold = aligned_threshold(read_decision_threshold(predictions_csv, file_names), file_names, names,
                                   predictions_csv)
     y = [truth[c] for c in cases]
-    if left_out:
-        logger.info("--chill: scoring the %d predicted cases; %d reference cases have no prediction.", len(cases),
-                    len(left_out))
     result = score(y, probs, names, n_resamples, seed, threshold)
     result["reference"], result["predictions"] = os.path.abspath(reference), os.path.abspath(predictions_csv)
     result["class_names_from"] = order_source or f"{predictions_csv} (the reference names its classes)"
@@ -316,6 +347,7 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
         logger.warning("WARNING: %s", warning)
     if chill:
         result["reference_cases_not_predicted"] = left_out
+        result["predicted_cases_without_label"] = unlabelled
     result["lesion_localisation"] = lesion_localisation(read_column(predictions_csv, "roi"), cases, y, probs, names,
                                                         n_resamples, seed, threshold)
     write_outputs(result, y, probs, names, output_folder, "classification_metrics.json",

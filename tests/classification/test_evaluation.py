@@ -363,3 +363,37 @@ def test_csvs_in_the_encodings_a_spreadsheet_saves_are_read(tmp_path, caplog, re
     assert result["class_names"] == names and result["auc"] == expected["auc"]
     assert result["accuracy"] == expected["accuracy"]
     assert "as Windows-1252 (cp1252)" in caplog.text
+
+
+def test_chill_scores_the_cases_present_in_both_when_the_predictions_hold_unlabelled_cases(tmp_path, caplog):
+    """predict-cls over import-lld's imagesTs (labelled and unreleased cases) against labelsTs/classification.csv
+    (the labelled ones), one labelled case not predicted: refused with a hint at --chill; with it the 14 cases in
+    both are scored and the counts named."""
+    caplog.set_level("INFO")
+    cases, y, p = _cases(30)
+    labelled = list(range(0, 30, 2))
+    ref = _write_ref(tmp_path / "ref.csv", [cases[i] for i in labelled], y[labelled])
+    predicted = list(range(1, 30))
+    pred = _write_pred(tmp_path / "pred.csv", [cases[i] for i in predicted], p[predicted])
+    with pytest.raises(MVExtError, match=r"holds 15 case\(s\) that .*ref.csv has no label for: .*; .*ref.csv holds 1 "
+                                         r"case\(s\) that .*pred.csv has no prediction for: " + cases[0]
+                                         + r"\. Pass --chill to score only the 14 case\(s\) present in both"):
+        evaluate_classification(ref, pred, str(tmp_path / "strict"))
+    assert not (tmp_path / "strict").exists()
+    result = evaluate_classification(ref, pred, str(tmp_path / "chill"), chill=True, n_resamples=50)
+    both = list(range(2, 30, 2))
+    assert result["num_cases"] == 14
+    assert result["predicted_cases_without_label"] == [cases[i] for i in range(1, 30, 2)]
+    assert result["reference_cases_not_predicted"] == [cases[0]]
+    assert result["auc"] == pytest.approx(delong_auc(y[both], np.round(p[both, 1], 6))["auc"])
+    assert "--chill: scoring the 14 case(s) present in both; left out: 15 predicted case(s) without a label" \
+        in caplog.text and "1 reference case(s) without a prediction" in caplog.text
+
+
+def test_no_case_in_both_is_refused_even_with_chill(tmp_path):
+    cases, y, p = _cases(8)
+    ref = _write_ref(tmp_path / "ref.csv", cases[:4], y[:4])
+    pred = _write_pred(tmp_path / "pred.csv", cases[4:], p[4:])
+    with pytest.raises(MVExtError, match="No case of .*pred.csv has a label in .*ref.csv"):
+        evaluate_classification(ref, pred, str(tmp_path / "e"), chill=True)
+    assert not (tmp_path / "e").exists()
