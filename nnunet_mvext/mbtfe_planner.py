@@ -135,6 +135,8 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+    from nnunet_mvext.classification.splits import check_raw_splits
+
     if preset not in PRESETS:
         raise MVExtError(f"--preset '{preset}' is not known. Allowed: {', '.join(PRESETS)}.")
     if phases is not None and preset != "fusion":
@@ -147,6 +149,7 @@ def plan_dataset(dataset: str, preset: str = "mbtfe", gpu_memory_target: Optiona
     except RuntimeError as e:
         raise MVExtError(f"Dataset '{dataset}' not found: {e}") from None
     dataset_id = int(dataset_name[7:10])
+    check_raw_splits(dataset_name)  # nnU-Net's planner would stop with a bare AssertionError
     dataset_json = load_json(os.path.join(str(nnUNet_raw), dataset_name, "dataset.json"))
     planner = MBTFEPlanner
     if preset == "fusion":

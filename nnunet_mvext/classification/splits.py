@@ -10,6 +10,13 @@ Classes come from the raw ``dataset.json`` ``classification`` block (``nnunet-mv
 optional CSV with header ``case_id,group`` that must name every training case (without it, each case is its own
 group). An existing file is replaced only with ``--force``, which keeps a timestamped backup and warns, naming them,
 when folds were already trained on the old splits.
+
+**Raw splits.** nnU-Net 2.8's planner (``ExperimentPlanner.__init__``, ``_maybe_copy_splits_file``) copies a
+``nnUNet_raw/<Dataset>/splits_final.json`` to the preprocessed folder when none is there and otherwise asserts that
+every fold of the raw file equals the preprocessed one (a bare ``AssertionError``). So where a raw file exists (e.g.
+the official LLD-MMRI folds written by ``import-lld``), ``make-splits`` refuses without ``--force`` and with it
+replaces **both** files with the same folds (a backup of each); :func:`check_raw_splits`, called by ``nnunet-mvext
+plan`` before any work, refuses a raw and a preprocessed file that nnU-Net would find different, naming both.
 """
 
 from __future__ import annotations
@@ -126,6 +133,43 @@ def trained_fold_folders(dataset_name: str) -> list[str]:
     return sorted(p for p in glob.glob(pattern) if os.path.isdir(p) and not p.endswith("fold_all"))
 
 
+SPLITS_FILE = "splits_final.json"
+
+
+def splits_disagreement(raw_splits: list, preprocessed_splits: list) -> Optional[str]:
+    """Why nnU-Net's ``_maybe_copy_splits_file`` would stop on these two split lists (every fold of the raw list
+    must have the same train and val sets in the preprocessed one), or None."""
+    for i, fold in enumerate(raw_splits):
+        if i >= len(preprocessed_splits):
+            return f"the raw file has {len(raw_splits)} folds, the preprocessed one {len(preprocessed_splits)}"
+        for key in ("train", "val"):
+            a, b = set(fold[key]), set(preprocessed_splits[i][key])
+            if a != b:
+                return (f"fold {i} {key} differs ({len(a - b)} case(s) only in the raw file, e.g. "
+                        f"{', '.join(sorted(a - b)[:3]) or '-'}; {len(b - a)} only in the preprocessed one, e.g. "
+                        f"{', '.join(sorted(b - a)[:3]) or '-'})")
+    return None
+
+
+def check_raw_splits(dataset_name: str) -> None:
+    """Refuse (before planning) a raw ``splits_final.json`` that nnU-Net's planner would assert against the
+    preprocessed one (module docstring), naming both files and the fix."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+
+    if not (nnUNet_raw.is_set() and nnUNet_preprocessed.is_set()):
+        return
+    raw_file = os.path.join(str(nnUNet_raw), dataset_name, SPLITS_FILE)
+    pre_file = os.path.join(str(nnUNet_preprocessed), dataset_name, SPLITS_FILE)
+    if not (os.path.isfile(raw_file) and os.path.isfile(pre_file)):
+        return
+    why = splits_disagreement(read_json(raw_file, "raw splits_final.json"), read_json(pre_file, "splits_final.json"))
+    if why:
+        raise MVExtError(f"{raw_file} and {pre_file} hold different folds ({why}); nnU-Net's planner copies the raw "
+                         f"file and stops with an AssertionError when they differ. Fix: run 'nnunet-mvext make-splits "
+                         f"{dataset_name} --force ...' again (it writes both), or remove the one you do not want "
+                         f"(nnU-Net copies the raw one where the preprocessed one is missing).")
+
+
 def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5, seed: int = 0,
                 force: bool = False) -> str:
     """Write ``splits_final.json``; returns its path. Warns when a fold lacks a class the data hold."""
@@ -146,9 +190,14 @@ def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5
     cases = sorted(training_case_ids(os.path.join(str(nnUNet_raw), name), dataset_json["file_ending"]))
     labels = require_labels(dataset_json, cases, raw_json_path)
     groups = read_groups_csv(groups_csv, cases) if groups_csv else {c: c for c in cases}
-    target = os.path.join(str(nnUNet_preprocessed), name, "splits_final.json")
+    target = os.path.join(str(nnUNet_preprocessed), name, SPLITS_FILE)
+    raw_target = os.path.join(str(nnUNet_raw), name, SPLITS_FILE)
     if os.path.isfile(target) and not force:
         raise MVExtError(f"{target} exists; nnU-Net trains on it. Pass --force to replace it (a backup is kept).")
+    if os.path.isfile(raw_target) and not force:
+        raise MVExtError(f"{raw_target} exists (e.g. the official folds of import-lld); nnU-Net's planner copies it "
+                         f"to {target} and stops when the two differ. Pass --force to replace both with the new "
+                         f"folds (a backup of each is kept).")
     splits = stratified_group_splits(cases, labels, groups, n_folds, seed, class_names)
     counts = {c: len({groups[k] for k in cases if labels[k] == c}) for c in range(len(class_names))}
     for i, split in enumerate(splits):
@@ -161,6 +210,10 @@ def make_splits(dataset: str, groups_csv: Optional[str] = None, n_folds: int = 5
                            n_folds)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     backup = write_json_with_backup(target, splits)
+    if os.path.isfile(raw_target):
+        raw_backup = write_json_with_backup(raw_target, splits)
+        logger.warning("Replaced %s too (nnU-Net's planner copies it and asserts it equals %s); the previous raw "
+                       "splits are in %s.", raw_target, target, raw_backup)
     if backup:
         trained = trained_fold_folders(name)
         logger.warning("Replaced %s; the previous splits are in %s.", target, backup)
