@@ -206,14 +206,16 @@ def check_output_folder(output_folder: str, overwrite: bool, force: bool) -> Non
 def write_prediction_outputs(output_folder: str, results: dict, class_names: Sequence[str],
                              branch_names: Sequence[str], threshold: Optional[float],
                              checkpoint: Optional[str] = None, selected_cases: Sequence[str] = (),
-                             backups: Optional[list] = None) -> str:
+                             backups: Optional[list] = None, absent: Optional[dict] = None) -> str:
     """``classification.csv``, ``classification_embeddings.npz`` and one console line per case; returns the CSV's
     path. ``results``: ``{case_id: {"probabilities" (K,), "embedding" (D,), "beta" (P,) or None,
     "aux_probabilities" (P, K) or None, "roi"}}``. The console line prints the ``predicted_class`` the CSV holds: one
     decision (the arg-max, or ``p_1 >= threshold``) for both. An existing file is kept as a timestamped ``.bak``
     before it is replaced (its name appended to ``backups``). ``checkpoint``: written in the provenance columns
     ``checkpoint`` and ``checkpoint_selected_on_these_cases`` (1 for the ``selected_cases`` of
-    :func:`checkpoint_selected_on`, else 0), which ``evaluate-cls`` reads; None: no provenance columns."""
+    :func:`checkpoint_selected_on`, else 0), which ``evaluate-cls`` reads; None: no provenance columns. ``absent``:
+    ``{case: absent per phase}`` (:func:`input_absent_phases`); the auxiliary probabilities of those phases are
+    written empty (their classifier saw only the zero embedding of the absent phase), and said so."""
     ids = list(results)
     beta = None if results[ids[0]]["beta"] is None else np.stack([results[c]["beta"] for c in ids])
     aux = None if results[ids[0]]["aux_probabilities"] is None else \
@@ -223,12 +225,18 @@ def write_prediction_outputs(output_folder: str, results: dict, class_names: Seq
     for path in (csv_path, embeddings_path):
         if keep_backup(path) and backups is not None:
             backups.append(os.path.basename(path))
+    blank = None
+    if aux is not None and absent:
+        blank = np.array([absent.get(c, [False] * len(next(iter(absent.values())))) for c in ids], dtype=bool)
+        logger.info("auxiliary probabilities (aux_<phase>_p_<class>) left empty for the missing phases of %d case(s) "
+                    "(%s): their classifiers saw no image", int(blank.any(1).sum()),
+                    _cases_text([c for c, row in zip(ids, blank) if row.any()]))
     provenance = None if checkpoint is None else {
         "checkpoint": checkpoint,
         "checkpoint_selected_on_these_cases": {c: int(c in set(selected_cases)) for c in ids}}
     predicted = write_case_predictions(csv_path, ids, np.stack([results[c]["probabilities"] for c in ids]),
                                        class_names, [results[c]["roi"] for c in ids], branch_names, beta, aux,
-                                       threshold=threshold, provenance=provenance)
+                                       threshold=threshold, provenance=provenance, absent=blank)
     np.savez(embeddings_path, case_ids=np.array(ids), embeddings=np.stack([results[c]["embedding"] for c in ids]))
     rule = decision_rule(class_names, threshold)
     for case_id, name in zip(ids, predicted):
@@ -421,7 +429,7 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     csv_path = write_prediction_outputs(
         output_folder, results, info["class_names"],
         info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut, checkpoint,
-        sorted({c for hit in selected.values() for c in hit}), backups)
+        sorted({c for hit in selected.values() for c in hit}), backups, absent)
     if backups:
         logger.info("kept %d replaced file(s) of the earlier output in %s as timestamped .bak: %s", len(backups),
                     output_folder, _cases_text(backups))

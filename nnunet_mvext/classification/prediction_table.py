@@ -2,7 +2,9 @@
 
 Columns, in order: ``case_id``, ``predicted_class``, ``p_<class>`` for every class (the only columns that start with
 ``p_``: ``evaluate-cls`` reads exactly those), ``beta_<phase>`` (the phase weights of ABAF and decision fusion),
-``aux_<phase>_p_<class>`` (each phase's auxiliary classifier: DSN, ABAF, decision), ``roi`` (where the case was
+``aux_<phase>_p_<class>`` (each phase's auxiliary classifier: DSN, ABAF, decision; empty for a phase the case misses,
+whose classifier saw only the zero embedding that stands for the absent phase, so its output is no prediction),
+``roi`` (where the case was
 classified: ``lesion``, ``fallback`` or ``none``), ``no_lesion_found`` (1 unless ``roi`` is ``lesion``),
 ``decision_rule`` (``argmax`` or the binary threshold applied) and, in the fold validation, the provenance columns
 (:data:`PROVENANCE_COLUMNS`, the same value in every row) and ``true_class``. ``evaluate-cls`` (also ``--cv``) reads
@@ -73,17 +75,27 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
                            class_names: Sequence[str], roi_sources: Sequence[str],
                            phase_names: Sequence[str] = (), beta: Optional[np.ndarray] = None,
                            aux_probabilities: Optional[np.ndarray] = None, threshold: Optional[float] = None,
-                           y_true: Optional[Sequence[int]] = None, provenance: Optional[dict] = None) -> list[str]:
+                           y_true: Optional[Sequence[int]] = None, provenance: Optional[dict] = None,
+                           absent: Optional[np.ndarray] = None) -> list[str]:
     """Write the CSV; returns the ``predicted_class`` of every case as written (the decision of
     :func:`~nnunet_mvext.classification.metrics.predicted_classes` with ``threshold``, the one rule that metrics and
     console lines use too). ``probabilities`` (N, K), ``beta`` (N, P), ``aux_probabilities`` (N, P, K);
-    ``provenance``: the values of :data:`PROVENANCE_COLUMNS` (None: no such columns), each one value written in every
-    row or a ``{case_id: value}`` mapping (``predict-cls``'s ``checkpoint_selected_on_these_cases``, 1 only for the
-    input cases a ``checkpoint_best*`` was selected on)."""
+    ``absent`` (N, P phases) bool: the phases each case misses; their ``aux_`` cells are left empty (with views, every
+    branch of the phase). ``provenance``: the values of :data:`PROVENANCE_COLUMNS` (None: no such columns), each one
+    value written in every row or a ``{case_id: value}`` mapping (``predict-cls``'s
+    ``checkpoint_selected_on_these_cases``, 1 only for the input cases a ``checkpoint_best*`` was selected on)."""
     provenance = {k: provenance[k] for k in PROVENANCE_COLUMNS if k in provenance} if provenance else {}
     probabilities = np.asarray(probabilities, dtype=float)
     predicted = [class_names[int(k)] for k in predicted_classes(probabilities, threshold)]
     rule = decision_rule(class_names, threshold)
+    blank = None
+    if aux_probabilities is not None and absent is not None:
+        absent = np.asarray(absent, dtype=bool)
+        branches = np.asarray(aux_probabilities).shape[1]
+        if branches % absent.shape[1]:
+            raise ValueError(f"aux_probabilities has {branches} branches, not a multiple of the {absent.shape[1]} "
+                             f"phases of 'absent'")
+        blank = np.repeat(absent, branches // absent.shape[1], axis=1)  # branches are phase-major
     header = ["case_id", "predicted_class"] + [f"p_{n}" for n in class_names]
     if beta is not None:
         header += [f"beta_{p}" for p in phase_names]
@@ -98,7 +110,8 @@ def write_case_predictions(path: str, case_ids: Sequence[str], probabilities: np
             if beta is not None:
                 row += [f"{v:.6f}" for v in beta[i]]
             if aux_probabilities is not None:
-                row += [f"{v:.6f}" for v in np.asarray(aux_probabilities[i]).ravel()]
+                row += ["" if blank is not None and blank[i, b] else f"{v:.6f}"
+                        for b, branch in enumerate(np.asarray(aux_probabilities[i])) for v in branch]
             row += [roi_sources[i], int(roi_sources[i] != "lesion"), rule,
                     *(v[case] if isinstance(v, Mapping) else v for v in provenance.values())]
             writer.writerow(row + ([class_names[int(y_true[i])]] if y_true is not None else []))

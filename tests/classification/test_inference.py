@@ -224,7 +224,7 @@ def stand_in(model, monkeypatch):
     def classify(network, data, region, patch_size, mirror_axes, device, case_absent):
         absent[len(absent)] = case_absent
         return {"probabilities": np.array([0.4, 0.6]), "embedding": np.zeros(3), "beta": None,
-                "aux_probabilities": None}
+                "aux_probabilities": np.array([[0.3, 0.7], [0.5, 0.5]])}
 
     def export(logits, properties, cm, pm, dj, output_file_truncated, save_probabilities):
         Path(output_file_truncated + ".nii.gz").write_text(f"segmentation {len(absent)}")
@@ -237,9 +237,18 @@ def stand_in(model, monkeypatch):
 
 def test_an_all_zero_channel_reaches_the_fusion_as_a_missing_phase(stand_in, caplog):
     """No missing_phases.json anywhere: case_011's zero placeholder of 'delayed' is left out (zero policy)."""
+    caplog.set_level("INFO")
     _predict(stand_in)
     assert stand_in["absent"] == {0: None, 1: [False, True]}
     assert "have all-zero channel files that no missing-phase record names (case_011: delayed)" in caplog.text
+    # the auxiliary classifier of the missing phase saw no image: its cells are empty, not 0.5 / 0.5
+    with open(stand_in["out"] / "classification.csv") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    aux = ["aux_arterial_p_persistent", "aux_arterial_p_washout", "aux_delayed_p_persistent", "aux_delayed_p_washout"]
+    assert [rows["case_010"][k] for k in aux] == ["0.300000", "0.700000", "0.500000", "0.500000"]
+    assert [rows["case_011"][k] for k in aux] == ["0.300000", "0.700000", "", ""]
+    assert "auxiliary probabilities (aux_<phase>_p_<class>) left empty for the missing phases of 1 case(s) " \
+           "(case_011)" in caplog.text
 
 
 def test_best_auc_checkpoint_names_the_cases_it_was_selected_on_and_evaluate_cls_warns(stand_in, caplog, tmp_path):

@@ -43,3 +43,19 @@ def test_the_csv_header_carries_the_names_and_evaluation_reads_it(tmp_path):
     assert "aux_C+A_p_b" in header and "aux_(T2WI)+(C+Delay)_p_a" in header
     cases, classes, probabilities = read_predictions_csv(path)
     assert cases == ["MR1_0"] and classes == ["a", "b"] and probabilities.tolist() == [[0.2, 0.8]]
+
+
+@pytest.mark.parametrize("views", [1, 2])
+def test_auxiliary_probabilities_of_an_absent_phase_are_written_empty(tmp_path, views):
+    """Case b misses phase t2: its auxiliary classifier (every view's, phase-major) saw only the zero embedding."""
+    path = str(tmp_path / "c.csv")
+    branches = [f"{p}_{v}" for p in ("t1", "t2") for v in range(views)] if views > 1 else ["t1", "t2"]
+    aux = np.full((2, len(branches), 2), 0.5)
+    write_case_predictions(path, ["a", "b"], np.array([[0.3, 0.7], [0.6, 0.4]]), ["neg", "pos"], ["lesion"] * 2,
+                           branches, None, aux, absent=np.array([[False, False], [False, True]]))
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    cells = {r["case_id"]: [r[f"aux_{b}_p_{n}"] for b in branches for n in ("neg", "pos")] for r in rows}
+    assert cells["a"] == ["0.500000"] * 2 * len(branches)
+    assert cells["b"] == ["0.500000"] * 2 * views + [""] * 2 * views
+    assert read_predictions_csv(path)[0] == ["a", "b"]  # still a predictions file evaluate-cls reads
