@@ -636,7 +636,10 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
                                    "checkpoint": checkpoint, "checkpoint_selected_on_these_cases":
                                    int(summary["checkpoint_selected_on_these_cases"]),
                                    "pretrained_checkpoint": summary["pretrained_checkpoint"] or "",
-                                   "pretrained_checkpoint_fold": summary["pretrained_checkpoint_fold"] or ""})
+                                   "pretrained_checkpoint_fold": summary["pretrained_checkpoint_fold"] or ""},
+                               absent=None if aux is None or not self.absent else np.array(
+                                   [self.absent.get(c, [False] * len(self.case_info["phase_channels"]))
+                                    for c in cases]))
         np.savez(os.path.join(folder, "classification_embeddings.npz"), case_ids=np.array(cases),
                  embeddings=np.stack([results[c]["embedding"] for c in cases]), labels=np.array(y))
         self.print_to_log_file(f"Case classification on {len(cases)} validation cases: AUC {summary['auc']}, "

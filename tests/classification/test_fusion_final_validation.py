@@ -80,3 +80,23 @@ def test_checkpoints_store_the_validation_cases_a_best_checkpoint_is_selected_on
     extras = trainer.checkpoint_extras()
     assert extras["training_case_ids"] == ["case_a", "case_b"]
     assert extras["validation_case_ids"] == ["case_c", "case_d"]
+
+
+def test_the_fold_csv_leaves_the_auxiliary_probabilities_of_absent_phases_empty(tmp_path):
+    import csv
+
+    from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusion
+
+    labels = {"a": 0, "b": 1, "c": 1}
+    trainer = SimpleNamespace(
+        dataset_json={"classification": {"class_names": {"0": "neg", "1": "pos"}, "labels": labels}},
+        plans_manager=SimpleNamespace(dataset_name="Dataset1_X"), case_class_names=["neg", "pos"],
+        _loaded_checkpoint=None, fold=0, phase_names=["t1", "t2", "t3"], print_to_log_file=lambda *a, **k: None,
+        pretrained=None, case_info={"phase_channels": PHASES}, absent={"b": [False, True, False]})
+    results = {c: {"probabilities": np.array([0.4, 0.6]), "roi": "lesion", "beta": np.full(3, 1 / 3),
+                   "aux_probabilities": np.full((3, 2), 0.5), "embedding": np.zeros(4)} for c in labels}
+    nnUNetTrainerFusion.write_classification_validation(trainer, str(tmp_path), results)
+    with open(tmp_path / "classification.csv") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    assert rows["b"]["aux_t2_p_pos"] == "" and rows["b"]["aux_t1_p_pos"] == "0.500000"
+    assert rows["a"]["aux_t2_p_pos"] == "0.500000"
