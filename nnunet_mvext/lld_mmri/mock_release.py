@@ -7,9 +7,10 @@ handle. By default (``real_release=True``) it is made **as the real release is**
   ``origin`` and a ``slice_thickness`` that is **not** the z spacing (``slice_spacing * U(0.5, 0.9)``);
 - eight series per patient (:data:`~nnunet_mvext.lld_mmri.annotation.PHASES`), **each on its own anisotropic grid**:
   in-plane spacing ``U(0.6, 1.6)`` mm (``sx = sy``), slice spacing ``U(2, 8)`` mm, a field of view of ``U(74, 80)``
-  x ``U(64, 70)`` mm in-plane (so non-square slices, more columns than rows: 47..134 x 40..117 voxels) and ``U(70, 80)`` mm along z (9..40
-  slices; on average about 1.2 times the voxels of the legacy mock's series), the grid's centre ``U(-4, 4)`` mm off
-  the patient's centre per axis; int16 voxels; lesions are spheres of radius ``U(5, 9)`` mm;
+  x ``U(64, 70)`` mm in-plane (non-square slices, more columns than rows: 47..134 x 40..117 voxels) and
+  ``U(70, 80)`` mm along z (9..40 slices; about 93 k voxels per series on average, 1.15 times the legacy mock's
+  81 k), the grid's centre ``U(-4, 4)`` mm off the patient's centre per axis; int16 voxels; lesions are spheres of
+  radius ``U(5, 9)`` mm;
 - **box jitter in millimetres**: each of the six bounds moved by ``rint(U(-j, j) / spacing)`` voxels along its axis
   (``box_jitter_mm``, default 3);
 - **quirks of the release** (``quirks``, default on; recorded in ``mock_truth.json`` ``quirks``): the last patient's

@@ -247,3 +247,23 @@ def official_splits(labels_dir: str, cases: Mapping[str, str], classes: Optional
         splits.append({"train": sorted(c for p in train for c in by_patient[p]),
                        "val": sorted(c for p in val for c in by_patient[p])})
     return splits, report
+
+
+SPLITS_FILE = "splits_final.json"
+
+
+def write_official_splits(release_dir: str, dataset_folder: str, cases: Mapping[str, str],
+                          classes: Optional[Mapping[str, int]] = None, unlisted: str = "train") -> Optional[dict]:
+    """Where ``release_dir`` holds the organisers' fold files: write their splits (:func:`official_splits`) to the raw
+    dataset's ``splits_final.json`` (nnU-Net copies it to the preprocessed folder at planning; ``make-splits
+    --force`` replaces both) and return the report (``splits_file`` added); None when there are no fold files."""
+    import json
+
+    labels_dir = os.path.join(release_dir, LABELS_DIR)
+    if not fold_files(labels_dir):
+        return None
+    splits, report = official_splits(labels_dir, cases, classes, unlisted)
+    path = os.path.join(dataset_folder, SPLITS_FILE)
+    with open(path, "w") as f:
+        json.dump(splits, f, indent=1)
+    return {"splits_file": path, "folds": len(splits), **report.as_dict(), "messages": report.messages()}
