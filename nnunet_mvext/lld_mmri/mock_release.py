@@ -60,7 +60,8 @@ noise ``N(0, 0.15)``, stored as ``round(100 * value)``.
 
 ``mock_truth.json`` (next to ``images/`` and ``labels/``, not part of a release) holds what the mock knows: per patient
 the class, whether it was released, every lesion's centre and radius (mm, the patient frame), every phase's shift
-(mm), its true grid (``series``: uid, stored size, spacing, origin, flipped, repeated block) and the defects placed;
+(mm), its true grid (``series``: uid, stored size, spacing, origin, flipped, repeated block), the liver's radii
+and the intensity levels (so that a series can be drawn again without noise) and the defects placed;
 ``quirks`` names the flipped, repeated-block and hyphenated patients; ``test_patients`` holds the test set's patients
 in the same form. A lesion's centre in the physical space of phase ``p`` is ``centre + shift[p]``
 (:func:`lesion_centre`).
@@ -348,7 +349,10 @@ def _make_patient(pt: _Patient, images_dir: str, seed: int, rng: np.random.Gener
                 "lesions": [{"index": str(k), "centre_mm": c.tolist(), "radius_mm": float(r)}
                             for k, (c, r) in enumerate(lesions)],
                 "shift_mm": shifts,
-                "defects": [{"phase": pt.defect[0], "kind": pt.defect[1]}] if pt.defect else []}
+                "defects": [{"phase": pt.defect[0], "kind": pt.defect[1]}] if pt.defect else [],
+                "liver_radii_mm": liver_radii.tolist(),
+                "levels": {"organ": levels["organ"].tolist(), "core": [c.tolist() for c in levels["core"]],
+                           "shell": [c.tolist() for c in levels["shell"]], "bias_phase": float(levels["bias_phase"])}}
     if real:
         pt.truth["series"] = series_truth
         pt.truth["flipped"] = pt.flipped

@@ -19,7 +19,7 @@ from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.lld_mmri.alignment import Grid
 from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES, PHASES, UNRELEASED, read_annotation
 from nnunet_mvext.lld_mmri.geometry import series_grid
-from nnunet_mvext.lld_mmri.mock_release import TEST_ANNOTATION, generate_mock_release, lesion_centre
+from nnunet_mvext.lld_mmri.mock_release import TEST_ANNOTATION, _series_array, generate_mock_release, lesion_centre
 from nnunet_mvext.lld_mmri.official_crops import official_crop
 
 
@@ -195,6 +195,50 @@ def test_the_flipped_patient_is_upside_down(mock):
     assert errors[1] > 10 * len(_entries(mock)[flipped]) and errors[1] > 3 * errors[0]  # visibly flipped
 
 
+def _noiseless(truth, patient, phase):
+    """The series of ``phase`` drawn again on its true grid from the truth (noise N(0, 0.15) of another stream)."""
+    t = truth["patients"][patient]
+    record = t["series"][phase]
+    size = np.array(record["size"])
+    if record["repeated_block"]:
+        size[2] -= record["repeated_block"]["length"]
+    levels = {k: np.array(v) if k != "bias_phase" else v for k, v in t["levels"].items()}
+    lesions = [(np.array(les["centre_mm"]), les["radius_mm"]) for les in t["lesions"]]
+    return _series_array(size, np.array(record["spacing"]), np.array(record["origin"]), np.array(t["shift_mm"][phase]),
+                         np.array(t["liver_radii_mm"]), lesions, PHASES.index(phase), levels,
+                         np.random.default_rng(0)).astype(float)
+
+
+def _near_lesions(truth, patient, phase, shape):
+    """Voxels of the true grid within 3 mm of a lesion (numpy order z, y, x)."""
+    t = truth["patients"][patient]
+    record = t["series"][phase]
+    axes = [np.array(record["origin"][a]) + np.array(record["spacing"][a]) * np.arange(n)
+            for a, n in zip(range(3), shape[::-1])]
+    z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    mask = np.zeros(shape, dtype=bool)
+    for les in t["lesions"]:
+        c = np.array(les["centre_mm"]) + np.array(t["shift_mm"][phase])
+        mask |= (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= (les["radius_mm"] + 3) ** 2
+    return mask
+
+
+def test_the_flipped_patients_pixels_are_upside_down(mock):
+    """Read upside down, the flipped patient's stored series match a noiseless redraw on their true grid around the
+    lesions; read as stored they do not."""
+    truth = mock.truth()
+    (flipped,) = truth["quirks"]["flipped_patients"]
+    residual = [0.0, 0.0]
+    for entry in _entries(mock)[flipped]:
+        stored = sitk.GetArrayFromImage(_stored(mock, entry)).astype(float)
+        expected = _noiseless(truth, flipped, entry.phase)
+        near = _near_lesions(truth, flipped, entry.phase, expected.shape)
+        residual[0] += np.mean((stored[::-1][near] - expected[near]) ** 2)
+        residual[1] += np.mean((stored[near] - expected[near]) ** 2)
+    # upside down: the noise of two draws (2 x 15^2 per voxel); as stored: 3-5 times more on seeds 0, 4 and 7
+    assert residual[0] / len(PHASES) < 1.5 * 2 * 15.0 ** 2 and residual[0] < 0.5 * residual[1]
+
+
 def test_the_repeated_block_is_stored_twice_and_named(mock):
     truth = mock.truth()
     (rep,) = truth["quirks"]["repeated_slices"]
@@ -210,6 +254,11 @@ def test_the_repeated_block_is_stored_twice_and_named(mock):
     for k in range(array.shape[0] - n):  # no other run of 3 slices repeats
         if k != start:
             assert not np.array_equal(array[k:k + n], array[k + n:k + 2 * n])
+    # without the copy the series is its true grid's: it matches a noiseless redraw near the lesions
+    expected = _noiseless(truth, rep["patient"], "In Phase")
+    near = _near_lesions(truth, rep["patient"], "In Phase", expected.shape)
+    without = np.delete(array, np.arange(start + n, start + 2 * n), axis=0).astype(float)
+    assert np.mean((without[near] - expected[near]) ** 2) < 1.5 * 2 * 15.0 ** 2
 
 
 def test_lesions_unreleased_patients_defects_and_the_hyphenated_id(mock):
