@@ -5,14 +5,15 @@ Takes ``nnUNetv2_predict``'s model arguments. Before anything is loaded or prepr
 is read for the fusion description it was trained with: folds whose descriptions differ, models of an earlier
 network version and classification-only models without ``--roi`` are refused; input cases that a fold trained on are
 named in a warning, as are, with ``-chk checkpoint_best*``, the input cases that checkpoint was selected on (a fold's
-validation cases; also marked in ``classification.csv``'s ``checkpoint_selected_on_these_cases``, which
-``evaluate-cls`` reads). Every channel file is read once (SimpleITK): a phase is missing when the input's
-``missing_phases.json`` names it or when its channel is all zeros (a placeholder: at inference a real series is never
-all zero); such cases are refused under the model's ``missing_phases: refuse``, and an explicit ``--missing-phases``
-record that names none of the input cases is refused. Then, for each case: nnU-Net's preprocessor, nnU-Net's
-sliding window (folds ensembled, mirroring unless ``--disable_tta``) exported like ``nnUNetv2_predict``, the region
-of interest (the most lesion-probable predicted component, or the ``--roi`` label file), and per fold the
-lesion-pooled classification of :mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
+validation cases; ``classification.csv`` then holds the provenance columns ``checkpoint`` and
+``checkpoint_selected_on_these_cases``, 1 for those cases, which ``evaluate-cls`` reads). Every channel file is read
+once (SimpleITK): a phase is missing when the input's ``missing_phases.json`` names it or when its channel is all
+zeros (a placeholder: at inference a real series is never all zero); such cases are refused under the model's
+``missing_phases: refuse``, and an explicit ``--missing-phases`` record that names none of the input cases is
+refused. Then, for each case: nnU-Net's preprocessor, nnU-Net's sliding window (folds ensembled, mirroring unless
+``--disable_tta``) exported like ``nnUNetv2_predict``, the region of interest (the most lesion-probable predicted
+component, or the ``--roi`` label file), and per fold the lesion-pooled classification of
+:mod:`nnunet_mvext.classification.case_prediction`, averaged over folds.
 
 ``-o`` receives ``predict_cls.json`` (the marker that names the model, written first), the segmentations,
 ``classification.csv`` (:mod:`nnunet_mvext.classification.prediction_table`), ``classification_embeddings.npz`` and
@@ -428,7 +429,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
                     region.source)
     csv_path = write_prediction_outputs(
         output_folder, results, info["class_names"],
-        info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut, checkpoint,
+        info.get("branch_names") or phase_names_of(channel_names, info["phase_channels"]), cut,
+        checkpoint if checkpoint.startswith("checkpoint_best") else None,
         sorted({c for hit in selected.values() for c in hit}), backups, absent)
     if backups:
         logger.info("kept %d replaced file(s) of the earlier output in %s as timestamped .bak: %s", len(backups),
