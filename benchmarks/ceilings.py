@@ -20,6 +20,15 @@ region, as the networks are trained.
   shift of up to ``SHIFT`` voxels), AdamW, batch 4; held-out cases classified from one patch centred on their
   ground-truth lesion (as ``predict-cls --roi``). What the same network reaches without nnU-Net's sampling,
   augmentation, segmentation loss and schedule.
+- **Crop CNN** (:class:`CropCNN`, :func:`train_crop_cnn`): the strong crop ceiling, a network of its own. Input: a
+  ``CROP`` crop centred on the ground-truth region, every phase and the region mask as channels (early fusion); three
+  stages of two 3x3x3 convolutions (instance norm, leaky ReLU; widths w, 2w, 4w, max-pooling between); at each stage the
+  features are pooled over the region (the mask max-pooled to the stage's grid) and over the whole crop, and the
+  masked mean and the masked-minus-global mean of the three stages feed a two-layer head. Trained with AdamW (cosine
+  schedule) on class-balanced samples (a class drawn uniformly, then one of its cases: macro-F1 weighs every class
+  alike), random flips along the three axes, a random shift of up to ``SHIFT`` voxels and a per-phase intensity jitter
+  (scale ``exp(N(0, 0.1))``, shift ``N(0, 0.1)``); held-out cases are classified from their centred crop, softmax
+  averaged over the eight flips. The number of samples seen is set to match the row it is compared to.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from scipy import ndimage
 logger = logging.getLogger("ceilings")
 RING_VOXELS = 3
 SHIFT = 2
+CROP = (32, 32, 32)
 
 
 def fold0_training_cases(preprocessed_folder: str, train_cases: Sequence[str]) -> list[str]:
@@ -162,3 +172,101 @@ def write_predictions(folder: str, cases: Sequence[str], probabilities: np.ndarr
     write_case_predictions(os.path.join(folder, "classification.csv"), list(cases), probabilities, list(class_names),
                            ["lesion"] * len(cases), [], None, None)
     shutil.copy(dataset_json_file, os.path.join(folder, "dataset.json"))
+
+
+class CropCNN(torch.nn.Module):
+    """``(B, P, *CROP)`` phases and ``(B, 1, *CROP)`` region mask -> ``(B, K)`` logits (module docstring)."""
+
+    def __init__(self, num_phases: int, num_classes: int, width: int = 16, dropout: float = 0.2):
+        super().__init__()
+        nn = torch.nn
+        widths = (width, 2 * width, 4 * width)
+
+        def stage(c_in: int, c_out: int) -> torch.nn.Sequential:
+            return nn.Sequential(nn.Conv3d(c_in, c_out, 3, padding=1), nn.InstanceNorm3d(c_out, affine=True),
+                                 nn.LeakyReLU(0.01, inplace=True), nn.Conv3d(c_out, c_out, 3, padding=1),
+                                 nn.InstanceNorm3d(c_out, affine=True), nn.LeakyReLU(0.01, inplace=True))
+
+        self.stages = nn.ModuleList([stage(c_in, c_out) for c_in, c_out in zip((num_phases + 1, *widths[:-1]),
+                                                                                 widths)])
+        self.head = nn.Sequential(nn.Linear(2 * sum(widths), 4 * width), nn.LeakyReLU(0.01, inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = []
+        h = torch.cat([x, mask], 1)
+        for i, stage in enumerate(self.stages):
+            if i:
+                h = torch.nn.functional.max_pool3d(h, 2)
+                mask = torch.nn.functional.max_pool3d(mask, 2)
+            h = stage(h)
+            weight = mask / mask.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1.0)
+            masked = (h * weight).sum(dim=(2, 3, 4))
+            pooled += [masked, masked - h.mean(dim=(2, 3, 4))]
+        return self.head(torch.cat(pooled, 1))
+
+
+def _crop_pair(data: np.ndarray, mask: np.ndarray, centre) -> tuple[torch.Tensor, torch.Tensor]:
+    from nnunet_mvext.classification.case_prediction import crop_around
+
+    return (crop_around(torch.from_numpy(data), centre, CROP),
+            crop_around(torch.from_numpy(mask[None].astype(np.float32)), centre, CROP))
+
+
+def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: int, samples: int, device: torch.device,
+                   seed: int = 0, batch: int = 4, lr: float = 2e-3, width: int = 16) -> CropCNN:
+    """:class:`CropCNN` trained on ``samples`` crops (``ceil(samples / batch)`` steps; module docstring)."""
+    from nnunet_mvext.classification.case_prediction import select_region
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cases = sorted(c for c in train if (train[c][1] == lesion_label).any())
+    regions = {c: select_region(train[c][1], lesion_label, train[c][1].shape) for c in cases}
+    by_class = {k: [c for c in cases if labels[c] == k] for k in range(num_classes)}
+    present = [k for k, cs in by_class.items() if cs]
+    network = CropCNN(train[cases[0]][0].shape[0], num_classes, width).to(device).train()
+    steps = max(1, -(-samples // batch))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(steps):
+        xs, ms, ys = [], [], []
+        for _ in range(batch):
+            k = present[int(rng.integers(len(present)))]
+            c = by_class[k][int(rng.integers(len(by_class[k])))]
+            centre = [int(v + rng.integers(-SHIFT, SHIFT + 1)) for v in regions[c].centre]
+            x, m = _crop_pair(train[c][0], regions[c].mask, centre)
+            x = x * torch.from_numpy(np.exp(rng.normal(0, 0.1, (x.shape[0], 1, 1, 1))).astype(np.float32)) \
+                + torch.from_numpy(rng.normal(0, 0.1, (x.shape[0], 1, 1, 1)).astype(np.float32))
+            flips = [a + 1 for a in range(3) if rng.random() < 0.5]
+            if flips:
+                x, m = torch.flip(x, flips), torch.flip(m, flips)
+            xs.append(x)
+            ms.append(m)
+            ys.append(k)
+        logits = network(torch.stack(xs).to(device), torch.stack(ms).to(device))
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(ys, device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return network.eval()
+
+
+@torch.no_grad()
+def crop_cnn_probabilities(network: CropCNN, test: dict, lesion_label: int, test_order, device: torch.device
+                           ) -> np.ndarray:
+    """``(N, K)``: softmax over the eight flips of each held-out case's crop centred on its ground-truth region."""
+    import itertools
+
+    from nnunet_mvext.classification.case_prediction import select_region
+
+    flips = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
+    out = []
+    for c in test_order:
+        data, seg = test[c]
+        region = select_region(seg, lesion_label, seg.shape)
+        mask = region.mask if region.mask is not None else np.zeros(seg.shape, dtype=bool)
+        x, m = (t[None].to(device) for t in _crop_pair(data, mask, region.centre))
+        probabilities = [torch.softmax(network(torch.flip(x, f), torch.flip(m, f)), 1) for f in flips]
+        out.append(torch.stack(probabilities).mean(0)[0].cpu().numpy())
+    return np.stack(out)

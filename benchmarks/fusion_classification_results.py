@@ -10,7 +10,11 @@ Data (``--data``):
 - ``binary``: 3 phases, misregistered by up to ``--misregistration`` voxels, class = the lesion's enhancement change
   between phases (:mod:`nnunet_mvext.synthetic_dataset`, binary mode);
 - ``multiclass``: 7 classes (enhancement patterns), 8 phases, lesion labels as filled boxes, misregistered; the
-  held-out split holds every class.
+  held-out split holds every class;
+- ``lesion-types``: the second generator, designed independently of the first
+  (:mod:`nnunet_mvext.synthetic_lesion_types`): the seven LLD-MMRI lesion types by their textbook features over the
+  eight LLD-MMRI series, jittered boxes, misregistered by up to ``--misregistration`` voxels, its HCC-heavy priors
+  unless ``--class-priors`` is given.
 
 Rows: ``base`` (``nnUNetTrainerFusionABAF`` of an earlier release, given by ``--baseline-code``: a folder holding
 that release's ``nnunet_mvext`` package, which the row's training and prediction import instead of this one);
@@ -30,12 +34,16 @@ fold's validation Dice per label (nnU-Net's ``summary.json``) is recorded with e
 results are kept in ``WORKDIR/results.json`` and ``--resume`` continues an earlier run in the same work folder, so the
 table can be completed in several steps. The table (with every row measured so far) is appended to ``--append``.
 
-Ceilings (:mod:`ceilings`, in-process, same split and held-out cases): ``oracle`` (logistic regression on
-first-order statistics of the ground-truth region) and ``crops`` (the fusion network trained outside nnU-Net's loop
-on ground-truth lesion-centred patches). On box-labelled data every row is also classified given the held-out boxes
-(``predict-cls --roi labelsTs``, rows named ``<row> --roi``) besides its own localisation, as LLD-MMRI's protocol
-gives every patient's boxes. ``--jobs N`` runs N rows at a time (each row's training, prediction and evaluation are
-separate processes; on a GPU machine the rows share the GPU); ``--deadline S`` starts no row after S seconds.
+Ceilings (:mod:`ceilings`, in-process, same split and held-out cases, computed the same way on every ``--data``):
+``oracle`` (logistic regression on first-order statistics of the ground-truth region and a ring around it, per
+phase), ``crops`` (the fusion network trained outside nnU-Net's loop on ground-truth lesion-centred patches,
+``--crop-steps``) and ``crop_cnn`` (the strong crop ceiling: a small 3D CNN of its own on ground-truth region crops,
+as many samples as an nnU-Net row sees, ``--epochs`` x ``--iterations`` x batch 2, unless ``--crop-samples`` is
+given). The table gives each row's macro-F1 gap to the better of the ceilings measured. On box-labelled data every
+row is also classified given the held-out boxes (``predict-cls --roi labelsTs``, rows named ``<row> --roi``) besides
+its own localisation, as LLD-MMRI's protocol gives every patient's boxes. ``--jobs N`` runs N rows at a time (each
+row's training, prediction and evaluation are separate processes; on a GPU machine the rows share the GPU);
+``--deadline S`` starts no row after S seconds.
 
 CPU run recorded in RESULTS.md (about 5 minutes per row on 2 cores)::
 
@@ -74,13 +82,18 @@ from nnunet_mvext.pipeline import (
 )
 from nnunet_mvext.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from nnunet_mvext.synthetic_lesion_types import generate_lesion_types_dataset
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("fusion_classification_results")
 HEADS = {"concat": "nnUNetTrainerFusionConcat", "dsn": "nnUNetTrainerFusionDSN", "abaf": "nnUNetTrainerFusionABAF",
          "decision": "nnUNetTrainerFusionDecision"}
 DATA = {"binary": dict(dataset_id=511, num_phases=3, num_classes=2, box_labels=False),
-        "multiclass": dict(dataset_id=512, num_phases=8, num_classes=7, box_labels=True)}
+        "multiclass": dict(dataset_id=512, num_phases=8, num_classes=7, box_labels=True),
+        "lesion-types": dict(dataset_id=513, num_phases=8, num_classes=7, box_labels=True,
+                             name="MVExtLesionTypes")}
+GENERATORS = {"binary": "synthetic_dataset (binary)", "multiclass": "synthetic_dataset (enhancement patterns)",
+              "lesion-types": "synthetic_lesion_types (LLD-MMRI lesion types)"}
 
 
 def arguments() -> argparse.Namespace:
@@ -107,6 +120,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="rows run at a time")
     parser.add_argument("--deadline", type=float, default=None, help="start no row after this many seconds")
     parser.add_argument("--crop-steps", type=int, default=600, help="training steps of the 'crops' ceiling")
+    parser.add_argument("--crop-samples", type=int, default=None,
+                        help="samples the 'crop_cnn' ceiling sees (default: an nnU-Net row's, epochs x iterations x 2)")
     return parser.parse_args()
 
 
@@ -153,7 +168,7 @@ CANDIDATES = {"abaf_patch": {"lesion_context": "patch"},
               # from the per-phase segmentation encoders
               "abaf_seg_encoders": {"classification_encoder_width": 0}}
 #: computed in-process by :mod:`ceilings`
-CEILINGS = ("oracle", "crops")
+CEILINGS = ("oracle", "crops", "crop_cnn")
 BASE = "base"
 ROI = " --roi"
 
@@ -208,6 +223,8 @@ def row_label(row: str, trainer: str) -> str:
         return "ceiling: feature oracle (logistic regression on ground-truth region statistics)"
     if row == "crops":
         return "ceiling: fusion network (ABAF) trained on ground-truth lesion-centred patches outside nnU-Net's loop"
+    if row == "crop_cnn":
+        return "ceiling: small 3D CNN on ground-truth region crops outside nnU-Net's loop"
     if row == "early":
         return "early fusion (one encoder, all phases as channels)"
     if row.startswith("phase"):
@@ -276,6 +293,9 @@ def run_row(row: str, spec: tuple, args, dataset, data: dict, env: dict, workdir
     return out
 
 
+_PREPROCESSED: dict = {}
+
+
 def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, logs: str) -> dict:
     """The ``oracle`` or ``crops`` row (:mod:`ceilings`) on the fold-0 training cases and the held-out cases."""
     import ceilings
@@ -294,12 +314,23 @@ def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, lo
     lesion = int(dataset_json["labels"]["lesion"])
     start = time.time()
     train_ids = ceilings.fold0_training_cases(preprocessed, case_ids(dataset.train_cases))
-    with nnunet_paths(env):
-        train = ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", train_ids, "Tr")
-        test = ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", sorted(test_labels), "Ts")
+    key = (preprocessed, tuple(train_ids), tuple(sorted(test_labels)))
+    if key not in _PREPROCESSED:  # the ceilings of one run share the preprocessed cases
+        with nnunet_paths(env):
+            _PREPROCESSED[key] = (
+                ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", train_ids, "Tr"),
+                ceilings.preprocessed_cases(raw, preprocessed, "3d_fusion", sorted(test_labels), "Ts"))
+    train, test = _PREPROCESSED[key]
     order = sorted(test)
+    extra = {}
     if row == "oracle":
         probabilities = ceilings.oracle_probabilities(train, test, labels, lesion, order)
+    elif row == "crop_cnn":
+        samples = crop_cnn_samples(args)
+        device = torch.device(args.device)
+        network = ceilings.train_crop_cnn(train, labels, lesion, len(names), samples, device, seed=args.seed)
+        probabilities = ceilings.crop_cnn_probabilities(network, test, lesion, order, device)
+        extra = {"samples": samples}
     else:
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -316,7 +347,15 @@ def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, lo
     metrics = held_out_metrics(pred, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
     return {row: {**metrics, "train_seconds": time.time() - start, "epoch_seconds": None, "trainer": None,
                   "validation_dice": {}, "row_settings": {}, "command": recorded_command(__file__),
-                  "localisation": "ground truth", "training_cases": len(train_ids)}}
+                  "localisation": "ground truth", "training_cases": len(train_ids), **extra}}
+
+
+def crop_cnn_samples(args) -> int:
+    """The samples the ``crop_cnn`` ceiling sees: ``--crop-samples``, else as many as an nnU-Net row."""
+    from nnunet_mvext.plans_config import load_template
+
+    batch = load_template("3d_tiny_cpu")[1]["configuration"]["batch_size"]  # the nnU-Net rows' configuration
+    return args.crop_samples if args.crop_samples is not None else args.epochs * args.iterations * batch
 
 
 def main() -> None:
@@ -464,17 +503,21 @@ def write_fold0_split(env: dict, dataset) -> None:
 
 
 def generate_or_load(args, spec: dict, env: dict, logs: str):
-    name = f"Dataset{spec['dataset_id']:03d}_MVExtSynthetic"
+    name = f"Dataset{spec['dataset_id']:03d}_{spec.get('name', 'MVExtSynthetic')}"
     kwargs = dict(dataset_id=spec["dataset_id"], num_train=args.num_train, num_test=args.num_test, shape=args.shape,
-                  seed=args.seed, misregistration_voxels=args.misregistration, num_phases=spec["num_phases"],
-                  num_classes=spec["num_classes"], box_labels=spec["box_labels"], class_priors=args.class_priors)
+                  seed=args.seed, misregistration_voxels=args.misregistration, box_labels=spec["box_labels"],
+                  class_priors=args.class_priors)
     if os.path.isdir(os.path.join(env["nnUNet_raw"], name)):
         from nnunet_mvext.synthetic_dataset import SyntheticDataset
 
         with open(os.path.join(env["nnUNet_raw"], name, "cases.json")) as f:
             cases = json.load(f)
         return SyntheticDataset(name, os.path.join(env["nnUNet_raw"], name), tuple(cases["Tr"]), tuple(cases["Ts"]))
-    dataset = generate_multiphase_dataset(env["nnUNet_raw"], **kwargs)
+    if args.data == "lesion-types":
+        dataset = generate_lesion_types_dataset(env["nnUNet_raw"], dataset_name=spec["name"], **kwargs)
+    else:
+        dataset = generate_multiphase_dataset(env["nnUNet_raw"], num_phases=spec["num_phases"],
+                                              num_classes=spec["num_classes"], **kwargs)
     run_console_script([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(spec["dataset_id"]), "-c",
                         "3d_fullres", "-np", env["nnUNet_def_n_proc"]], env,
                        os.path.join(logs, f"plan_{spec['dataset_id']}.log"))
@@ -493,7 +536,7 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              f"torch {torch.__version__}", "",
              f"`{recorded_command(__file__)}`", "",
              *measured_by(results, [k for k in results], recorded_command(__file__)),
-             f"{spec['num_phases']} phases, {spec['num_classes']} classes"
+             f"{GENERATORS[args.data]}: {spec['num_phases']} phases, {spec['num_classes']} classes"
              f"{f' (priors {args.class_priors})' if args.class_priors else ''}, {len(dataset.train_cases)} training "
              f"cases (fold 0: 80 % train, 20 % validation), {len(dataset.test_cases)} held-out cases, misregistration "
              f"up to {args.misregistration} voxels, {'box' if spec['box_labels'] else 'voxel'} lesion labels; 3-stage "
@@ -503,9 +546,12 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
              f"predicted lesion; given boxes = predict-cls --roi labelsTs (rows without a decoder always); ground "
              f"truth = the ceilings. 95 % intervals: DeLong (binary AUC), stratified bootstrap (the rest). One "
              f"training per row: differences inside the intervals are not differences.", "",
-             "| model | localisation | AUC | balanced accuracy | macro-F1 | Cohen's kappa | classes never predicted | "
-             "predicted per class | mean beta | fold-0 validation Dice per label | s/epoch | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | localisation | AUC | balanced accuracy | macro-F1 | macro-F1 gap to the better ceiling | "
+             "Cohen's kappa | classes never predicted | predicted per class | mean beta | "
+             "fold-0 validation Dice per label | s/epoch | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    measured_ceilings = {c: results[c]["macro_f1"] for c in CEILINGS if c in results}
+    best = max(measured_ceilings, key=measured_ceilings.get) if measured_ceilings else None
     for row, (trainer, _, _) in rows.items():
         for key in (row, row + ROI):
             if key not in results:
@@ -515,8 +561,10 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
             never = [n for n, c in m["predicted_class_counts"].items() if c == 0]
             never_text = f"{len(never)} ({', '.join(never)})" if never else "0"
             seconds = "-" if m.get("epoch_seconds") is None else f"{m['epoch_seconds']:.1f}"
-            lines.append(f"| {row_label(row, trainer)} | {m.get('localisation', 'own')} | {with_interval(m, 'auc')} | "
-                         f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | "
+            gap = "-" if best is None else f"{m['macro_f1'] - measured_ceilings[best]:+.3f} ({best})"
+            label = row_label(row, trainer) + (f", {m['samples']} samples" if m.get("samples") else "")
+            lines.append(f"| {label} | {m.get('localisation', 'own')} | {with_interval(m, 'auc')} | "
+                         f"{with_interval(m, 'balanced_accuracy')} | {m['macro_f1']:.3f} | {gap} | "
                          f"{with_interval(m, 'cohen_kappa')} | {never_text} | {m['predicted_class_counts']} | {beta} | "
                          f"{dice_text(m)} | {seconds} | "
                          f"{m['train_seconds']:.0f} |")
