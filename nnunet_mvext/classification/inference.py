@@ -279,7 +279,9 @@ def input_absent_phases(input_folder: str, record_file: Optional[str], channel_n
                              f"beside imagesTs).")
         record = {case: phases for case, phases in record.items() if case in case_files}
         logger.info("missing phases of the input cases: %s (%d of them listed)", source, len(record))
-    zero = placeholder_channels(case_files)
+    used = {c for group in info["phase_channels"] for c in group}  # a channel no phase reads cannot mislead
+    zero = {case: [c for c in channels if c in used] for case, channels in placeholder_channels(case_files).items()}
+    zero = {case: channels for case, channels in zero.items() if channels}
     unrecorded = {case: sorted(c for c in channels if index_name.get(c) not in record.get(case, ()))
                   for case, channels in zero.items()}
     unrecorded = {case: channels for case, channels in unrecorded.items() if channels}

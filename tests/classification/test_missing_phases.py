@@ -184,3 +184,12 @@ def test_a_fusion_trainer_with_policy_refuse_stops_before_any_folder(tmp_path, m
     trainer.check_before_nnunet_init({"dataset_name": "Dataset1_X"}, "3d_fullres", 0, dataset_json,
                                      SimpleNamespace(missing_phases="zero", pretrained_checkpoint=None))
     assert trainer.missing_record == {"case_1": [1]}
+
+
+def test_an_all_zero_channel_that_no_phase_reads_is_not_reported(tmp_path, caplog):
+    from nnunet_mvext.classification.inference import input_absent_phases
+
+    images, cases = _input_folder(tmp_path, None, {"case_1": [2], "case_2": []})
+    info = {"missing_phases": "refuse", "phase_channels": [[0], [1]]}
+    assert input_absent_phases(images, None, CHANNELS, info, cases) == {}
+    assert "all-zero" not in caplog.text
