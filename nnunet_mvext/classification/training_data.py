@@ -17,8 +17,12 @@ often; 0.5: class frequency proportional to ``sqrt(n_k)``), rounded with the sma
 loader and its workers are used unchanged.
 
 **Phase misalignment.** :func:`with_phase_misalignment` appends to nnU-Net's training transforms one
-batchgeneratorsv2 ``ChannelMisalignmentTransform`` per phase but the first (the reference, on which the label is
-drawn): a random integer shift in ``[-n, n]`` voxels per axis with probability 0.5, drawn per phase and sample.
+batchgeneratorsv2 ``ChannelMisalignmentTransform`` per phase but the fixed one: a random integer shift in
+``[-n, n]`` voxels per axis with probability 0.5, drawn per phase and sample. The phase that stays fixed is the one
+the label is drawn on, with which the region of interest is aligned at inference too (:func:`misalignment_reference`):
+the import's reference phase where the dataset records one (``import-lld``'s ``--reference-phase``, default C+A), else
+the first phase. (The release before kept the first phase fixed in every dataset, which in an LLD-MMRI import is T2WI,
+so C+A, the phase of the label, was shifted away from its label.)
 
 **Region-centred sampling.** :class:`RoiCentredDataset` wraps an nnU-Net dataset so that nnU-Net's foreground
 sampling picks only the region-of-interest label's locations: the lesion, or for cases without lesion voxels the
@@ -38,7 +42,9 @@ training cases are such cases drops out of the loss: the head cannot learn it. :
 names each such class for a warning in the training log (a warning, not a refusal: it is known only once nnU-Net has
 created the fold's folder and split, and it can hit one fold of a small, imbalanced dataset whose other folds and
 whose segmentation are still worth training). ``class_weighting: balanced`` weighs the classes by the cases that
-enter the loss (:func:`balanced_class_weights`), not by all training cases.
+enter the loss (:func:`balanced_class_weights`), not by all training cases, each counted as often as it is drawn
+(:func:`balanced_weights_as_drawn`): ``case_sampling`` lists every training case, lesion-free ones included, so its
+multiplicities are those of the class counts of all training cases.
 """
 
 from __future__ import annotations
@@ -84,6 +90,16 @@ def balanced_class_weights(labels: Sequence[int], num_classes: int) -> np.ndarra
     if len(present):
         weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     return weights
+
+
+def balanced_weights_as_drawn(training_labels: Mapping[str, int], loss_cases: Collection[str], exponent: float,
+                               num_classes: int) -> np.ndarray:
+    """:func:`balanced_class_weights` (K,) of the cases in ``loss_cases``, each counted as often as
+    :class:`CaseSamplingDataset` lists it among all ``training_labels`` (``exponent``: the ``case_sampling``'s
+    :data:`SAMPLING_EXPONENTS`): the loader draws from every training case, so the multiplicities follow the class
+    counts of all of them, lesion-free cases included."""
+    drawn = case_multiplicities(training_labels, exponent)
+    return balanced_class_weights([training_labels[k] for k in loss_cases for _ in range(drawn[k])], num_classes)
 
 
 def classes_without_loss_cases(training_labels: Mapping[str, int], loss_cases: Collection[str],
@@ -192,13 +208,26 @@ class CaseSamplingDataset:
         return getattr(self.dataset, name)
 
 
+def misalignment_reference(phase_channels: Sequence[Sequence[int]], channel_names: Mapping[str, str],
+                           reference_phase: Optional[str]) -> int:
+    """The phase group (index into ``phase_channels``) that the misalignment augmentation keeps fixed: the one
+    holding the channel named ``reference_phase`` (``dataset.json`` ``channel_names``, index -> name), else 0."""
+    if reference_phase is not None:
+        for index, name in channel_names.items():
+            if name == reference_phase:
+                for g, group in enumerate(phase_channels):
+                    if int(index) in group:
+                        return g
+    return 0
+
+
 def with_phase_misalignment(transforms: ComposeTransforms, phase_channels: Sequence[Sequence[int]],
-                            max_shift: int, probability: float = 0.5) -> ComposeTransforms:
-    """nnU-Net's training transforms followed by a random shift of every phase but the first (see the module
-    docstring); nothing is added for ``max_shift`` 0 or a single phase."""
+                            max_shift: int, probability: float = 0.5, fixed_phase: int = 0) -> ComposeTransforms:
+    """nnU-Net's training transforms followed by a random shift of every phase but ``fixed_phase`` (an index into
+    ``phase_channels``; see the module docstring); nothing is added for ``max_shift`` 0 or a single phase."""
     if max_shift <= 0:
         return transforms
-    for group in list(phase_channels)[1:]:
+    for group in [g for i, g in enumerate(phase_channels) if i != fixed_phase]:
         transforms.transforms.append(ChannelMisalignmentTransform(
             im_channels_2_misalign=list(group), rad_or_deg="rad", rotation_ax_cor_sag=(0.0, 0.0, 0.0),
             shift_zyx=(max_shift,) * 3, p_shift=probability))

@@ -14,15 +14,17 @@ configuration's plan. Protocol (README, "Multi-phase case classification"):
   component: the one at the patch centre, else the largest, as inference uses one) and its surroundings at every
   encoder stage (:mod:`nnunet_mvext.architectures.lesion_embedding`).
 - **Augmentation.** nnU-Net's transforms with the intensity transforms drawn once per sample for all phases, and
-  optionally a random shift per phase (``phase_misalignment_voxels``)
-  (:mod:`nnunet_mvext.classification.training_data`). ``phase_dropout``, ``label_smoothing`` and ``case_sampling``
-  are trainer settings.
+  optionally a random shift per phase but the one the label is drawn on (``phase_misalignment_voxels``; the
+  import's reference phase, else the first) (:mod:`nnunet_mvext.classification.training_data`). ``phase_dropout``,
+  ``label_smoothing`` and ``case_sampling`` are trainer settings.
 - **Per-epoch metric.** Every validation case once per epoch, from one patch centred on its ground-truth lesion
   (deterministic, no augmentation, no mirroring): macro AUC, macro-F1 and Cohen's kappa over the classes present
   (:mod:`nnunet_mvext.classification.epoch_metrics`), logged with the macro AUC's moving average;
-  ``checkpoint_best_auc.pth`` keeps the best moving average of the macro AUC (not for fold ``all``, whose
-  "validation" cases are training cases). It is selected on the validation cases of the fold, so its validation
-  metrics are optimistic; held-out cases or ``checkpoint_final.pth`` give unbiased ones.
+  ``checkpoint_best_auc.pth`` keeps the best moving average of the macro AUC from the 10th epoch on (bias-corrected,
+  :mod:`nnunet_mvext.classification.epoch_metrics`; not for fold ``all``, whose "validation" cases are training
+  cases). It is selected on the validation cases of the fold, so its validation metrics are optimistic; held-out
+  cases or ``checkpoint_final.pth`` give unbiased ones. A classification-only model writes no
+  ``checkpoint_best.pth`` (nnU-Net selects it on the pseudo Dice, which such a model does not have).
 - **Final validation.** Each validation case's sliding window runs once: the segmentation is exported and scored as
   nnU-Net does, and the same probabilities localise the case for the classification, exactly as ``predict-cls``
   does (:mod:`nnunet_mvext.classification.case_prediction`). ``segmentation: false`` localises the validation cases
@@ -59,7 +61,11 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_labels import require_labels
 from nnunet_mvext.classification.case_prediction import classify_case, select_region
-from nnunet_mvext.classification.epoch_metrics import epoch_classification_metrics
+from nnunet_mvext.classification.epoch_metrics import (
+    auc_moving_average,
+    auc_selection_start,
+    epoch_classification_metrics,
+)
 from nnunet_mvext.classification.fusion_memory import log_fusion_memory
 from nnunet_mvext.classification.fusion_setup import (
     CASE_KEY,
@@ -75,11 +81,11 @@ from nnunet_mvext.classification.training_data import (
     SAMPLING_EXPONENTS,
     CaseSamplingDataset,
     RoiCentredDataset,
-    balanced_class_weights,
-    case_multiplicities,
+    balanced_weights_as_drawn,
     cases_in_classification_loss,
     central_component,
     classes_without_loss_cases,
+    misalignment_reference,
     phase_consistent,
     with_phase_misalignment,
 )
@@ -124,6 +130,21 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
                          f"add-config ... --name), or set these keys in trainer_settings to the stored values (an "
                          f"absent key to 0 or false; a release may have changed a default, as it did for "
                          f"'shared_encoder' and 'classification_encoder_width').")
+
+
+def import_reference_phase(dataset_name: str) -> Optional[str]:
+    """The reference phase the raw dataset was imported on (``import-lld``'s ``import_report.json``), else None."""
+    from nnunetv2 import paths
+
+    from nnunet_mvext.json_files import read_json
+    from nnunet_mvext.lld_mmri.import_release import REPORT
+
+    path = os.path.join(str(paths.nnUNet_raw), dataset_name, REPORT) if paths.nnUNet_raw else None
+    if path is None or not os.path.isfile(path):
+        return None
+    report = read_json(path, "The import report")
+    reference = report.get("reference_phase") if isinstance(report, dict) else None
+    return reference if isinstance(reference, str) else None
 
 
 def missing_phases_record(dataset_name: str) -> dict[str, list[int]]:
@@ -266,8 +287,15 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
     def get_training_transforms(self, *args, **kwargs):
         transforms = nnUNetTrainerMV.get_training_transforms(*args, **kwargs)
         transforms = transforms if self.per_phase_augmentation else phase_consistent(transforms)
-        return with_phase_misalignment(transforms, self.case_info["phase_channels"],
-                                       self.trainer_settings.phase_misalignment_voxels)
+        voxels = self.trainer_settings.phase_misalignment_voxels
+        if not voxels:
+            return transforms
+        groups, channel_names = self.case_info["phase_channels"], self.dataset_json.get("channel_names", {})
+        fixed = misalignment_reference(groups, channel_names, import_reference_phase(self.plans_manager.dataset_name))
+        self.print_to_log_file(f"phase misalignment augmentation: phase {phase_names_of(channel_names, groups)[fixed]} "
+                               f"stays fixed (the phase the label is drawn on: the import's reference phase, else the "
+                               f"first)")
+        return with_phase_misalignment(transforms, groups, voxels, fixed_phase=fixed)
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
@@ -324,10 +352,9 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             self.print_to_log_file(f"WARNING: {warning}")
         if self.trainer_settings.class_weighting == "balanced":
             # balanced over the cases as they are drawn: with case_sampling, each case counts as often as it is listed
-            drawn = case_multiplicities({k: self.case_labels[k] for k in loss_keys},
-                                        SAMPLING_EXPONENTS[self.trainer_settings.case_sampling])
-            weights = balanced_class_weights([self.case_labels[k] for k in loss_keys for _ in range(drawn[k])],
-                                             len(self.case_class_names))
+            weights = balanced_weights_as_drawn({k: self.case_labels[k] for k in tr_keys}, loss_keys,
+                                                SAMPLING_EXPONENTS[self.trainer_settings.case_sampling],
+                                                len(self.case_class_names))
             self.class_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
             self.print_to_log_file(f"class weights (balanced over the {len(loss_keys)} training cases that enter the "
                                    f"classification loss, as drawn by case_sampling "
@@ -452,13 +479,12 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
             dist.all_gather_object(gathered, (labels, probs, beta))
             labels = np.concatenate([g[0] for g in gathered])
             probs = np.concatenate([g[1] for g in gathered])
-            beta = None if gathered[0][2] is None else np.concatenate([g[2] for g in gathered if len(g[0])])
+            betas = [g[2] for g in gathered if g[2] is not None and len(g[0])]
+            beta = np.concatenate(betas) if betas else None
         metrics = epoch_classification_metrics(labels, probs)
         auc = metrics["macro_auc"]
-        history = self.logger.get_value("ema_val_auc", step=None)
-        previous = history[-1] if self.current_epoch > 0 and len(history) >= self.current_epoch else None
-        ema = auc if previous is None else (previous if auc is None else 0.9 * previous + 0.1 * auc)
         self.logger.log("val_auc", auc, self.current_epoch)
+        ema = auc_moving_average(self.logger.get_value("val_auc", step=None)[: self.current_epoch + 1])
         self.logger.log("ema_val_auc", ema, self.current_epoch)
         self.logger.log("val_macro_f1", metrics["macro_f1"], self.current_epoch)
         self.logger.log("val_kappa", metrics["cohen_kappa"], self.current_epoch)
@@ -479,10 +505,12 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         self.print_to_log_file(f"classification of the {self._cls_val_count} validation cases (one patch centred on "
                                f"the ground-truth lesion): macro AUC {r(auc)} (moving average {r(ema)}), macro-F1 "
                                f"{r(f1)}, kappa {r(kappa)}")
-        if self._best_auc_ema is None:  # after --c: the best of the epochs before
-            earlier = [v for v in self.logger.get_value("ema_val_auc", step=None)[:-1] if v is not None]
+        start = auc_selection_start(self.num_epochs)  # no selection on the first epochs' few AUCs
+        if self._best_auc_ema is None:  # after --c: the best of the selectable epochs before
+            earlier = [v for e, v in enumerate(self.logger.get_value("ema_val_auc", step=None)[:self.current_epoch])
+                       if v is not None and e >= start]
             self._best_auc_ema = max(earlier) if earlier else None
-        if ema is not None and (self._best_auc_ema is None or ema > self._best_auc_ema):
+        if ema is not None and self.current_epoch >= start and (self._best_auc_ema is None or ema > self._best_auc_ema):
             self._best_auc_ema = ema
             if self.fold != "all":
                 self.print_to_log_file(f"New best moving-average AUC: {np.round(ema, 4)} (selected on this fold's "
@@ -496,6 +524,7 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
     def on_train_end(self):
         super().on_train_end()
         self._cls_val_dataset = None
+        self._loaded_checkpoint = None  # a --c run validates the weights it trained on, not those it resumed from
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_extras(self) -> dict:
@@ -506,9 +535,24 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         return {**super().checkpoint_extras(), CASE_KEY: self.case_info, "training_case_ids": sorted(training),
                 "validation_case_ids": sorted(validation), "fold": self.fold}
 
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoints, except ``checkpoint_best.pth`` of a classification-only model (no decoder): nnU-Net
+        selects it on the EMA pseudo Dice, which is NaN without a segmentation, so it would hold epoch 0's weights
+        (and nnU-Net's ``--c`` before the first ``checkpoint_latest.pth`` would resume from them)."""
+        if os.path.basename(filename) == "checkpoint_best.pth" and not self.case_info.get("segmentation", True):
+            return
+        super().save_checkpoint(filename)
+
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if isinstance(filename_or_checkpoint, str):
-            self._loaded_checkpoint = os.path.basename(filename_or_checkpoint)
+            name = os.path.basename(filename_or_checkpoint)
+            if name == "checkpoint_best.pth" and not self.case_info.get("segmentation", True):
+                raise MVExtError(f"{filename_or_checkpoint}: a classification-only model (trainer_settings "
+                                 f"'segmentation': false) has no checkpoint selected on the pseudo Dice; a "
+                                 f"checkpoint_best.pth written by an earlier release holds epoch 0's weights. For "
+                                 f"--val_best use nnunet-mvext predict-cls -chk checkpoint_best_auc.pth instead; for "
+                                 f"--c without a checkpoint_latest.pth, delete this file (nnU-Net then starts anew).")
+            self._loaded_checkpoint = name
         super().load_checkpoint(filename_or_checkpoint)
 
     def check_checkpoint(self, checkpoint: dict, source: str) -> None:
