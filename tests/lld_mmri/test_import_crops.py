@@ -14,11 +14,11 @@ import SimpleITK as sitk
 
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.lld_mmri.alignment import Grid
-from nnunet_mvext.lld_mmri.annotation import PHASES, read_annotation
+from nnunet_mvext.lld_mmri.annotation import PHASES, Box, read_annotation
 from nnunet_mvext.lld_mmri.geometry import series_grid
 from nnunet_mvext.lld_mmri.import_crops import import_crops
 from nnunet_mvext.lld_mmri.mock_release import generate_mock_release, lesion_centre
-from nnunet_mvext.lld_mmri.official_crops import crop_start
+from nnunet_mvext.lld_mmri.official_crops import box_in_crop, crop_start, official_crop
 from nnunet_mvext.lld_mmri.official_folds import name_to_lesion
 
 BLOB_SIGMA_MM = 5.0
@@ -229,3 +229,20 @@ def test_refusals_before_any_work(release, tmp_path, kwargs, message):
     assert not (tmp_path / "raw").exists()
     with pytest.raises(MVExtError, match="classification_dataset/images"):
         import_crops(str(tmp_path), 966, raw_folder=str(tmp_path / "raw"))
+
+
+@pytest.mark.parametrize("box", [Box(2, 30, 0, 9, 36, 1), Box(40, 3, 1, 47, 6, 3), Box(10, 20, 4, 14, 24, 4),
+                                 Box(20, 10, 2, 30, 20, 2), Box(5, 5, 3, 45, 33, 4)])
+def test_box_in_crop_inverts_the_official_crop(box):
+    """On an array whose every voxel is unique, the voxels of the box in the crop (box_in_crop) are the series' box
+    voxels, for boxes at the slice ends, the borders and on non-square slices (x against rows: the swapped clamp)."""
+    array = np.arange(5 * 38 * 50, dtype=np.int32).reshape(5, 38, 50) + 1  # z, y (38 rows), x (50 columns)
+    crop = official_crop(array, box)
+    inside = box_in_crop(box)
+    got = crop[inside.numpy_slices()]
+    want = array[box.numpy_slices()]
+    assert got.shape == want.shape
+    # the script copies columns x < min(x_max + 16, rows) only (its swapped clamp), the rest is its zero padding
+    x = np.arange(box.x_min, box.x_max)
+    copied = np.broadcast_to(x < min(box.x_max + 16, array.shape[1]), want.shape)
+    assert np.array_equal(got[copied], want[copied]) and np.all(got[~copied] == 0)
