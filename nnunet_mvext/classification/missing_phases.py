@@ -1,9 +1,12 @@
 """The per-case record of missing phases: ``missing_phases.json`` in the raw dataset folder.
 
 nnU-Net's preprocessing needs every channel file of a case, so a phase that a case lacks is written as a
-placeholder (all zeros on the case's grid) and named here. Training and ``predict-cls`` read this record instead of
-guessing from the content (augmentation noise makes a placeholder non-zero). Format, one key per case that misses
-at least one phase (training and test cases alike; a case that is not listed has every phase)::
+placeholder (all zeros on the case's grid) and named here. Training reads this record instead of guessing from the
+content (augmentation noise makes a placeholder non-zero); ``predict-cls`` reads it too and, since at inference a
+placeholder is exactly zero and a real series never is, also counts an all-zero channel file as missing
+(:func:`placeholder_channels`), so that cases copied away from their record are not fused with their placeholders.
+Format, one key per case that misses at least one phase (training and test cases alike; a case that is not listed
+has every phase)::
 
     {"MR12345_0": ["DWI"], "MR67890": ["T2WI", "C+Delay"]}
 
