@@ -22,7 +22,8 @@ def blob_release(tmp_path_factory):
     Gaussian blob (sigma 3 mm) at the lesion's true centre in that series, its geometry kept."""
     folder = str(tmp_path_factory.mktemp("blob") / "release")
     mock = generate_mock_release(folder, 4, seed=11, unreleased_fraction=0, multi_lesion_fraction=0,
-                                 misregistration_mm=MISREGISTRATION_MM, box_jitter=0, defects=False)
+                                 misregistration_mm=MISREGISTRATION_MM, box_jitter=0, defects=False,
+                                 real_release=False)  # the blobs below are drawn on the header geometry
     truth = mock.truth()
     for patient, entries in read_annotation(folder).items():
         for entry in entries:
