@@ -206,15 +206,15 @@ class CropCNN(torch.nn.Module):
         return self.head(torch.cat(pooled, 1))
 
 
-def _crop_pair(data: np.ndarray, mask: np.ndarray, centre) -> tuple[torch.Tensor, torch.Tensor]:
+def _crop_pair(data: np.ndarray, mask: np.ndarray, centre, crop) -> tuple[torch.Tensor, torch.Tensor]:
     from nnunet_mvext.classification.case_prediction import crop_around
 
-    return (crop_around(torch.from_numpy(data), centre, CROP),
-            crop_around(torch.from_numpy(mask[None].astype(np.float32)), centre, CROP))
+    return (crop_around(torch.from_numpy(data), centre, crop),
+            crop_around(torch.from_numpy(mask[None].astype(np.float32)), centre, crop))
 
 
 def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: int, samples: int, device: torch.device,
-                   seed: int = 0, batch: int = 4, lr: float = 2e-3, width: int = 16) -> CropCNN:
+                   seed: int = 0, batch: int = 4, lr: float = 2e-3, width: int = 16, crop=CROP) -> CropCNN:
     """:class:`CropCNN` trained on ``samples`` crops (``ceil(samples / batch)`` steps; module docstring)."""
     from nnunet_mvext.classification.case_prediction import select_region
 
@@ -234,7 +234,7 @@ def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: in
             k = present[int(rng.integers(len(present)))]
             c = by_class[k][int(rng.integers(len(by_class[k])))]
             centre = [int(v + rng.integers(-SHIFT, SHIFT + 1)) for v in regions[c].centre]
-            x, m = _crop_pair(train[c][0], regions[c].mask, centre)
+            x, m = _crop_pair(train[c][0], regions[c].mask, centre, crop)
             x = x * torch.from_numpy(np.exp(rng.normal(0, 0.1, (x.shape[0], 1, 1, 1))).astype(np.float32)) \
                 + torch.from_numpy(rng.normal(0, 0.1, (x.shape[0], 1, 1, 1)).astype(np.float32))
             flips = [a + 1 for a in range(3) if rng.random() < 0.5]
@@ -253,8 +253,8 @@ def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: in
 
 
 @torch.no_grad()
-def crop_cnn_probabilities(network: CropCNN, test: dict, lesion_label: int, test_order, device: torch.device
-                           ) -> np.ndarray:
+def crop_cnn_probabilities(network: CropCNN, test: dict, lesion_label: int, test_order, device: torch.device,
+                           crop=CROP) -> np.ndarray:
     """``(N, K)``: softmax over the eight flips of each held-out case's crop centred on its ground-truth region."""
     import itertools
 
@@ -266,7 +266,7 @@ def crop_cnn_probabilities(network: CropCNN, test: dict, lesion_label: int, test
         data, seg = test[c]
         region = select_region(seg, lesion_label, seg.shape)
         mask = region.mask if region.mask is not None else np.zeros(seg.shape, dtype=bool)
-        x, m = (t[None].to(device) for t in _crop_pair(data, mask, region.centre))
+        x, m = (t[None].to(device) for t in _crop_pair(data, mask, region.centre, crop))
         probabilities = [torch.softmax(network(torch.flip(x, f), torch.flip(m, f)), 1) for f in flips]
         out.append(torch.stack(probabilities).mean(0)[0].cpu().numpy())
     return np.stack(out)
