@@ -255,6 +255,8 @@ def _cmd_boxes_to_labels(args: argparse.Namespace) -> int:
 def _cmd_import_lld(args: argparse.Namespace) -> int:
     from nnunet_mvext.lld_mmri.import_release import import_release
 
+    if args.from_crops:
+        from nnunet_mvext.lld_mmri.import_crops import import_crops as import_release
     import_release(args.release, args.d, name=args.name, raw_folder=args.raw, alignment=args.alignment,
                    reference_phase=args.reference_phase, margin=args.margin, test_patients=args.test_patients,
                    force=args.force, num_processes=args.np, geometry=args.geometry,
@@ -463,9 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop: voxels added around the box on each side (default: the official 16 16 2)")
     p.add_argument("--test-patients", default=None, help="text file, one patient id per line: labelled patients "
                                                          "to hold out in imagesTs (the unreleased ones always are)")
-    p.add_argument("--geometry", choices=("json", "header"), default="json",
+    p.add_argument("--geometry", choices=("json", "header"), default=None,
                    help="where each series' spacing and origin come from: json (Annotation.json's pixel_spacing, "
-                        "slice_spacing, origin; the release's headers hold none) or header (default: %(default)s)")
+                        "slice_spacing, origin; the release's headers hold none; the default) or header")
+    p.add_argument("--from-crops", action="store_true",
+                   help="import the official lesion crops (classification_dataset/) instead of the whole volumes "
+                        "(images/): for a release downloaded without them; crop alignment only")
     p.add_argument("--flipped-patients", default=None,
                    help="'published' (the second-place team's list of patients stored upside down) or a text file of "
                         "patient ids: their series' z axis is reversed in the geometry (pixels and boxes unchanged)")

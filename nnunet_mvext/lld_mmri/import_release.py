@@ -111,6 +111,7 @@ from nnunet_mvext.lld_mmri.geometry import (
     read_flipped_patients,
     series_grid,
 )
+from nnunet_mvext.lld_mmri.official_folds import SPLITS_FILE, write_official_splits
 from nnunet_mvext.lld_mmri.release_checks import (
     MIN_INSIDE_FRACTION,
     describe_repeats,
@@ -129,6 +130,7 @@ REPORT = "import_report.json"
 GROUPS = "groups.csv"
 LESIONS = "lesions.csv"
 ALIGNMENT_RECORD = "alignment.json"
+CROPS_DIR = "classification_dataset"
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "lesion": 1}
 LESION_COLUMNS = ("case_id", "patient", "lesions", "split", "category", "reference_phase", "box_volume_mm3")
@@ -798,7 +800,7 @@ def _geometry_report(plan: ImportPlan, geometry: str, flipped: set, flip_source:
 def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, raw_folder: Optional[str] = None,
                    alignment: str = "crop", reference_phase: str = DEFAULT_REFERENCE_PHASE,
                    margin: Optional[Sequence[int]] = None, test_patients: Optional[str] = None, force: bool = False,
-                   num_processes: int = 1, geometry: str = "json", flipped_patients: Optional[str] = None,
+                   num_processes: int = 1, geometry: Optional[str] = "json", flipped_patients: Optional[str] = None,
                    test_annotation: Optional[str] = None, test_images: Optional[str] = None) -> ImportResult:
     """Import the release into ``raw_folder`` (default ``$nnUNet_raw``) as ``Dataset<ID>_<name>`` (module
     docstring). ``margin``: crop margin in voxels ``(x, y, z)`` (default the official 16, 16, 2);
@@ -812,6 +814,7 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
 
     if alignment not in ALIGNMENTS:
         raise MVExtError(f"--alignment '{alignment}': allowed: {', '.join(ALIGNMENTS)}.")
+    geometry = geometry or "json"
     if geometry not in GEOMETRY_SOURCES:
         raise MVExtError(f"--geometry '{geometry}': allowed: {', '.join(GEOMETRY_SOURCES)}.")
     if reference_phase not in PHASES:
@@ -836,6 +839,11 @@ def import_release(release_dir: str, dataset_id: int, name: str = DEFAULT_NAME, 
         raise MVExtError(f"The raw folder {raw} cannot be created ({e.strerror}); nothing was written.") from None
     if not os.access(raw, os.W_OK | os.X_OK):
         raise MVExtError(f"The raw folder {raw} is not writable for this user; nothing was written.")
+    if os.path.isdir(release_dir) and not os.path.isdir(os.path.join(release_dir, "images")):
+        crops = os.path.isdir(os.path.join(release_dir, CROPS_DIR))
+        raise MVExtError(f"{release_dir} has no images/ folder (the whole volumes)" + (
+            "; it holds the official crops (classification_dataset/): import them with import-lld --from-crops "
+            "(nnunet_mvext.lld_mmri.import_crops)." if crops else "; give the folder that holds images/ and labels/."))
     full_name = f"Dataset{dataset_id:03d}_{name}"
     folder = os.path.join(raw, full_name)
     with _RawFolderLock(raw):
@@ -884,7 +892,7 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
                          f"written. Give a smaller --margin.")
     files = [f for case in plan.cases for f in case.files()]
     tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json",
-              os.path.join("labelsTs", "classification.csv")]
+              os.path.join("labelsTs", "classification.csv"), SPLITS_FILE]
     ours = set(earlier["written"] if earlier else [])
     foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
     if foreign:
@@ -939,6 +947,8 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
         _write_csv(os.path.join(folder, "labelsTs", "classification.csv"), ("case_id", "class"),
                    [(c.case_id, c.category) for c in labelled_test])
     write_missing_phases(folder, missing)
+    folds = write_official_splits(release_dir, folder, {c.case_id: c.patient for c in train},
+                                  {c.case_id: int(c.category) for c in train})
     with open(os.path.join(folder, ALIGNMENT_RECORD), "w") as f:
         json.dump({c.case_id: {"output": c.output.as_dict(), "reference_phase": c.reference_phase,
                                "geometry_source": geometry,
@@ -953,6 +963,7 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
         "reference_phase": reference_phase, "margin_voxels_xyz": list(margin) if alignment == "crop" else None,
         "test_annotation": os.path.abspath(test_annotation) if test_annotation else None,
         "geometry": _geometry_report(plan, geometry, flipped, flip_source, all_patients),
+        "official_folds": folds,
         "counts": {"patients_in_release": len(annotation),
                    "patients_in_test_annotation": len(test_annotations),
                    "patients_imported": len(by_patient),
@@ -1031,5 +1042,14 @@ def _log_outcome(plan: ImportPlan, report: dict, repeated: list, folder: str, tr
     empty = [n for n, v in counts.items() if not v["cases"]]
     if empty:
         logger.warning("WARNING: no training case of class(es) %s.", ", ".join(empty))
-    logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity; "
-                "nnunet-mvext make-splits %d --groups %s", dataset_id, dataset_id, os.path.join(folder, GROUPS))
+    folds = report["official_folds"]
+    if folds:
+        logger.info("The organisers' %d folds (classification_dataset/labels/train_fold*.txt) are nnU-Net's folds: %s",
+                    folds["folds"], folds["splits_file"])
+        for message in folds["messages"]:
+            logger.warning("official folds: %s", message)
+        logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity (nnU-Net "
+                    "copies the official splits_final.json)", dataset_id)
+    else:
+        logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity; "
+                    "nnunet-mvext make-splits %d --groups %s", dataset_id, dataset_id, os.path.join(folder, GROUPS))

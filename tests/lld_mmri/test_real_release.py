@@ -239,6 +239,7 @@ def test_test_annotation_patients_go_to_imagests_with_classes_and_a_patient_in_b
 def test_a_patient_listed_twice_is_refused_before_anything_is_written(real_like, tmp_path):
     release = tmp_path / "release"
     (release / "labels").mkdir(parents=True)
+    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
     with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
         content = json.load(f)
     patient = real_like.patients[0]
@@ -354,3 +355,33 @@ def test_geometry_keys_are_validated_by_name(real_like, tmp_path):
         (release / "labels" / "Annotation.json").write_text(json.dumps(broken))
         with pytest.raises(MVExtError, match=f"'{key}' is .*{allowed}"):
             read_annotation(str(release))
+
+
+def test_the_official_folds_become_nnunets_splits_and_a_patient_stays_in_one_fold(crop_import):
+    with open(os.path.join(crop_import.folder, "splits_final.json")) as f:
+        splits = json.load(f)
+    assert len(splits) == 5
+    train = set(crop_import.train_cases)
+    assert set().union(*(set(s["val"]) for s in splits)) | set().union(*(set(s["train"]) for s in splits)) <= train
+    for fold in splits:
+        patients_val = {c.rsplit("_", 1)[0] for c in fold["val"]}
+        assert not {c for c in fold["train"] if c.rsplit("_", 1)[0] in patients_val}, fold
+    report = _report(crop_import.folder)
+    assert report["official_folds"]["folds"] == 5
+    with open(os.path.join(crop_import.folder, MARKER)) as f:
+        assert "splits_final.json" in json.load(f)["written"]
+
+
+def test_import_lld_from_crops_and_a_release_without_volumes(mock, tmp_path, monkeypatch):
+    from nnunet_mvext.cli import main
+
+    release = tmp_path / "crops_only"
+    (release / "labels").mkdir(parents=True)
+    shutil.copy(os.path.join(mock.folder, "labels", "Annotation.json"), release / "labels")
+    os.symlink(os.path.join(mock.folder, "classification_dataset"), release / "classification_dataset")
+    with pytest.raises(MVExtError, match="--from-crops"):
+        import_release(str(release), 815, raw_folder=str(tmp_path / "raw"))
+    assert main(["import-lld", str(release), "-d", "815", "--raw", str(tmp_path / "raw"), "--from-crops"]) == 0
+    folder = tmp_path / "raw" / "Dataset815_LLDMMRI2023"
+    assert (folder / "dataset.json").is_file() and (folder / "splits_final.json").is_file()
+    assert _report(str(folder))["geometry"]
