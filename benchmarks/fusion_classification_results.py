@@ -122,6 +122,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--crop-steps", type=int, default=600, help="training steps of the 'crops' ceiling")
     parser.add_argument("--crop-samples", type=int, default=None,
                         help="samples the 'crop_cnn' ceiling sees (default: an nnU-Net row's, epochs x iterations x 2)")
+    parser.add_argument("--ceiling-threads", type=int, default=None,
+                        help="torch CPU threads of the in-process ceilings (default: torch's; 1 is faster on a "
+                             "shared machine)")
     return parser.parse_args()
 
 
@@ -361,6 +364,8 @@ def crop_cnn_samples(args) -> int:
 def main() -> None:
     args = arguments()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.ceiling_threads is not None:
+        torch.set_num_threads(args.ceiling_threads)
     workdir = os.path.abspath(args.workdir)
     data = {**DATA[args.data]}
     env = nnunet_environment(workdir, args.device)
