@@ -117,6 +117,7 @@ def _validate(folder: str, rank: int, ddp: bool) -> dict:
     return {"metrics": {key: trainer.logger.get_value(key, step=-1)
                         for key in ("val_auc", "ema_val_auc", "val_macro_f1", "val_kappa")},
             "count": trainer._cls_val_count, "beta_log": [line for line in trainer.log if "beta" in line],
+            "predicted": [line.split()[1] for line in trainer.log if line.startswith("predicting ")],
             "files": files}
 
 
@@ -153,6 +154,8 @@ def test_two_ranks_pool_the_per_epoch_metrics_and_the_final_validation_as_one_pr
         assert rank["count"] == single["count"]
         assert rank["metrics"] == single["metrics"]
         assert rank["beta_log"] == single["beta_log"]
+    # each case's sliding window runs on one rank only
+    assert sorted(ranks[0]["predicted"] + ranks[1]["predicted"]) == sorted(single["predicted"]) == sorted(LABELS)
     # rank 0 writes the pooled final validation, exactly as one process; rank 1 writes nothing
     assert ranks[0]["files"] == single["files"]
     assert ranks[1]["files"] == {"classification.csv": None, "classification_summary.json": None}
