@@ -206,7 +206,8 @@ SETTINGS: dict[str, SettingSpec] = {s.name: s for s in [
                 "the fusion weights) with this probability; at least one phase is kept.", _probability_below_one,
                 applies_to="fusion"),
     SettingSpec("phase_misalignment_voxels", 0, (int,), "an integer >= 0",
-                "Fusion trainers: augmentation; every phase but the first is shifted by a random integer offset in "
+                "Fusion trainers: augmentation; every phase but one (the import's reference phase, C+A for "
+                "import-lld datasets, else the first) is shifted by a random integer offset in "
                 "[-n, n] voxels per axis (probability 0.5 per phase), as patients move between phases "
                 "(batchgeneratorsv2's ChannelMisalignmentTransform). 0: off.", _non_negative, applies_to="fusion"),
     SettingSpec("missing_phases", "refuse", (str,), "one of 'refuse', 'zero'",
