@@ -44,7 +44,8 @@ lesion, why and what was done):
 - a box beyond its image (the challenge's crop code skips boxes beyond the slice count) or empty: not used; in crop
   the phase is placed around the reference box's centre (by physical coordinates), in resample the label takes the
   lesion's box from the next phase that has a usable one, mapped by physical coordinates;
-- a second series of a phase already seen for the patient: ignored;
+- a second series of a phase: used only when the first is unreadable (or has no geometry), else ignored;
+- a phase placed by physical coordinates whose region lies mostly outside its series: missing, as above;
 - a lesion without a usable box in any series, or a patient without a readable series: not imported.
 
 **Masks.** Where a release holds a lesion mask for the reference series at ``labels/<patient>/<studyUID>/
@@ -111,7 +112,7 @@ from nnunet_mvext.lld_mmri.geometry import (
     read_flipped_patients,
     series_grid,
 )
-from nnunet_mvext.lld_mmri.official_folds import SPLITS_FILE, write_official_splits
+from nnunet_mvext.lld_mmri.official_folds import SPLITS_FILE, plan_official_splits, write_splits
 from nnunet_mvext.lld_mmri.release_checks import (
     MIN_INSIDE_FRACTION,
     describe_repeats,
@@ -628,7 +629,7 @@ def _read_marker(folder: str) -> Optional[dict]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MVExtError(f"{path} is not a readable import-lld marker ({type(e).__name__}: {e}); it lists the files "
                          f"an earlier import wrote. Restore it or choose another dataset id or --name.") from None
-    return {"written": written, "sha256": dict(content.get("sha256") or {})}
+    return {"written": written, "sha256": dict(content.get("sha256") or {}), "complete": content.get("complete")}
 
 
 def _marker_files(folder: str) -> Optional[list[str]]:
@@ -675,18 +676,22 @@ def _check_target(folder: str, force: bool) -> Optional[dict]:
 def _remove_earlier(folder: str, earlier: dict) -> list[str]:
     """Remove the earlier import's files, the marker last (it stays until every file is gone, so a kill leaves a
     folder that ``--force`` can clear again). A file changed since that import wrote it (its SHA-256 differs from
-    the marker's) is renamed to a timestamped ``.bak`` instead; markers without hashes (earlier versions) keep a
-    ``.bak`` of every label and table, whose changes cannot be told. Returns the backups."""
+    the marker's) is renamed to a timestamped ``.bak`` instead. A listed file without a hash: of a completed import
+    it was not written by it (kept as ``.bak``), of an interrupted one it was (removed). Markers of earlier versions
+    (no completion flag, no hashes) keep a ``.bak`` of every label and table, whose changes cannot be told. Returns
+    the backups."""
     removed, backups = 0, []
     hashes = earlier["sha256"]
     for rel in earlier["written"]:
         path = os.path.join(folder, rel)
         if rel == MARKER or not (os.path.isfile(path) or os.path.islink(path)):
             continue
-        if hashes:
-            changed = rel in hashes and not os.path.islink(path) and _sha256(path) != hashes[rel]
-        else:
+        if rel in hashes:
+            changed = os.path.islink(path) or _sha256(path) != hashes[rel]
+        elif earlier["complete"] is None and not hashes:
             changed = not rel.startswith("imagesT")
+        else:
+            changed = earlier["complete"] is True
         if changed:
             backup = backup_path(path)
             os.replace(path, backup)
@@ -781,6 +786,23 @@ def _test_set(test_annotation: Optional[str], test_images: Optional[str], releas
         raise MVExtError(f"The test images folder {images} does not exist; give it with --test-images (the folder "
                          f"of <patient>/<studyUID>/<seriesUID>.nii.gz of the test patients).")
     return test, images
+
+
+def _preprocessed_split_differs(full_name: str, raw_split: str) -> Optional[str]:
+    """The preprocessed ``splits_final.json`` of the dataset when it exists and differs from ``raw_split`` (nnU-Net's
+    planner copies the raw one and asserts that both are equal), else None."""
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    if not nnUNet_preprocessed.is_set():
+        return None
+    path = os.path.join(str(nnUNet_preprocessed), full_name, SPLITS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f, open(raw_split) as g:
+            return None if json.load(f) == json.load(g) else path
+    except (OSError, ValueError):
+        return path
 
 
 def _geometry_report(plan: ImportPlan, geometry: str, flipped: set, flip_source: str, patients: set) -> dict:
@@ -891,8 +913,12 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
                          f"{MAX_CASE_VOXELS} per channel; --margin {' '.join(map(str, margin))}); nothing was "
                          f"written. Give a smaller --margin.")
     files = [f for case in plan.cases for f in case.files()]
-    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json",
-              os.path.join("labelsTs", "classification.csv"), SPLITS_FILE]
+    train = [c for c in plan.cases if c.split == "train"]
+    planned_folds = plan_official_splits(release_dir, {c.case_id: c.patient for c in train},
+                                         {c.case_id: int(c.category) for c in train})
+    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json"] \
+        + ([os.path.join("labelsTs", "classification.csv")] if any(c.split == "test" for c in plan.cases) else []) \
+        + ([SPLITS_FILE] if planned_folds else [])
     ours = set(earlier["written"] if earlier else [])
     foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
     if foreign:
@@ -935,7 +961,6 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
                     plan.skipped.append(entry)
             repeated += [r for r in repeats if r not in repeated]
 
-    train = [c for c in plan.cases if c.split == "train"]
     test = [c for c in plan.cases if c.split != "train"]
     labelled_test = [c for c in test if c.split == "test"]
     # the side files first, dataset.json last: its presence means that the import finished (nnU-Net needs it)
@@ -947,8 +972,9 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
         _write_csv(os.path.join(folder, "labelsTs", "classification.csv"), ("case_id", "class"),
                    [(c.case_id, c.category) for c in labelled_test])
     write_missing_phases(folder, missing)
-    folds = write_official_splits(release_dir, folder, {c.case_id: c.patient for c in train},
-                                  {c.case_id: int(c.category) for c in train})
+    folds = write_splits(folder, planned_folds) if planned_folds else None
+    if folds:
+        folds["preprocessed_split_differs"] = _preprocessed_split_differs(full_name, folds["splits_file"])
     with open(os.path.join(folder, ALIGNMENT_RECORD), "w") as f:
         json.dump({c.case_id: {"output": c.output.as_dict(), "reference_phase": c.reference_phase,
                                "geometry_source": geometry,
@@ -1048,6 +1074,12 @@ def _log_outcome(plan: ImportPlan, report: dict, repeated: list, folder: str, tr
                     folds["folds"], folds["splits_file"])
         for message in folds["messages"]:
             logger.warning("official folds: %s", message)
+        if folds.get("preprocessed_split_differs"):
+            logger.warning("WARNING: %s holds other folds than the official ones just written; "
+                           "nnUNetv2_plan_and_preprocess stops at an AssertionError while both differ. Keep the "
+                           "official folds: move that file away (e.g. to splits_final.json.bak) before planning; keep "
+                           "yours: nnunet-mvext make-splits %d --force ... writes yours to both.",
+                           folds["preprocessed_split_differs"], dataset_id)
         logger.info("Next: nnUNetv2_plan_and_preprocess -d %d -c 3d_fullres --verify_dataset_integrity (nnU-Net "
                     "copies the official splits_final.json)", dataset_id)
     else:

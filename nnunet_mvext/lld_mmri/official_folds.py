@@ -98,24 +98,27 @@ def write_fold_files(labels: Sequence[tuple[str, int]], save_dir: str, num_folds
 def read_label_file(path: str) -> list[tuple[str, int, int]]:
     """``[(name, class, line number)]`` of a ``"<name> <class>"`` file; refuses a malformed line or a name listed
     twice, naming file and line."""
+    from nnunet_mvext.csv_files import decode_text
+
     rows, seen = [], {}
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise MVExtError(f"{path}, line {number}: {line.strip()!r:.80}; expected '<case> <class>' (a crop "
-                                 f"folder name and an integer class, separated by a space).")
-            cls = int(parts[1])
-            if not UNRELEASED <= cls < len(CLASS_NAMES):
-                raise MVExtError(f"{path}, line {number}: class {cls}; allowed: -1 (not released) or "
-                                 f"0..{len(CLASS_NAMES) - 1}.")
-            if parts[0] in seen:
-                raise MVExtError(f"{path}, line {number}: '{parts[0]}' is listed again (first on line "
-                                 f"{seen[parts[0]]}).")
-            seen[parts[0]] = number
-            rows.append((parts[0], cls, number))
+    with open(path, "rb") as f:
+        text = decode_text(f.read(), path)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise MVExtError(f"{path}, line {number}: {line.strip()!r:.80}; expected '<case> <class>' (a crop "
+                             f"folder name and an integer class, separated by a space).")
+        cls = int(parts[1])
+        if not UNRELEASED <= cls < len(CLASS_NAMES):
+            raise MVExtError(f"{path}, line {number}: class {cls}; allowed: -1 (not released) or "
+                             f"0..{len(CLASS_NAMES) - 1}.")
+        if parts[0] in seen:
+            raise MVExtError(f"{path}, line {number}: '{parts[0]}' is listed again (first on line "
+                             f"{seen[parts[0]]}).")
+        seen[parts[0]] = number
+        rows.append((parts[0], cls, number))
     return rows
 
 
@@ -252,18 +255,31 @@ def official_splits(labels_dir: str, cases: Mapping[str, str], classes: Optional
 SPLITS_FILE = "splits_final.json"
 
 
-def write_official_splits(release_dir: str, dataset_folder: str, cases: Mapping[str, str],
-                          classes: Optional[Mapping[str, int]] = None, unlisted: str = "train") -> Optional[dict]:
-    """Where ``release_dir`` holds the organisers' fold files: write their splits (:func:`official_splits`) to the raw
-    dataset's ``splits_final.json`` (nnU-Net copies it to the preprocessed folder at planning; ``make-splits
-    --force`` replaces both) and return the report (``splits_file`` added); None when there are no fold files."""
-    import json
-
+def plan_official_splits(release_dir: str, cases: Mapping[str, str], classes: Optional[Mapping[str, int]] = None,
+                         unlisted: str = "train") -> Optional[tuple[list, dict]]:
+    """``(splits, report)`` of the organisers' fold files of ``release_dir`` (:func:`official_splits`), read and
+    validated before an import writes anything; None when the release has no fold files."""
     labels_dir = os.path.join(release_dir, LABELS_DIR)
     if not fold_files(labels_dir):
         return None
     splits, report = official_splits(labels_dir, cases, classes, unlisted)
+    return splits, {"folds": len(splits), **report.as_dict(), "messages": report.messages()}
+
+
+def write_splits(dataset_folder: str, planned: tuple[list, dict]) -> dict:
+    """Write planned splits to the raw dataset's ``splits_final.json`` (nnU-Net copies it to the preprocessed folder
+    at planning; ``make-splits --force`` replaces both); returns the report with ``splits_file``."""
+    import json
+
+    splits, report = planned
     path = os.path.join(dataset_folder, SPLITS_FILE)
     with open(path, "w") as f:
         json.dump(splits, f, indent=1)
-    return {"splits_file": path, "folds": len(splits), **report.as_dict(), "messages": report.messages()}
+    return {"splits_file": path, **report}
+
+
+def write_official_splits(release_dir: str, dataset_folder: str, cases: Mapping[str, str],
+                          classes: Optional[Mapping[str, int]] = None, unlisted: str = "train") -> Optional[dict]:
+    """:func:`plan_official_splits` and :func:`write_splits` in one step; None when there are no fold files."""
+    planned = plan_official_splits(release_dir, cases, classes, unlisted)
+    return None if planned is None else write_splits(dataset_folder, planned)

@@ -385,3 +385,55 @@ def test_import_lld_from_crops_and_a_release_without_volumes(mock, tmp_path, mon
     folder = tmp_path / "raw" / "Dataset815_LLDMMRI2023"
     assert (folder / "dataset.json").is_file() and (folder / "splits_final.json").is_file()
     assert _report(str(folder))["geometry"]
+
+
+def test_force_leaves_a_split_file_the_import_did_not_write(real_like, earlier_import):
+    result, raw = earlier_import  # a release without fold files: the import writes no splits_final.json
+    mine = os.path.join(result.folder, "splits_final.json")
+    with open(mine, "w") as f:
+        json.dump([{"train": ["a"], "val": ["b"]}], f)
+    import_release(real_like.folder, 813, raw_folder=raw, alignment="crop", force=True)
+    with open(mine) as f:
+        assert json.load(f) == [{"train": ["a"], "val": ["b"]}]
+
+
+def test_force_after_a_kill_while_writing_clears_the_partial_import_without_backups(real_like, tmp_path,
+                                                                                   monkeypatch):
+    raw = str(tmp_path / "raw")
+    real_write, calls = module.write_case, {"n": 0}
+
+    def killed_after_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("killed")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(module, "write_case", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        import_release(real_like.folder, 816, raw_folder=raw, alignment="crop", num_processes=1)
+    monkeypatch.setattr(module, "write_case", real_write)
+    result = import_release(real_like.folder, 816, raw_folder=raw, alignment="crop", force=True)
+    assert not [f for d, _, fs in os.walk(result.folder) for f in fs if f.endswith(".bak")]
+
+
+def test_a_malformed_fold_file_is_refused_before_anything_is_written(mock, tmp_path):
+    release = tmp_path / "release"
+    (release / "labels").mkdir(parents=True)
+    os.symlink(os.path.join(mock.folder, "images"), release / "images")
+    shutil.copy(os.path.join(mock.folder, "labels", "Annotation.json"), release / "labels")
+    shutil.copytree(os.path.join(mock.folder, "classification_dataset", "labels"),
+                    release / "classification_dataset" / "labels")
+    (release / "classification_dataset" / "labels" / "val_fold3.txt").write_text("MR100000 HCC\n")
+    with pytest.raises(MVExtError, match="val_fold3.txt, line 1"):
+        import_release(str(release), 817, raw_folder=str(tmp_path / "raw"))
+    assert os.listdir(tmp_path / "raw") == []
+
+
+def test_a_preprocessed_split_that_differs_from_the_official_folds_is_named(mock, tmp_path, monkeypatch):
+    preprocessed = tmp_path / "pre" / "Dataset818_LLDMMRI2023"
+    preprocessed.mkdir(parents=True)
+    (preprocessed / "splits_final.json").write_text(json.dumps([{"train": ["x"], "val": ["y"]}]))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    result = import_release(mock.folder, 818, raw_folder=str(tmp_path / "raw"))
+    assert _report(result.folder)["official_folds"]["preprocessed_split_differs"] == \
+        str(preprocessed / "splits_final.json")
