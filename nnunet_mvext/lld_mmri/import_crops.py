@@ -13,7 +13,7 @@ import_release` writes (``imagesTr``/``labelsTr``/``imagesTs``/``labelsTs``, ``d
 ``missing_phases.json``, ``alignment.json``, ``import_report.json``, the marker file), one case per lesion,
 ``<patient>_<lesion>`` as the crop alignment names them, so the rest of the README's section runs unchanged; where the
 fold files exist their folds are written to the raw ``splits_final.json``
-(:func:`~nnunet_mvext.lld_mmri.official_folds.write_official_splits`).
+(:func:`~nnunet_mvext.lld_mmri.official_folds.plan_official_splits`).
 
 **Geometry of a crop** (``geometry="json"``, default): the series' JSON spacing
 (:func:`~nnunet_mvext.lld_mmri.geometry.series_grid`, field by field, its fallbacks reported) and the origin of the
@@ -113,8 +113,9 @@ from nnunet_mvext.lld_mmri.official_folds import (
     LABELS_TXT,
     SPLITS_FILE,
     name_to_lesion,
+    plan_official_splits,
     read_label_file,
-    write_official_splits,
+    write_splits,
 )
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,24 @@ def _plan_phase(case: CropCase, phase: str, path: str, entry: Optional[SeriesEnt
         grid = flipped_grid(grid)
         info["flipped"] = True
     return CropPhase(path, grid, box, box_from, series, info)
+
+
+def _series_of_crop(case: CropCase, phase: str, path: str, entries: list, skipped: list) -> Optional[SeriesEntry]:
+    """The series a crop was cut from. crop_roi.py loops over every series of the patient and writes
+    ``<case>/<phase>.nii.gz`` for each that annotates the lesion, so of several series of one phase the **last** one
+    that annotates the lesion (and whose box fits the crop) wrote the file; reported when there were several."""
+    holding = [e for e in entries if e.lesion(case.lesion) is not None]
+    if not holding:
+        return entries[-1] if entries else None
+    header = _crop_header(path)
+    fitting = [e for e in holding if header is not None
+               and _fits(box_in_crop(e.lesion(case.lesion).box, CROP_MARGIN), header.size)]
+    chosen = (fitting or holding)[-1]
+    if len(holding) > 1:
+        skipped.append(Skipped(case.patient, phase, chosen.series_uid, case.lesion,
+                               f"{len(holding)} series of this phase annotate the lesion (crop_roi.py wrote the crop "
+                               f"of the last)", f"series {chosen.series_uid} is the crop's"))
+    return chosen
 
 
 def _category(patient: str, lesion: str, name: str, entries: Optional[list], listed: dict, inaccessible: dict,
@@ -372,16 +391,17 @@ def _plan(release_dir: str, reference_phase: str, test_patients: Optional[str], 
             continue
         split = "unlabelled" if category == UNRELEASED else "test" if patient in held_out else "train"
         case = CropCase(f"{patient}_{lesion}", patient, lesion, name, split, category)
-        by_phase = {}
+        by_phase: dict[str, list] = {}
         for entry in entries or []:
-            by_phase.setdefault(entry.phase, entry)
+            by_phase.setdefault(entry.phase, []).append(entry)
         for phase in PHASES:
             path = os.path.join(crops_root, name, f"{phase}.nii.gz")
             if not os.path.isfile(path):
                 skipped.append(Skipped(patient, phase, "", lesion, f"no crop {path}",
                                        "phase missing: placeholder (zeros) + missing_phases.json"))
                 continue
-            crop = _plan_phase(case, phase, path, by_phase.get(phase), geometry, patient in flipped, skipped)
+            entry = _series_of_crop(case, phase, path, by_phase.get(phase, []), skipped)
+            crop = _plan_phase(case, phase, path, entry, geometry, patient in flipped, skipped)
             if crop is not None:
                 case.phases[phase] = crop
         ref = next((p for p in _preference(reference_phase) if p in case.phases), None)
@@ -407,8 +427,12 @@ def _import(release_dir, dataset_id, full_name, folder, reference_phase, test_pa
         raise MVExtError(f"{release_dir}: no crop case could be imported ({len(skipped)} skipped entries"
                          f"{', e.g. ' + skipped[0].message() if skipped else ''}); nothing was written.")
     files = [f for case in cases for f in case.files()]
-    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json", SPLITS_FILE,
-              os.path.join("labelsTs", "classification.csv")]
+    train = [c for c in cases if c.split == "train"]
+    planned_folds = plan_official_splits(release_dir, {c.case_id: c.patient for c in train},
+                                         {c.case_id: c.category for c in train})
+    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json"] \
+        + ([os.path.join("labelsTs", "classification.csv")] if any(c.split == "test" for c in cases) else []) \
+        + ([SPLITS_FILE] if planned_folds else [])
     ours = set(earlier["written"] if earlier else [])
     foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
     if foreign:
@@ -427,7 +451,6 @@ def _import(release_dir, dataset_id, full_name, folder, reference_phase, test_pa
         absent = _write_case(case, folder)
         if absent:
             missing[case.case_id] = absent
-    train = [c for c in cases if c.split == "train"]
     test = [c for c in cases if c.split != "train"]
     labelled_test = [c for c in test if c.split == "test"]
     _write_csv(os.path.join(folder, GROUPS), ("case_id", "group"), [(c.case_id, c.patient) for c in train])
@@ -446,8 +469,7 @@ def _import(release_dir, dataset_id, full_name, folder, reference_phase, test_pa
                                               "box_in_crop": cp.box.as_dict(), "placed_by": cp.box_from,
                                               "geometry": cp.geometry} for p, cp in c.phases.items()}}
                    for c in cases}, f, indent=1)
-    folds = write_official_splits(release_dir, folder, {c.case_id: c.patient for c in train},
-                                  {c.case_id: c.category for c in train})
+    folds = write_splits(folder, planned_folds) if planned_folds else None
     fallbacks = [{"patient": c.patient, "lesion": c.lesion, "phase": p, "warning": w}
                  for c in cases for p, cp in c.phases.items() for w in cp.geometry["warnings"]]
     report = {

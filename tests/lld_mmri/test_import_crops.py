@@ -246,3 +246,20 @@ def test_box_in_crop_inverts_the_official_crop(box):
     x = np.arange(box.x_min, box.x_max)
     copied = np.broadcast_to(x < min(box.x_max + 16, array.shape[1]), want.shape)
     assert np.array_equal(got[copied], want[copied]) and np.all(got[~copied] == 0)
+
+
+def test_of_two_series_of_a_phase_the_crop_is_the_last_one_that_annotates_the_lesion(tmp_path):
+    """crop_roi.py writes <case>/<phase>.nii.gz once per series that annotates the lesion: the last one wins."""
+    from nnunet_mvext.lld_mmri.annotation import Lesion, SeriesEntry
+    from nnunet_mvext.lld_mmri.import_crops import CropCase, _series_of_crop
+
+    path = str(tmp_path / "C+A.nii.gz")
+    sitk.WriteImage(sitk.Image([40, 40, 6], sitk.sitkInt16), path)
+    box = Box(20, 20, 3, 28, 28, 4)
+    first = SeriesEntry("MR1", "s", "first", "C+A", (Lesion("0", 6, box),), (0.7, 0.7), 3.0)
+    last = SeriesEntry("MR1", "s", "last", "C+A", (Lesion("0", 6, box),), (1.4, 1.4), 6.0)
+    other = SeriesEntry("MR1", "s", "other", "C+A", (Lesion("1", 6, box),), (1.0, 1.0), 5.0)
+    skipped = []
+    case = CropCase("MR1_0", "MR1", "0", "MR1", "train", 6)
+    assert _series_of_crop(case, "C+A", path, [first, last, other], skipped).series_uid == "last"
+    assert len(skipped) == 1 and "2 series of this phase" in skipped[0].reason
