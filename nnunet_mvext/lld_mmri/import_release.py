@@ -1017,7 +1017,7 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
         description=f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} "
                     f"alignment, reference phase {reference_phase}, {geometry} geometry); the lesion label is its box",
         license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
-        classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
+        reference_phase=reference_phase, classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
                         "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
     written = files + [t for t in tables if os.path.isfile(os.path.join(folder, t))]
     _write_marker(folder, release_dir, files + tables,

@@ -132,12 +132,17 @@ def _check_other_folds(plans: dict, configuration: str, trainer_name: str, fold,
                          f"'shared_encoder' and 'classification_encoder_width').")
 
 
-def import_reference_phase(dataset_name: str) -> Optional[str]:
-    """The reference phase the raw dataset was imported on (``import-lld``'s ``import_report.json``), else None."""
-    from nnunetv2 import paths
-
+def import_reference_phase(dataset_name: str, dataset_json: Optional[dict] = None) -> Optional[str]:
+    """The reference phase the dataset was imported on: ``dataset.json``'s ``reference_phase`` (``import-lld``
+    writes it; nnU-Net copies dataset.json to the preprocessed folder, so it is there without the raw data), else the
+    raw folder's ``import_report.json`` (datasets imported before the key existed), else None."""
     from nnunet_mvext.json_files import read_json
     from nnunet_mvext.lld_mmri.import_release import REPORT
+
+    stored = (dataset_json or {}).get("reference_phase")
+    if isinstance(stored, str):
+        return stored
+    from nnunetv2 import paths
 
     path = os.path.join(str(paths.nnUNet_raw), dataset_name, REPORT) if paths.nnUNet_raw else None
     if path is None or not os.path.isfile(path):
@@ -291,7 +296,8 @@ class nnUNetTrainerFusion(nnUNetTrainerMV):
         if not voxels:
             return transforms
         groups, channel_names = self.case_info["phase_channels"], self.dataset_json.get("channel_names", {})
-        fixed = misalignment_reference(groups, channel_names, import_reference_phase(self.plans_manager.dataset_name))
+        fixed = misalignment_reference(groups, channel_names, import_reference_phase(self.plans_manager.dataset_name,
+                                                                                     self.dataset_json))
         self.print_to_log_file(f"phase misalignment augmentation: phase {phase_names_of(channel_names, groups)[fixed]} "
                                f"stays fixed (the phase the label is drawn on: the import's reference phase, else the "
                                f"first)")

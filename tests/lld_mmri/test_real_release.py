@@ -99,6 +99,8 @@ def test_json_geometry_is_set_on_the_pixels_and_header_geometry_is_what_the_head
         assert np.allclose(written, source)
     report = _report(json_result.folder)["geometry"]
     assert report["source"] == "json"
+    with open(os.path.join(json_result.folder, "dataset.json")) as f:
+        assert json.load(f)["reference_phase"] == "C+A"  # the misalignment augmentation keeps it fixed
     assert report["series_per_field_source"]["z_spacing"] == {"json": 32}
     # the headers hold no geometry: every series disagrees, reported once with counts
     assert report["header_json_disagreements"]["series_per_field"] == {"inplane_spacing": 32, "z_spacing": 32,

@@ -224,10 +224,13 @@ def test_the_phase_kept_fixed_is_the_imports_reference_phase(tmp_path, monkeypat
     (tmp_path / "Dataset5_LLD" / "import_report.json").write_text(json.dumps({"reference_phase": "C+A"}))
     monkeypatch.setattr(paths, "nnUNet_raw", str(tmp_path))
     groups = [[c] for c in range(8)]
-    for dataset, kept in (("Dataset5_LLD", 5), ("Dataset6_Other", 0)):
+    # Dataset7: no raw folder on the training machine, but dataset.json (copied to the preprocessed folder by
+    # nnU-Net) holds the import's reference phase
+    for dataset, kept, stored in (("Dataset5_LLD", 5, {}), ("Dataset6_Other", 0, {}),
+                                  ("Dataset7_NoRaw", 5, {"reference_phase": "C+A"})):
         trainer = _trainer(tmp_path, per_phase_augmentation=False, case_info={"phase_channels": groups},
                            trainer_settings=SimpleNamespace(phase_misalignment_voxels=2),
-                           dataset_json={"channel_names": LLD_CHANNELS},
+                           dataset_json={"channel_names": LLD_CHANNELS, **stored},
                            plans_manager=SimpleNamespace(dataset_name=dataset))
         transforms = trainer.get_training_transforms(
             (16, 16, 16), rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None, mirror_axes=(0, 1, 2),
