@@ -341,8 +341,8 @@ def evaluate_classification(reference: str, predictions_csv: str, output_folder:
     selected = read_column(predictions_csv, "checkpoint_selected_on_these_cases") or {}
     result["checkpoint_selected_on_cases"] = [c for c in cases if selected.get(c) == "1"]
     result["warnings"] = provenance_warnings(result["provenance"], os.path.basename(predictions_csv),
-                                             selected_cases=result["checkpoint_selected_on_cases"],
-                                             num_cases=len(cases))
+                                             selected_cases=result["checkpoint_selected_on_cases"] if selected
+                                             else None, num_cases=len(cases))
     for warning in result["warnings"]:
         logger.warning("WARNING: %s", warning)
     if chill:

@@ -252,7 +252,8 @@ def input_absent_phases(input_folder: str, record_file: Optional[str], channel_n
     A phase is missing when ``record_file`` (``--missing-phases``) or the ``missing_phases.json`` beside the input
     folder names it, or when a channel file of it is all zeros (:func:`~nnunet_mvext.classification.missing_phases.
     placeholder_channels`: at inference a placeholder is exactly zero, a real series never is; named in a warning).
-    Refused: an explicit record that names none of the input cases (the record of other cases), a case that misses
+    Refused: an explicit record that names none of the input cases (the record of other cases; a dataset's own record
+    beside the input folder, which also lists its training cases, is accepted), a case that misses
     every phase, and under the model's policy ``refuse`` (models that predate the setting count as ``refuse``) every
     case that misses a phase, naming the cases."""
     from nnunet_mvext.classification.missing_phases import (
@@ -271,7 +272,9 @@ def input_absent_phases(input_folder: str, record_file: Optional[str], channel_n
     source = record_file or os.path.join(os.path.dirname(os.path.abspath(input_folder)), FILE_NAME)
     if os.path.isfile(source):
         record = validate_missing_phases(read_json(source, "Missing-phases record"), names, source)
-        if record_file is not None and record and not set(record) & set(case_files):
+        beside_input = os.path.basename(source) == FILE_NAME and os.path.dirname(os.path.abspath(source)) == \
+            os.path.dirname(os.path.abspath(input_folder))
+        if record_file is not None and record and not set(record) & set(case_files) and not beside_input:
             raise MVExtError(f"--missing-phases {record_file} names {len(record)} case(s) "
                              f"({_cases_text(sorted(record))}), none of them an input case of {input_folder} "
                              f"({_cases_text(list(case_files))}); it is the record of other cases. Give the "

@@ -135,9 +135,12 @@ def provenance_warnings(provenance: dict[str, str], what: str, fold: Optional[st
     cross-validation fold), also a pretrained checkpoint whose stored fold is not recorded or is another one.
     ``selected_cases``: the scored cases whose ``checkpoint_selected_on_these_cases`` is 1, when only some of the
     ``num_cases`` are (``predict-cls -chk checkpoint_best_auc.pth`` on input cases of which some validated a fold):
-    the warning names them."""
+    the warning names them; an empty sequence (the CSV has the column, no scored case is marked): no warning of
+    selection, whatever the file-level provenance says (the marked cases were left out, e.g. by ``--chill``)."""
     warnings = []
-    if selected_cases and len(selected_cases) < num_cases:
+    if selected_cases is not None and not selected_cases:
+        pass  # the per-case column says: none of the scored cases selected the checkpoint
+    elif selected_cases and len(selected_cases) < num_cases:
         shown = ", ".join(list(selected_cases)[:10]) + (" ..." if len(selected_cases) > 10 else "")
         warnings.append(f"{what}: {len(selected_cases)} of these {num_cases} cases ({shown}) were predicted with "
                         f"{provenance.get('checkpoint', 'a checkpoint')}, which was selected on them (a fold's "

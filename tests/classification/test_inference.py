@@ -269,6 +269,13 @@ def test_best_auc_checkpoint_names_the_cases_it_was_selected_on_and_evaluate_cls
     assert result["checkpoint_selected_on_cases"] == ["case_010"]
     assert any("1 of these 2 cases (case_010) were predicted with checkpoint_best_auc.pth, which was selected on "
                "them" in w for w in result["warnings"])
+    # --chill leaving the selected case out: no warning of selection for the cases scored
+    only_other = tmp_path / "reference_other.csv"
+    only_other.write_text("case_id,class\ncase_011,persistent\n")
+    result = evaluate_classification(str(only_other), str(out / "classification.csv"), str(tmp_path / "eval2"),
+                                     n_resamples=20, chill=True)
+    assert result["checkpoint_selected_on_cases"] == []
+    assert not any("selected on" in w for w in result["warnings"])
     caplog.clear()
     _predict(stand_in, checkpoint="checkpoint_final.pth", overwrite=True)
     assert "was selected on" not in caplog.text

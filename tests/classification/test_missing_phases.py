@@ -1,6 +1,7 @@
 """missing_phases.json: read back as written, mapped to channels, and refused by case and key when malformed."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,11 @@ def test_an_explicit_record_that_names_no_input_case_is_refused(tmp_path):
         input_absent_phases(images, str(other), CHANNELS, ZERO_INFO, cases)
     other.write_text(json.dumps({"MR9_0": ["C+A"], "case_2": ["T2WI"]}))  # one of them is: used
     assert input_absent_phases(images, str(other), CHANNELS, ZERO_INFO, cases) == {"case_2": [True, False, False]}
+    # the dataset's own record beside the input folder (import-lld's, which lists its training cases too) is the
+    # right file even when none of the input cases misses a phase
+    own = Path(images).parent / "missing_phases.json"
+    own.write_text(json.dumps({"MR9_0": ["C+A"]}))
+    assert input_absent_phases(images, str(own), CHANNELS, ZERO_INFO, cases) == {}
 
 
 def test_an_unreadable_channel_file_is_refused_naming_the_case_and_file(tmp_path):
