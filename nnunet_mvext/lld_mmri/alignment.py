@@ -84,6 +84,20 @@ class Grid:
                    tuple(float(v) for v in d["origin"]), tuple(float(v) for v in d["direction"]))
 
 
+def upright(grid: Grid) -> Grid:
+    """The same voxels with every axis whose direction points against its world axis (a negative diagonal entry of
+    the direction, e.g. a series whose z axis the flip fix reversed) reversed in index order: the physical region is
+    unchanged, the array runs along the world axes. nnU-Net reads arrays and ignores the direction, so a case's output
+    grid is made upright for a flipped series to reach the network the right way up."""
+    direction = np.array(grid.direction, dtype=float).reshape(3, 3)
+    origin = np.array(grid.origin, dtype=float)
+    for k in range(3):
+        if direction[k, k] < 0:
+            origin = origin + (grid.size[k] - 1) * grid.spacing[k] * direction[:, k]
+            direction[:, k] = -direction[:, k]
+    return Grid(grid.size, grid.spacing, tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
+
+
 def box_centre(grid: Grid, box: Box) -> np.ndarray:
     """Physical centre (mm) of ``box`` on the series of geometry ``grid`` (:meth:`Box.centre_index`)."""
     return grid.physical_point(box.centre_index())
@@ -91,9 +105,10 @@ def box_centre(grid: Grid, box: Box) -> np.ndarray:
 
 def crop_output_grid(reference: Grid, box: Box, margin: Sequence[int] = OFFICIAL_MARGIN) -> Grid:
     """The reference box plus ``margin`` voxels ``(x, y, z)`` on each side, on the reference series' spacing and
-    direction, centred on the box: ``size = box.size() + 2 margin``."""
+    (:func:`upright`) direction, centred on the box: ``size = box.size() + 2 margin``."""
     size = tuple(int(s + 2 * m) for s, m in zip(box.size(), margin))
-    return Grid(size, reference.spacing, reference.origin, reference.direction).centred_at(box_centre(reference, box))
+    return upright(Grid(size, reference.spacing, reference.origin, reference.direction)).centred_at(
+        box_centre(reference, box))
 
 
 def crop_sampling_grids(reference: Grid, reference_box: Box, phase_grids: Mapping[str, Grid],
@@ -114,8 +129,10 @@ def crop_sampling_grids(reference: Grid, reference_box: Box, phase_grids: Mappin
 
 
 def resample_sampling_grids(reference: Grid, phases: Sequence[str]) -> tuple[Grid, dict[str, Grid]]:
-    """``(output grid, {phase: grid})`` of the resample alignment: the reference series' grid for every phase."""
-    return reference, {phase: reference for phase in phases}
+    """``(output grid, {phase: grid})`` of the resample alignment: the reference series' grid (:func:`upright`) for
+    every phase."""
+    output = upright(reference)
+    return output, {phase: output for phase in phases}
 
 
 def with_geometry(image: sitk.Image, grid: Grid) -> sitk.Image:

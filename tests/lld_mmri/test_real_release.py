@@ -439,3 +439,18 @@ def test_a_preprocessed_split_that_differs_from_the_official_folds_is_named(mock
     result = import_release(mock.folder, 818, raw_folder=str(tmp_path / "raw"))
     assert _report(result.folder)["official_folds"]["preprocessed_split_differs"] == \
         str(preprocessed / "splits_final.json")
+
+
+def test_a_flipped_patient_reaches_nnunet_upright(real_like, tmp_path):
+    """nnU-Net reads arrays and ignores the direction: with --flipped-patients the case's array runs along the world
+    axes, i.e. the stored series reversed along z (resample: the reference phase voxel for voxel)."""
+    flipped = _FLIPPED["patient"]
+    flip_file = tmp_path / "flipped.txt"
+    flip_file.write_text(flipped)
+    result = import_release(real_like.folder, 819, raw_folder=str(tmp_path), alignment="resample",
+                            flipped_patients=str(flip_file))
+    reference = next(e for e in read_annotation(real_like.folder)[flipped] if e.phase == "C+A")
+    source = sitk.GetArrayFromImage(sitk.ReadImage(reference.image_path(real_like.folder)))
+    written = sitk.ReadImage(os.path.join(result.folder, "imagesTr", f"{flipped}_0005.nii.gz"))
+    assert np.allclose(sitk.GetArrayFromImage(written), source[::-1])
+    assert np.allclose(np.array(written.GetDirection()).reshape(3, 3), np.eye(3))
