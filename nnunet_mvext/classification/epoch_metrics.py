@@ -62,7 +62,9 @@ AUC_EMA_DECAY = 0.9
 
 def auc_moving_average(aucs: Sequence[Optional[float]], decay: float = AUC_EMA_DECAY) -> Optional[float]:
     """The bias-corrected moving average ``m_t`` (module docstring) of the per-epoch macro AUCs ``aucs`` (epoch 0
-    first, the current epoch last; None: no AUC that epoch, left out); None when no epoch has one."""
+    first, the current epoch last); None when no epoch has one. An epoch without an AUC (None) is left out and the
+    exponents count the epochs that have one: ``d^(n - 1 - j)`` for the j-th of the n AUCs, which equals the module
+    docstring's ``d^(t - i)`` whenever every epoch has an AUC."""
     values = [float(a) for a in aucs if a is not None]
     if not values:
         return None
