@@ -80,6 +80,33 @@ def input_cases(input_folder: str, file_ending: str, num_channels: int) -> dict[
     return {k: [v[c] for c in expected] for k, v in cases.items()}
 
 
+def _image_size(path: str) -> Optional[tuple]:
+    """The voxel size of an image file from its header, or None when ITK cannot read it (nnU-Net's reader decides)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return tuple(int(v) for v in reader.GetSize())
+
+
+def check_roi_grids(rois: dict[str, str], cases: dict[str, list[str]]) -> None:
+    """Refuse, before any model loads, a ``--roi`` label whose voxel size differs from its case's images (nnU-Net
+    would stop at a shape assertion after the output folder was written), naming the case and both sizes."""
+    wrong = []
+    for case, roi in rois.items():
+        roi_size, image_size = _image_size(roi), _image_size(cases[case][0])
+        if roi_size is not None and image_size is not None and roi_size != image_size:
+            wrong.append(f"{case} (label {roi_size}, images {image_size})")
+    if wrong:
+        raise MVExtError(f"--roi: {len(wrong)} label file(s) are not on their case's image grid: "
+                         f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}. Give labels of the input images "
+                         f"(e.g. labelsTs of the same import), voxel for voxel.")
+
+
 def roi_files(roi_folder: str, case_ids: Sequence[str], file_ending: str) -> dict[str, str]:
     """The ``--roi`` label file of every case (named like nnU-Net labels: ``CASE<file_ending>``)."""
     if not os.path.isdir(roi_folder):
@@ -355,6 +382,8 @@ def predict_classification(input_folder: str, output_folder: str, dataset: str, 
     channel_names = model_dataset_json.get("channel_names", model_dataset_json.get("modality", {}))
     cases = input_cases(input_folder, file_ending, len(channel_names))
     rois = roi_files(roi_folder, list(cases), file_ending) if roi_folder is not None else None
+    if rois is not None:
+        check_roi_grids(rois, cases)
     info, training, validation = fold_descriptions(model_folder, folds, checkpoint)
     if not info["segmentation"] and rois is None:
         raise MVExtError(f"{model_folder} was trained with trainer_settings 'segmentation': false and cannot find "

@@ -299,3 +299,17 @@ def test_overwrite_keeps_a_backup_of_every_file_it_replaces(stand_in, caplog):
         assert (out / backups[name]).read_bytes() == content, name
     assert f"kept {len(earlier)} replaced file(s) of the earlier output" in caplog.text
     assert "case_010.nii.gz" in caplog.text.split("replaced file(s)")[-1]
+
+
+def test_a_roi_label_on_another_grid_is_refused_before_any_model_loads(tmp_path):
+    import SimpleITK as sitk
+
+    from nnunet_mvext.classification.inference import check_roi_grids
+
+    image, label = tmp_path / "case_0000.nii.gz", tmp_path / "case.nii.gz"
+    sitk.WriteImage(sitk.Image([10, 12, 14], sitk.sitkFloat32), str(image))
+    sitk.WriteImage(sitk.Image([10, 12, 14], sitk.sitkUInt8), str(label))
+    check_roi_grids({"case": str(label)}, {"case": [str(image)]})
+    sitk.WriteImage(sitk.Image([10, 12, 15], sitk.sitkUInt8), str(label))
+    with pytest.raises(MVExtError, match=r"case \(label \(10, 12, 15\), images \(10, 12, 14\)\)"):
+        check_roi_grids({"case": str(label)}, {"case": [str(image)]})
