@@ -39,7 +39,6 @@ one (beyond :data:`SUM_TOLERANCE`; the challenge takes ``score`` as a probabilit
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -84,8 +83,7 @@ def read_lesions_csv(path: str) -> dict[str, tuple[str, float]]:
     missing column, a duplicated case and a volume that is not a positive number."""
     if not os.path.isfile(path):
         raise MVExtError(f"Lesions file {path} does not exist (import-lld writes it into the dataset folder).")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)  # UTF-8, UTF-16 (a spreadsheet's "Unicode Text") and cp1252 alike
     header = [c.strip() for c in rows[0]] if rows else []
     needed = ("case_id", "patient", "box_volume_mm3")
     if any(n not in header for n in needed):

@@ -166,3 +166,11 @@ def test_cli_keeps_an_existing_file_unless_overwrite(files, tmp_path, caplog):
     assert "exists; add --overwrite" in caplog.text
     assert main(["export-lld", csv_path, "-o", out, "--lesions", lesions, "--overwrite"]) == 0
     assert len([f for f in os.listdir(tmp_path) if f.startswith("team.json.") and f.endswith(".bak")]) == 1
+
+
+def test_a_utf16_lesions_file_is_read(tmp_path):
+    from nnunet_mvext.lld_mmri.submission import read_lesions_csv
+
+    path = tmp_path / "lesions.csv"
+    path.write_text("case_id,patient,box_volume_mm3\nMR1_0,MR1,12.5\n", encoding="utf-16")
+    assert read_lesions_csv(str(path)) == {"MR1_0": ("MR1", 12.5)}
