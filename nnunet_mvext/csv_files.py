@@ -71,3 +71,14 @@ def read_csv_rows(path: str) -> list[list[str]]:
         return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as e:
         raise MVExtError(f"{path} cannot be read as CSV: {e}; {SAVE_AS}.") from None
+
+
+def read_text_lines(path: str, what: str) -> list[str]:
+    """The lines of a text file a user gives (a list of ids), decoded as :func:`decode_text` decodes; refuses a
+    missing file, naming ``what`` (e.g. ``--test-patients file``)."""
+    import os
+
+    if not os.path.isfile(path):
+        raise MVExtError(f"{what} {path} does not exist.")
+    with open(path, "rb") as f:
+        return decode_text(f.read(), path).splitlines()

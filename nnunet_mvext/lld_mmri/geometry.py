@@ -150,19 +150,12 @@ def series_grid(entry: SeriesEntry, header: Grid, source: str = "json", flipped:
 def read_flipped_patients(path: Optional[str]) -> set:
     """Patient ids of a ``--flipped-patients`` file: one per line or separated by spaces or commas; ``#`` starts a
     comment. Read in the encodings :func:`~nnunet_mvext.csv_files.decode_text` accepts (UTF-16 with its mark too)."""
-    import os
-
-    from nnunet_mvext.csv_files import decode_text
-    from nnunet_mvext.errors import MVExtError
+    from nnunet_mvext.csv_files import read_text_lines
 
     if path is None:
         return set()
-    if not os.path.isfile(path):
-        raise MVExtError(f"--flipped-patients file {path} does not exist.")
-    with open(path, "rb") as f:
-        text = decode_text(f.read(), path)
     names = set()
-    for line in text.splitlines():
+    for line in read_text_lines(path, "--flipped-patients file"):
         line = line.split("#", 1)[0]
         names.update(n for n in line.replace(",", " ").split() if n)
     return names

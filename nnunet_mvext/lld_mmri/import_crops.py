@@ -92,7 +92,7 @@ from nnunet_mvext.lld_mmri.import_release import (
     LABELS,
     LESION_COLUMNS,
     LESIONS,
-    REPORT,
+    CaseFiles,
     ImportResult,
     Skipped,
     _check_target,
@@ -101,17 +101,16 @@ from nnunet_mvext.lld_mmri.import_release import (
     _preference,
     _RawFolderLock,
     _read_test_patients,
-    _remove_earlier,
-    _sha256,
     _write_csv,
-    _write_marker,
+    claim_dataset_folder,
+    complete_import,
+    import_tables,
 )
 from nnunet_mvext.lld_mmri.official_crops import XY_EXTENSION, Z_EXTENSION, box_in_crop, crop_start
 from nnunet_mvext.lld_mmri.official_folds import (
     INACCESSIBLE_TXT,
     LABELS_DIR,
     LABELS_TXT,
-    SPLITS_FILE,
     name_to_lesion,
     plan_official_splits,
     read_label_file,
@@ -137,7 +136,7 @@ class CropPhase:
 
 
 @dataclass
-class CropCase:
+class CropCase(CaseFiles):
     case_id: str
     patient: str
     lesion: str
@@ -146,18 +145,6 @@ class CropCase:
     category: int
     phases: dict = field(default_factory=dict)  # phase -> CropPhase
     reference_phase: str = ""
-
-    @property
-    def images_folder(self) -> str:
-        return "imagesTr" if self.split == "train" else "imagesTs"
-
-    @property
-    def labels_folder(self) -> str:
-        return "labelsTr" if self.split == "train" else "labelsTs"
-
-    def files(self) -> list[str]:
-        return [os.path.join(self.images_folder, f"{self.case_id}_{c:04d}{FILE_ENDING}") for c in range(len(PHASES))] \
-            + [os.path.join(self.labels_folder, self.case_id + FILE_ENDING)]
 
 
 def _crop_header(path: str) -> Optional[Grid]:
@@ -430,21 +417,8 @@ def _import(release_dir, dataset_id, full_name, folder, reference_phase, test_pa
     train = [c for c in cases if c.split == "train"]
     planned_folds = plan_official_splits(release_dir, {c.case_id: c.patient for c in train},
                                          {c.case_id: c.category for c in train})
-    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json"] \
-        + ([os.path.join("labelsTs", "classification.csv")] if any(c.split == "test" for c in cases) else []) \
-        + ([SPLITS_FILE] if planned_folds else [])
-    ours = set(earlier["written"] if earlier else [])
-    foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
-    if foreign:
-        raise MVExtError(f"{os.path.join(folder, foreign[0])} exists and was not written by import-lld"
-                         f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; refusing to replace it.")
-    backups = []
-    if earlier is not None:
-        _write_marker(folder, release_dir, list(ours) + files + tables, earlier["sha256"])
-        backups = _remove_earlier(folder, earlier)
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
-    _write_marker(folder, release_dir, files + tables)
+    tables = import_tables(cases, planned_folds)
+    backups = claim_dataset_folder(folder, release_dir, files, tables, earlier)
 
     missing = {}
     for case in cases:
@@ -495,20 +469,10 @@ def _import(release_dir, dataset_id, full_name, folder, reference_phase, test_pa
         "official_folds": folds,
         "backups_of_changed_files": backups,
     }
-    with open(os.path.join(folder, REPORT), "w") as f:
-        json.dump(report, f, indent=1)
-    generate_dataset_json(
-        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
-        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
-        description=f"imported by nnunet-mvext import-lld from the official crops of {os.path.abspath(release_dir)} "
+    complete_import(folder, release_dir, full_name, report, train, files, tables, reference_phase,
+                    f"imported by nnunet-mvext import-lld from the official crops of {os.path.abspath(release_dir)} "
                     f"(crop alignment, reference phase {reference_phase}, {geometry} geometry); the lesion label is "
-                    f"its box",
-        license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
-        reference_phase=reference_phase, classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
-                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
-    written = files + [t for t in tables if os.path.isfile(os.path.join(folder, t))]
-    _write_marker(folder, release_dir, files + tables, {rel: _sha256(os.path.join(folder, rel)) for rel in written},
-                  complete=True)
+                    f"its box", generate_dataset_json)
     for entry in skipped:
         logger.warning("skipped/repaired: %s", entry.message())
     for d in disagreements:

@@ -154,8 +154,29 @@ class Skipped:
         return f"patient {self.patient}, {self.phase}{series}{lesion}: {self.reason} -> {self.action}"
 
 
+class CaseFiles:
+    """Where a case of an import goes: ``imagesTr``/``labelsTr`` for ``split == "train"``, else the ``Ts`` folders
+    (needs ``case_id`` and ``split``)."""
+
+    case_id: str
+    split: str
+
+    @property
+    def images_folder(self) -> str:
+        return "imagesTr" if self.split == "train" else "imagesTs"
+
+    @property
+    def labels_folder(self) -> str:
+        return "labelsTr" if self.split == "train" else "labelsTs"
+
+    def files(self) -> list[str]:
+        """The files this case writes, relative to the dataset folder."""
+        return [os.path.join(self.images_folder, f"{self.case_id}_{c:04d}{FILE_ENDING}") for c in range(len(PHASES))] \
+            + [os.path.join(self.labels_folder, self.case_id + FILE_ENDING)]
+
+
 @dataclass
-class CasePlan:
+class CasePlan(CaseFiles):
     """Everything needed to write one case (geometry from the series headers; pixels are read when writing)."""
 
     case_id: str
@@ -174,19 +195,6 @@ class CasePlan:
     box_volume_mm3: float
     grids: dict = field(default_factory=dict)  # phase -> Grid of its series (set on the pixels before resampling)
     geometry: dict = field(default_factory=dict)  # phase -> where its spacing and origin came from
-
-    @property
-    def images_folder(self) -> str:
-        return "imagesTr" if self.split == "train" else "imagesTs"
-
-    @property
-    def labels_folder(self) -> str:
-        return "labelsTr" if self.split == "train" else "labelsTs"
-
-    def files(self) -> list[str]:
-        """The files this case writes, relative to the dataset folder."""
-        return [os.path.join(self.images_folder, f"{self.case_id}_{c:04d}{FILE_ENDING}") for c in range(len(PHASES))] \
-            + [os.path.join(self.labels_folder, self.case_id + FILE_ENDING)]
 
 
 @dataclass
@@ -591,15 +599,12 @@ def _write_patient(cases: list[CasePlan], folder: str, single_thread: bool
 
 
 def _read_test_patients(path: Optional[str], patients: Sequence[str]) -> set:
-    from nnunet_mvext.csv_files import decode_text
+    from nnunet_mvext.csv_files import read_text_lines
 
     if path is None:
         return set()
-    if not os.path.isfile(path):
-        raise MVExtError(f"--test-patients file {path} does not exist.")
-    with open(path, "rb") as f:
-        text = decode_text(f.read(), path)
-    names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    names = [line.strip() for line in read_text_lines(path, "--test-patients file")
+             if line.strip() and not line.lstrip().startswith("#")]
     unknown = [n for n in names if n not in set(patients)]
     if unknown:
         raise MVExtError(f"{path} names {len(unknown)} patient(s) the release does not hold: {', '.join(unknown[:10])}"
@@ -737,6 +742,54 @@ class _RawFolderLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the lock
         return False
+
+
+def import_tables(cases: Sequence[CaseFiles], planned_folds) -> list[str]:
+    """The side files an import writes beside its cases (relative paths): ``labelsTs/classification.csv`` only with
+    labelled test cases, ``splits_final.json`` only with the organisers' folds."""
+    return ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json"] \
+        + ([os.path.join("labelsTs", "classification.csv")] if any(c.split == "test" for c in cases) else []) \
+        + ([SPLITS_FILE] if planned_folds else [])
+
+
+def claim_dataset_folder(folder: str, release: str, files: Sequence[str], tables: Sequence[str],
+                         earlier: Optional[dict]) -> list[str]:
+    """Before the first case is written: refuse a file of the new import that an earlier import did not write, remove
+    the earlier import's files (:func:`_remove_earlier`; returns its backups), create the folders and write the new
+    marker. Until the import completes the marker lists the earlier and the new files, so a kill at any point leaves
+    a folder that a rerun with ``--force`` clears."""
+    ours = set(earlier["written"] if earlier else [])
+    foreign = [f for f in list(files) + list(tables) if f not in ours and os.path.lexists(os.path.join(folder, f))]
+    if foreign:
+        raise MVExtError(f"{os.path.join(folder, foreign[0])} exists and was not written by import-lld"
+                         f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; refusing to replace it.")
+    backups = []
+    if earlier is not None:
+        _write_marker(folder, release, list(ours) + list(files) + list(tables), earlier["sha256"])
+        backups = _remove_earlier(folder, earlier)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    _write_marker(folder, release, list(files) + list(tables))
+    return backups
+
+
+def complete_import(folder: str, release: str, full_name: str, report: dict, train: Sequence, files: Sequence[str],
+                    tables: Sequence[str], reference_phase: str, description: str, generate_dataset_json) -> None:
+    """The last writes of an import: ``import_report.json``, then ``dataset.json`` (nnU-Net's writer; its presence
+    means the import finished: the classes of the training cases ``train``, the reference phase), then the marker
+    with every written file's SHA-256, marked complete."""
+    with open(os.path.join(folder, REPORT), "w") as f:
+        json.dump(report, f, indent=1)
+    generate_dataset_json(
+        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
+        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
+        description=description, license="see the LLD-MMRI 2023 data use agreement",
+        converted_by="nnunet-mvext import-lld", reference_phase=reference_phase,
+        classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
+                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
+    written = list(files) + [t for t in tables if os.path.isfile(os.path.join(folder, t))]
+    _write_marker(folder, release, list(files) + list(tables),
+                  {rel: _sha256(os.path.join(folder, rel)) for rel in written}, complete=True)
 
 
 def _write_csv(path: str, header: Sequence[str], rows) -> None:
@@ -916,29 +969,15 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
     train = [c for c in plan.cases if c.split == "train"]
     planned_folds = plan_official_splits(release_dir, {c.case_id: c.patient for c in train},
                                          {c.case_id: int(c.category) for c in train})
-    tables = ["dataset.json", GROUPS, LESIONS, ALIGNMENT_RECORD, REPORT, "missing_phases.json"] \
-        + ([os.path.join("labelsTs", "classification.csv")] if any(c.split == "test" for c in plan.cases) else []) \
-        + ([SPLITS_FILE] if planned_folds else [])
-    ours = set(earlier["written"] if earlier else [])
-    foreign = [f for f in files + tables if f not in ours and os.path.lexists(os.path.join(folder, f))]
-    if foreign:
-        raise MVExtError(f"{os.path.join(folder, foreign[0])} exists and was not written by import-lld"
-                         f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; refusing to replace it.")
-    backups = []
+    tables = import_tables(plan.cases, planned_folds)
+    backups = claim_dataset_folder(folder, release_dir, files, tables, earlier)
     if earlier is not None:
-        # the marker lists the earlier and the new files until this import completes: a kill at any point leaves a
-        # folder that a rerun with --force clears
-        _write_marker(folder, release_dir, list(ours) + files + tables, earlier["sha256"])
-        backups = _remove_earlier(folder, earlier)
         from nnunetv2.paths import nnUNet_preprocessed
 
         if nnUNet_preprocessed.is_set() and os.path.isdir(os.path.join(str(nnUNet_preprocessed), full_name)):
             logger.warning("WARNING: %s holds the preprocessed data of the earlier import; run "
                            "nnUNetv2_plan_and_preprocess -d %d again before training.",
                            os.path.join(str(nnUNet_preprocessed), full_name), dataset_id)
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
-    _write_marker(folder, release_dir, files + tables)
 
     by_patient: dict[str, list[CasePlan]] = {}
     for case in plan.cases:
@@ -1009,19 +1048,10 @@ def _import_locked(release_dir, dataset_id, full_name, folder, raw, alignment, r
         "repeated_slices": repeated,
         "backups_of_changed_files": backups,
     }
-    with open(os.path.join(folder, REPORT), "w") as f:
-        json.dump(report, f, indent=1)
-    generate_dataset_json(
-        folder, {str(i): p for i, p in enumerate(PHASES)}, dict(LABELS), len(train), FILE_ENDING,
-        dataset_name=full_name, reference="LLD-MMRI 2023, https://github.com/LMMMEng/LLD-MMRI2023",
-        description=f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} "
-                    f"alignment, reference phase {reference_phase}, {geometry} geometry); the lesion label is its box",
-        license="see the LLD-MMRI 2023 data use agreement", converted_by="nnunet-mvext import-lld",
-        reference_phase=reference_phase, classification={"class_names": {str(k): n for k, n in enumerate(CLASS_NAMES)},
-                        "labels": {c.case_id: int(c.category) for c in sorted(train, key=lambda c: c.case_id)}})
-    written = files + [t for t in tables if os.path.isfile(os.path.join(folder, t))]
-    _write_marker(folder, release_dir, files + tables,
-                  {rel: _sha256(os.path.join(folder, rel)) for rel in written}, complete=True)
+    complete_import(folder, release_dir, full_name, report, train, files, tables, reference_phase,
+                    f"imported by nnunet-mvext import-lld from {os.path.abspath(release_dir)} ({alignment} alignment, "
+                    f"reference phase {reference_phase}, {geometry} geometry); the lesion label is its box",
+                    generate_dataset_json)
 
     _log_outcome(plan, report, repeated, folder, train, test, labelled_test, missing, dataset_id)
     return ImportResult(full_name, folder, tuple(c.case_id for c in train), tuple(c.case_id for c in test),

@@ -72,6 +72,21 @@ def _flipped_patient(mock) -> str:
     return max(mock.patients, key=offset)
 
 
+def _release_copy(real_like, tmp_path, images: bool = True):
+    """``(folder, Annotation.json content)``: a release folder of its own (its ``images/`` a link to the mock's) whose
+    annotation a test may change and write back with :func:`_write_annotation`."""
+    release = tmp_path / "release"
+    (release / "labels").mkdir(parents=True)
+    if images:
+        os.symlink(os.path.join(real_like.folder, "images"), release / "images")
+    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
+        return release, json.load(f)
+
+
+def _write_annotation(release, content) -> None:
+    (release / "labels" / "Annotation.json").write_text(json.dumps(content))
+
+
 def _spacing(folder: str, case: str, channel: int = 5) -> tuple:
     return sitk.ReadImage(os.path.join(folder, "imagesTr", f"{case}_{channel:04d}.nii.gz")).GetSpacing()
 
@@ -138,18 +153,14 @@ def test_crop_channels_lie_where_the_truth_says_with_the_json_geometry(real_like
 
 
 def test_older_json_copies_use_slice_thickness_with_a_warning_and_no_geometry_is_a_missing_phase(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path)
     first = next(iter(content["Annotation_info"]))
     for item in content["Annotation_info"][first]:
         del item["slice_spacing"]
         if item["phase"] == "DWI":
             for key in ("pixel_spacing", "slice_thickness", "origin"):
                 del item[key]
-    (release / "labels" / "Annotation.json").write_text(json.dumps(content))
+    _write_annotation(release, content)
     result = import_release(str(release), 805, raw_folder=str(tmp_path / "raw"), alignment="crop")
     report = _report(result.folder)
     assert report["geometry"]["series_per_field_source"]["z_spacing"]["json slice_thickness"] == 7
@@ -160,15 +171,11 @@ def test_older_json_copies_use_slice_thickness_with_a_warning_and_no_geometry_is
 
 
 def test_a_far_series_and_repeated_slices_are_reported(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path)
     patient = real_like.patients[2]
     moved = next(i for i in content["Annotation_info"][patient] if i["phase"] == "T2WI")
     moved["origin"][2] += 120.0
-    (release / "labels" / "Annotation.json").write_text(json.dumps(content))
+    _write_annotation(release, content)
     # a copy of the images with one series holding a repeated block of three slices
     images = tmp_path / "images_copy"
     os.unlink(release / "images")
@@ -189,16 +196,12 @@ def test_a_far_series_and_repeated_slices_are_reported(real_like, tmp_path):
 
 
 def test_a_phase_placed_outside_its_series_is_recorded_missing(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path)
     patient = real_like.patients[0]
     item = next(i for i in content["Annotation_info"][patient] if i["phase"] == "C+V")
     item["origin"][0] += 500.0  # the series lies far away: its box centre too, so drop its box as well
     item["annotation"]["lesion"]["0"]["bbox"]["3D_box"]["z_min"] = 10 ** 4
-    (release / "labels" / "Annotation.json").write_text(json.dumps(content))
+    _write_annotation(release, content)
     result = import_release(str(release), 807, raw_folder=str(tmp_path / "raw"), alignment="crop")
     assert result.missing_phases[f"{patient}_0"] == ["C+V"]
     with open(os.path.join(result.folder, "missing_phases.json")) as f:
@@ -208,11 +211,7 @@ def test_a_phase_placed_outside_its_series_is_recorded_missing(real_like, tmp_pa
 
 
 def test_test_annotation_patients_go_to_imagests_with_classes_and_a_patient_in_both_is_refused(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path)
     test_patients = real_like.patients[2:]
     train = {p: v for p, v in content["Annotation_info"].items() if p not in test_patients}
     test = {p: v for p, v in content["Annotation_info"].items() if p in test_patients}
@@ -239,11 +238,7 @@ def test_test_annotation_patients_go_to_imagests_with_classes_and_a_patient_in_b
 
 
 def test_a_patient_listed_twice_is_refused_before_anything_is_written(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    os.symlink(os.path.join(real_like.folder, "images"), release / "images")
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path)
     patient = real_like.patients[0]
     entries = json.dumps(content["Annotation_info"][patient])
     text = json.dumps(content)
@@ -346,10 +341,7 @@ def test_dataset_json_is_written_last(real_like, tmp_path, monkeypatch):
 
 
 def test_geometry_keys_are_validated_by_name(real_like, tmp_path):
-    release = tmp_path / "release"
-    (release / "labels").mkdir(parents=True)
-    with open(os.path.join(real_like.folder, "labels", "Annotation.json")) as f:
-        content = json.load(f)
+    release, content = _release_copy(real_like, tmp_path, images=False)
     for key, value, allowed in (("pixel_spacing", [0.7, -0.7], "2 positive numbers"),
                                 ("slice_spacing", "6", "a positive number"), ("origin", [1, 2], "3 finite numbers")):
         broken = copy.deepcopy(content)
