@@ -368,13 +368,7 @@ def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_
     binary = num_phases == 3 and num_classes == 2
     if num_train < num_classes:
         raise MVExtError(f"num_train {num_train} < num_classes {num_classes}: every class needs a training case.")
-    full_name = f"Dataset{dataset_id:03d}_{dataset_name}"
-    folder = os.path.join(raw_folder, full_name)
-    if os.path.exists(folder):
-        raise MVExtError(f"Dataset folder {folder} already exists; refusing to overwrite it. "
-                         f"Remove it or choose another dataset id.")
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub))
+    full_name, folder = new_dataset_folder(raw_folder, dataset_id, dataset_name)
 
     names = channel_names(num_phases)
     class_names = list(ENHANCEMENT_PATTERNS)[:num_classes]
@@ -427,6 +421,19 @@ def generate_multiphase_dataset(raw_folder: str, dataset_id: int = 501, dataset_
     write_dataset_files(folder, dataset_json, cases)
     return SyntheticDataset(full_name, folder, tuple(cases["Tr"]), tuple(cases["Ts"]), tuple(names),
                             tuple(class_names), box_labels)
+
+
+def new_dataset_folder(raw_folder: str, dataset_id: int, dataset_name: str) -> tuple[str, str]:
+    """``(Dataset<ID>_<name>, its folder)`` with empty ``imagesTr``/``labelsTr``/``imagesTs``/``labelsTs``; refuses an
+    existing folder (a generator never overwrites a dataset)."""
+    full_name = f"Dataset{dataset_id:03d}_{dataset_name}"
+    folder = os.path.join(raw_folder, full_name)
+    if os.path.exists(folder):
+        raise MVExtError(f"Dataset folder {folder} already exists; refusing to overwrite it. "
+                         f"Remove it or choose another dataset id.")
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        os.makedirs(os.path.join(folder, sub))
+    return full_name, folder
 
 
 def write_dataset_files(folder: str, dataset_json: dict, cases: dict) -> None:

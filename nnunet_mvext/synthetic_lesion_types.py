@@ -77,7 +77,7 @@ from scipy import ndimage
 
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES, PHASES
-from nnunet_mvext.synthetic_dataset import SyntheticDataset, assign_classes, write_dataset_files
+from nnunet_mvext.synthetic_dataset import SyntheticDataset, assign_classes, new_dataset_folder, write_dataset_files
 
 logger = logging.getLogger(__name__)
 
@@ -457,13 +457,7 @@ def generate_lesion_types_dataset(raw_folder: str, dataset_id: int = 513, datase
     priors = _priors(class_priors)
     if nuisance is None:
         nuisance = Nuisance(misregistration_voxels=misregistration_voxels)
-    full_name = f"Dataset{dataset_id:03d}_{dataset_name}"
-    folder = os.path.join(raw_folder, full_name)
-    if os.path.exists(folder):
-        raise MVExtError(f"Dataset folder {folder} already exists; refusing to overwrite it. "
-                         f"Remove it or choose another dataset id.")
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub))
+    full_name, folder = new_dataset_folder(raw_folder, dataset_id, dataset_name)
 
     label_rng = np.random.default_rng([seed, 513, 0])
     split_labels = {"Tr": assign_classes(num_train, priors, label_rng),

@@ -41,7 +41,14 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_dataset import SyntheticDataset, _finish_phase, _write, assign_classes, write_dataset_files
+from nnunet_mvext.synthetic_dataset import (
+    SyntheticDataset,
+    _finish_phase,
+    _write,
+    assign_classes,
+    new_dataset_folder,
+    write_dataset_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +135,7 @@ def generate_shape_dataset(raw_folder: str, dataset_id: int = 510, dataset_name:
     if len(shape) != 3 or min(shape) < 12:
         raise MVExtError(f"shape must be three sizes >= 12 voxels (room for the lesion and its spike), got "
                          f"{list(shape)}.")
-    full_name = f"Dataset{dataset_id:03d}_{dataset_name}"
-    folder = os.path.join(raw_folder, full_name)
-    if os.path.exists(folder):
-        raise MVExtError(f"Dataset folder {folder} already exists; refusing to overwrite it. "
-                         f"Remove it or choose another dataset id.")
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub))
+    full_name, folder = new_dataset_folder(raw_folder, dataset_id, dataset_name)
     rng = np.random.default_rng(seed)
     label_rng = np.random.default_rng([seed, 1])
     priors = np.full(len(SHAPE_CLASSES), 1.0 / len(SHAPE_CLASSES))

@@ -98,6 +98,7 @@ from nnunet_mvext.lld_mmri.import_release import (
     _check_target,
     _dataset_ids_in_use,
     _flipped,
+    _header_problem,
     _preference,
     _RawFolderLock,
     _read_test_patients,
@@ -148,13 +149,8 @@ class CropCase(CaseFiles):
 
 
 def _crop_header(path: str) -> Optional[Grid]:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return Grid.of(reader) if reader.GetDimension() == 3 else None
+    """The crop's header grid, or None for a file that is missing, unreadable, truncated or not 3D."""
+    return _header_problem(path)[0]
 
 
 def _margin_box(size: Sequence[int]) -> Box:
@@ -187,9 +183,8 @@ def _label_files(release_dir: str) -> tuple[dict, dict]:
     return listed, inaccessible
 
 
-def _plan_phase(case: CropCase, phase: str, path: str, entry: Optional[SeriesEntry], geometry: str, flipped: bool,
-                skipped: list) -> Optional[CropPhase]:
-    header = _crop_header(path)
+def _plan_phase(case: CropCase, phase: str, path: str, header: Optional[Grid], entry: Optional[SeriesEntry],
+                geometry: str, flipped: bool, skipped: list) -> Optional[CropPhase]:
     if header is None:
         skipped.append(Skipped(case.patient, phase, "", case.lesion, f"unreadable or not 3D crop file {path}",
                                "phase missing: placeholder (zeros) + missing_phases.json"))
@@ -225,14 +220,14 @@ def _plan_phase(case: CropCase, phase: str, path: str, entry: Optional[SeriesEnt
     return CropPhase(path, grid, box, box_from, series, info)
 
 
-def _series_of_crop(case: CropCase, phase: str, path: str, entries: list, skipped: list) -> Optional[SeriesEntry]:
+def _series_of_crop(case: CropCase, phase: str, header: Optional[Grid], entries: list,
+                    skipped: list) -> Optional[SeriesEntry]:
     """The series a crop was cut from. crop_roi.py loops over every series of the patient and writes
     ``<case>/<phase>.nii.gz`` for each that annotates the lesion, so of several series of one phase the **last** one
     that annotates the lesion (and whose box fits the crop) wrote the file; reported when there were several."""
     holding = [e for e in entries if e.lesion(case.lesion) is not None]
     if not holding:
         return entries[-1] if entries else None
-    header = _crop_header(path)
     fitting = [e for e in holding if header is not None
                and _fits(box_in_crop(e.lesion(case.lesion).box, CROP_MARGIN), header.size)]
     chosen = (fitting or holding)[-1]
@@ -387,8 +382,9 @@ def _plan(release_dir: str, reference_phase: str, test_patients: Optional[str], 
                 skipped.append(Skipped(patient, phase, "", lesion, f"no crop {path}",
                                        "phase missing: placeholder (zeros) + missing_phases.json"))
                 continue
-            entry = _series_of_crop(case, phase, path, by_phase.get(phase, []), skipped)
-            crop = _plan_phase(case, phase, path, entry, geometry, patient in flipped, skipped)
+            header = _crop_header(path)
+            entry = _series_of_crop(case, phase, header, by_phase.get(phase, []), skipped)
+            crop = _plan_phase(case, phase, path, header, entry, geometry, patient in flipped, skipped)
             if crop is not None:
                 case.phases[phase] = crop
         ref = next((p for p in _preference(reference_phase) if p in case.phases), None)

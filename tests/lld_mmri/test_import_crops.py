@@ -261,5 +261,7 @@ def test_of_two_series_of_a_phase_the_crop_is_the_last_one_that_annotates_the_le
     other = SeriesEntry("MR1", "s", "other", "C+A", (Lesion("1", 6, box),), (1.0, 1.0), 5.0)
     skipped = []
     case = CropCase("MR1_0", "MR1", "0", "MR1", "train", 6)
-    assert _series_of_crop(case, "C+A", path, [first, last, other], skipped).series_uid == "last"
+    from nnunet_mvext.lld_mmri.import_crops import _crop_header
+
+    assert _series_of_crop(case, "C+A", _crop_header(path), [first, last, other], skipped).series_uid == "last"
     assert len(skipped) == 1 and "2 series of this phase" in skipped[0].reason
