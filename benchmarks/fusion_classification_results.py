@@ -563,6 +563,10 @@ def table(args, spec: dict, dataset, results: dict, rows: dict) -> list[str]:
                 continue
             m = results[key]
             beta = ", ".join(f"{k} {v:.2f}" for k, v in m["mean_beta"].items()) or "-"
+            if m.get("beta_concentration"):
+                c = m["beta_concentration"]
+                beta += (f"; a case's largest: median {c['median_largest']:.2f}, > 0.9 in "
+                         f"{100 * c['share_above_0.9']:.0f} % of cases")
             never = [n for n, c in m["predicted_class_counts"].items() if c == 0]
             never_text = f"{len(never)} ({', '.join(never)})" if never else "0"
             seconds = "-" if m.get("epoch_seconds") is None else f"{m['epoch_seconds']:.1f}"

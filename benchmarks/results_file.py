@@ -113,7 +113,20 @@ def held_out_metrics(out: str, labels_ts: str, env: dict, log_file: str) -> dict
     metrics["predicted_class_counts"] = {n: predicted.count(i) for i, n in enumerate(names)}
     beta = [i for i, h in enumerate(header) if h.startswith("beta_")]
     metrics["mean_beta"] = {header[i][5:]: sum(float(r[i]) for r in rows) / len(rows) for i in beta}
+    metrics["beta_concentration"] = beta_concentration([[float(r[i]) for i in beta] for r in rows] if beta else [])
     return metrics
+
+
+def beta_concentration(betas: list) -> dict:
+    """How far ABAF's phase weights collapse onto one phase per case: ``(N, P)`` weights (each row sums to 1) ->
+    the median over cases of the largest weight of a case and the share of cases whose largest weight exceeds 0.9
+    (1/P and 0 for uniform weights, 1 and 1 when every case reads one phase). ``{}`` without weights."""
+    import numpy as np
+
+    if not betas:
+        return {}
+    largest = np.asarray(betas, dtype=float).max(1)
+    return {"median_largest": float(np.median(largest)), "share_above_0.9": float(np.mean(largest > 0.9))}
 
 
 def with_interval(metrics: dict, key: str) -> str:
