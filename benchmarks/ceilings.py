@@ -223,32 +223,6 @@ class CropCNN(torch.nn.Module):
         return self.head(torch.cat(pooled, 1))
 
 
-class PhaseSharedCropCNN(torch.nn.Module):
-    """``(B, P, *CROP)`` phases and ``(B, 1, *CROP)`` region mask -> ``(B, K)``, one encoder for all phases.
-
-    Each phase is read with the region mask as a second channel by the same three stages as :class:`CropCNN` (widths
-    w, 2w, 4w); the masked mean and the masked-minus-global mean of every stage give a phase vector of ``14 w``
-    features; the ``P`` phase vectors are concatenated in phase order (the head knows which phase is which) and read
-    by a two-layer head: ``(B, P, 14 w) -> (B, P * 14 w) -> (B, K)``. The shared weights see every phase of every
-    sample, as the fusion trainers' shared classification encoder does.
-    """
-
-    def __init__(self, num_phases: int, num_classes: int, width: int = 8, dropout: float = 0.2):
-        super().__init__()
-        nn = torch.nn
-        widths = (width, 2 * width, 4 * width)
-        self.encoder = CropCNN(1, num_classes, width, dropout)
-        self.encoder.head = nn.Identity()
-        self.head = nn.Sequential(nn.Linear(num_phases * 2 * sum(widths), 8 * width), nn.LeakyReLU(0.01, inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(8 * width, num_classes))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, p = x.shape[:2]
-        phases = x.reshape(b * p, 1, *x.shape[2:])
-        masks = mask.expand(b, p, *mask.shape[2:]).reshape(b * p, 1, *mask.shape[2:])
-        return self.head(self.encoder(phases, masks).reshape(b, -1))
-
-
 def _crop_pair(data: np.ndarray, mask: np.ndarray, centre, crop) -> tuple[torch.Tensor, torch.Tensor]:
     from nnunet_mvext.classification.case_prediction import crop_around
 
@@ -257,8 +231,7 @@ def _crop_pair(data: np.ndarray, mask: np.ndarray, centre, crop) -> tuple[torch.
 
 
 def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: int, samples: int, device: torch.device,
-                   seed: int = 0, batch: int = 4, lr: float = 5e-4, width: int = 16, crop=CROP,
-                   architecture: str = "early") -> torch.nn.Module:
+                   seed: int = 0, batch: int = 4, lr: float = 5e-4, width: int = 16, crop=CROP) -> CropCNN:
     """:class:`CropCNN` trained on ``samples`` crops (``ceil(samples / batch)`` steps; module docstring)."""
     from nnunet_mvext.classification.case_prediction import select_region
 
@@ -268,8 +241,7 @@ def train_crop_cnn(train: dict, labels: dict, lesion_label: int, num_classes: in
     regions = {c: select_region(train[c][1], lesion_label, train[c][1].shape) for c in cases}
     by_class = {k: [c for c in cases if labels[c] == k] for k in range(num_classes)}
     present = [k for k, cs in by_class.items() if cs]
-    network_class = {"early": CropCNN, "per_phase": PhaseSharedCropCNN}[architecture]
-    network = network_class(train[cases[0]][0].shape[0], num_classes, width).to(device).train()
+    network = CropCNN(train[cases[0]][0].shape[0], num_classes, width).to(device).train()
     steps = max(1, -(-samples // batch))
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
