@@ -350,7 +350,16 @@ def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, lo
     metrics = held_out_metrics(pred, dataset.labels_ts, env, os.path.join(logs, f"evaluate_{row}.log"))
     return {row: {**metrics, "train_seconds": time.time() - start, "epoch_seconds": None, "trainer": None,
                   "validation_dice": {}, "row_settings": {}, "command": recorded_command(__file__),
-                  "localisation": "ground truth", "training_cases": len(train_ids), **extra}}
+                  "localisation": "ground truth", "training_cases": len(train_ids),
+                  "ceiling_version": ceilings.VERSIONS[row], **extra}}
+
+
+def outdated_ceiling(row: str, measured: dict) -> bool:
+    """A ceiling row of ``results.json`` measured by another version of its definition (:data:`ceilings.VERSIONS`;
+    rows from before the versions were recorded count as version 1)."""
+    import ceilings
+
+    return row in CEILINGS and measured.get("ceiling_version", 1) != ceilings.VERSIONS[row]
 
 
 def crop_cnn_samples(args) -> int:
@@ -389,10 +398,12 @@ def main() -> None:
     unknown = [r for r in selected if r not in rows]
     if unknown:
         raise SystemExit(f"unknown --rows {unknown}; allowed: {', '.join(rows)}")
-    todo = [r for r in selected if r not in results]
+    todo = [r for r in selected if r not in results or outdated_ceiling(r, results[r])]
     for row in selected:
-        if row in results:
+        if row in results and row not in todo:
             logger.info("%s: measured earlier, kept", row)
+        elif row in results:
+            logger.info("%s: measured by an earlier definition of the ceiling, measured again", row)
     with nnunet_paths(env):
         # the ceilings preprocess and build their network with the heads' configuration
         for row in todo + (["abaf"] if any(r in CEILINGS for r in todo) else []):

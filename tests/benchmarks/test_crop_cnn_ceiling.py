@@ -131,3 +131,11 @@ def test_oracle_reads_the_regions_radial_layout(modules):
     probabilities = ceilings.oracle_probabilities(train, test, labels, 2, order)
     accuracy = np.mean(probabilities.argmax(1) == np.array([test_labels[c] for c in order]))
     assert accuracy >= 0.9
+
+
+def test_a_ceiling_measured_by_an_earlier_definition_is_measured_again(modules):
+    """results.json keeps rows across --resume; a ceiling whose definition changed since must not be kept."""
+    ceilings, fcr = modules
+    assert fcr.outdated_ceiling("oracle", {"macro_f1": 0.7})  # before versions were recorded: version 1
+    assert not fcr.outdated_ceiling("oracle", {"ceiling_version": ceilings.VERSIONS["oracle"]})
+    assert not fcr.outdated_ceiling("abaf", {"macro_f1": 0.7})  # trained rows: refuse_stale_model checks them
