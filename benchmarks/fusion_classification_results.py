@@ -80,7 +80,7 @@ from nnunet_mvext.pipeline import (
     prepare_workdir,
     run_console_script,
 )
-from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.planning.plans_config import add_configuration
 from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
 from nnunet_mvext.synthetic_lesion_types import generate_lesion_types_dataset
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
@@ -355,7 +355,7 @@ def run_ceiling(row: str, args, dataset, data: dict, env: dict, workdir: str, lo
 
 def crop_cnn_samples(args) -> int:
     """The samples the ``crop_cnn`` ceiling sees: ``--crop-samples``, else as many as an nnU-Net row."""
-    from nnunet_mvext.plans_config import load_template
+    from nnunet_mvext.planning.plans_config import load_template
 
     batch = load_template("3d_tiny_cpu")[1]["configuration"]["batch_size"]  # the nnU-Net rows' configuration
     return args.crop_samples if args.crop_samples is not None else args.epochs * args.iterations * batch
@@ -445,7 +445,7 @@ def main() -> None:
 def refuse_stale_configuration(env: dict, dataset_name: str, row: str, configuration: str, intended: dict) -> None:
     """A configuration kept from an earlier run (``--resume``) must hold the row's settings of this run: a row whose
     settings changed in this script since would otherwise train with the old ones."""
-    from nnunet_mvext.plans_config import load_template
+    from nnunet_mvext.planning.plans_config import load_template
 
     plans_file = os.path.join(env["nnUNet_preprocessed"], dataset_name, "nnUNetPlans.json")
     with open(plans_file) as f:

@@ -44,7 +44,7 @@ from nnunet_mvext.pipeline import (
     prepare_workdir,
     run_console_script,
 )
-from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.planning.plans_config import add_configuration
 from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 

@@ -122,7 +122,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_config(args: argparse.Namespace) -> int:
-    from nnunet_mvext.plans_config import add_configuration
+    from nnunet_mvext.planning.plans_config import add_configuration
 
     plans_file, name = add_configuration(args.dataset, args.template, name=args.name, plans_identifier=args.plans,
                                          force=args.force)
@@ -132,7 +132,7 @@ def _cmd_add_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from nnunet_mvext.mbtfe_planner import PRESETS, plan_dataset
+    from nnunet_mvext.planning.plan_command import PRESETS, plan_dataset
 
     plans_file = plan_dataset(args.dataset, preset=args.preset, gpu_memory_target=args.gpu_memory_target,
                               plans_name=args.plans_name, configurations=args.c, num_processes=args.np,

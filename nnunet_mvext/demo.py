@@ -115,7 +115,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     settings = {**DEMO_TRAINER_SETTINGS, "validation_mirroring": mirroring, **(trainer_settings or {})}
     t = time.time()
     with nnunet_paths(env):
-        from nnunet_mvext.plans_config import add_configuration
+        from nnunet_mvext.planning.plans_config import add_configuration
 
         plans_file, _ = add_configuration(str(dataset_id), "3d_tiny_cpu", name=DEMO_CONFIGURATION,
                                           extra_trainer_settings=settings)

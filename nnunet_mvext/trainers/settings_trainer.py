@@ -37,8 +37,8 @@ from torch._dynamo import OptimizedModule
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.fold_lock import FoldLock, acquire_fold_lock
 from nnunet_mvext.lr_schedules import WarmupScheduler
-from nnunet_mvext.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
 from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.planning.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
 from nnunet_mvext.seeding import deterministic_augmenter, seed_process, start_epoch
 from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
 from nnunet_mvext.trainer_settings import SETTINGS, TRAINER_SCOPES, TrainerSettings, resolve_trainer_settings

@@ -1,5 +1,6 @@
-"""Activation memory of the fusion networks against the plan they train with: the training-start note, and nnU-Net's
-planner for P phase encoders (``nnunet-mvext plan --preset fusion``).
+"""Activation memory of the fusion networks against the plan they train with: the estimates, and the note the fusion
+trainers log at training start. The planner for P phase encoders (``nnunet-mvext plan --preset fusion``) is
+:class:`~nnunet_mvext.planning.fusion_planner.FusionPlanner`, built on these estimates.
 
 nnU-Net sizes patch and batch so that its memory estimate, ``compute_conv_feature_map_size`` of the plan's network at
 the patch (one map per conv output, batch 1), fits a VRAM target (``ExperimentPlanner.get_plans_for_configuration``).
@@ -25,13 +26,9 @@ warns above :data:`WARN_FACTOR` = 1.5: between one phase (1.20x, 1.29x with the 
 network plus one 1x1 fusion conv per stage; measured peak GPU memory of a training step 1.04x) and two phases (1.59x;
 measured 1.42x, 7.0 GiB allocated against the plain U-Net's 4.9 GiB at batch 2, fp16, on a plan nnU-Net made for an 8
 GB target), so the warning starts with the first extra encoder, whose activations the plan's patch and batch were not
-sized for. A configuration planned by :class:`FusionPlanner` carries the estimate it was planned with
-(:data:`PLANNED_ESTIMATE_KEY`) and is compared against that instead (warning above :data:`PLANNED_TOLERANCE`, as for
-MBTFEUNet in :mod:`nnunet_mvext.mbtfe_plans`).
-
-:class:`FusionPlanner` is nnU-Net's ``ExperimentPlanner`` whose estimate is the fusion network's with P single-channel
-phases (segmentation decoder included): nnU-Net's own patch-size search and batch-size rule then size patch and batch
-for P encoders. The plans keep nnU-Net's plain U-Net architecture (the fusion trainers build their network from it).
+sized for. A configuration planned by :class:`~nnunet_mvext.planning.fusion_planner.FusionPlanner` carries the
+estimate it was planned with (:data:`PLANNED_ESTIMATE_KEY`) and is compared against that instead (warning above
+:data:`PLANNED_TOLERANCE`, as for MBTFEUNet in :mod:`nnunet_mvext.planning.mbtfe_plans`).
 """
 
 from __future__ import annotations
@@ -39,19 +36,17 @@ from __future__ import annotations
 import pydoc
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_mvext.architectures.multiphase_fusion_net import ENCODERS, MultiPhaseFusionNet
+from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.fusion_setup import default_classification_encoder_width
-from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.mbtfe_planner import EstimateRecordingPlanner
 
 #: above this ratio of the fusion network's estimate to the plan's plain U-Net's, the training log warns
 WARN_FACTOR = 1.5
-#: configuration keys written by :class:`FusionPlanner`: the phases and the fusion estimate at the planned patch
+#: configuration keys written by :class:`~nnunet_mvext.planning.fusion_planner.FusionPlanner`: the phases and the
+#: fusion estimate at the planned patch
 PLANNED_PHASES_KEY = "fusion_planned_phases"
 PLANNED_ESTIMATE_KEY = "fusion_planned_feature_map_size"
 #: an estimate this much above the one the patch was planned for is reported as a warning
@@ -119,7 +114,8 @@ def _options(network: torch.nn.Module, patch: Sequence[int], plain: int, dataset
 def memory_note(network: torch.nn.Module, configuration_manager: ConfigurationManager, num_input_channels: int,
                 num_outputs: int, dataset_name: str) -> tuple[bool, str]:
     """``(is_warning, text)``: ``network``'s estimate at the configuration's patch against the plan's plain U-Net's
-    (or, for a configuration planned by :class:`FusionPlanner`, against the estimate it was planned with)."""
+    (or, for a configuration planned by :class:`~nnunet_mvext.planning.fusion_planner.FusionPlanner`, against the
+    estimate it was planned with)."""
     cm = configuration_manager
     patch = list(cm.patch_size)
     ours = int(network.compute_conv_feature_map_size(patch))
@@ -153,44 +149,3 @@ def log_fusion_memory(trainer, network: torch.nn.Module) -> None:
     _, text = memory_note(network, trainer.configuration_manager, trainer.num_input_channels,
                           trainer.label_manager.num_segmentation_heads, trainer.plans_manager.dataset_name)
     log(text)
-
-
-class FusionPlanner(EstimateRecordingPlanner):
-    """nnU-Net's planner whose memory estimate is that of a fusion network with ``phases`` phase encoders (default:
-    one per channel of ``dataset.json``)."""
-
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
-                 overwrite_target_spacing=None, suppress_transpose: bool = False, phases: Optional[int] = None):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name or "nnUNetPlans",
-                         overwrite_target_spacing, suppress_transpose)
-        channels = len(self.dataset_json.get("channel_names", self.dataset_json.get("modality", {})))
-        self.phases = channels if phases is None else phases
-        if not isinstance(self.phases, int) or self.phases < 1:
-            raise MVExtError(f"--phases {phases!r}: the number of phase encoders must be an integer >= 1.")
-        if plans_name is None:
-            self.plans_identifier = f"nnUNetPlansFusionP{self.phases}"
-
-    def static_estimate_VRAM_usage(self, patch_size: Sequence[int], input_channels: int, output_channels: int,
-                                   arch_class_name: str, arch_kwargs: dict,
-                                   arch_kwargs_req_import: Sequence[str]) -> int:
-        """The fusion network's estimate in place of the plan's network's (same signature as nnU-Net's); 2D
-        configurations, which the fusion trainers do not train, keep nnU-Net's."""
-        if arch_class_name.split(".")[-1] not in ENCODERS or len(patch_size) != 3:
-            return super().static_estimate_VRAM_usage(patch_size, input_channels, output_channels, arch_class_name,
-                                                      arch_kwargs, arch_kwargs_req_import)
-        return fusion_feature_map_size(arch_class_name, arch_kwargs, arch_kwargs_req_import, patch_size,
-                                       self.phases, output_channels)
-
-    def record_planned_estimates(self, plans: dict) -> None:
-        """The phases and the fusion estimate at the planned patch, for every 3D configuration with an architecture
-        (2D configurations are not trained by the fusion trainers)."""
-        num_output = len(self.dataset_json["labels"])
-        for config in plans["configurations"].values():
-            architecture = config.get("architecture")
-            if architecture is None or len(config.get("patch_size", ())) != 3:
-                continue
-            config[PLANNED_PHASES_KEY] = self.phases
-            config[PLANNED_ESTIMATE_KEY] = int(np.int64(self.static_estimate_VRAM_usage(
-                config["patch_size"], self.phases, num_output, architecture["network_class_name"],
-                architecture["arch_kwargs"], architecture["_kw_requires_import"])))
