@@ -30,7 +30,7 @@ import numpy as np
 
 from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.json_files import read_json, write_json_with_backup
-from nnunet_mvext.trainer_settings import validate_raw_settings
+from nnunet_mvext.training_setup.trainer_settings import validate_raw_settings
 
 TEMPLATE_KEYS = {"description", "inherits_from", "configuration", "architecture_overrides"}
 ARCH_OVERRIDE_KEYS = {"n_stages", "arch_kwargs", "network_class_name", "_kw_requires_import"}
