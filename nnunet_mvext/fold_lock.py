@@ -1,0 +1,6 @@
+"""Deprecated import path, removed in 0.3.0: ``nnunet_mvext.fold_lock`` moved in 0.2.0 to
+:mod:`nnunet_mvext.training_setup.fold_lock`."""
+
+from nnunet_mvext._moved_modules import reexport
+
+reexport(__name__, globals())
