@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.classification.case_prediction import crop_around, select_region
 from nnunet_mvext.classification.metrics import classification_metrics
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 from results_file import report
 
 logger = logging.getLogger("abaf_beta_detach")

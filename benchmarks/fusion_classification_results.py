@@ -8,11 +8,11 @@ intervals: DeLong for a binary AUC, stratified bootstrap otherwise).
 Data (``--data``):
 
 - ``binary``: 3 phases, misregistered by up to ``--misregistration`` voxels, class = the lesion's enhancement change
-  between phases (:mod:`nnunet_mvext.synthetic_dataset`, binary mode);
+  between phases (:mod:`nnunet_mvext.synthetic.multiphase`, binary mode);
 - ``multiclass``: 7 classes (enhancement patterns), 8 phases, lesion labels as filled boxes, misregistered; the
   held-out split holds every class;
 - ``lesion-types``: the second generator, designed independently of the first
-  (:mod:`nnunet_mvext.synthetic_lesion_types`): the seven LLD-MMRI lesion types by their textbook features over the
+  (:mod:`nnunet_mvext.synthetic.lesion_types`): the seven LLD-MMRI lesion types by their textbook features over the
   eight LLD-MMRI series, jittered boxes, misregistered by up to ``--misregistration`` voxels, its HCC-heavy priors
   unless ``--class-priors`` is given.
 
@@ -80,9 +80,9 @@ from nnunet_mvext.pipeline import (
     prepare_workdir,
     run_console_script,
 )
-from nnunet_mvext.plans_config import add_configuration
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
-from nnunet_mvext.synthetic_lesion_types import generate_lesion_types_dataset
+from nnunet_mvext.planning.plans_config import add_configuration
+from nnunet_mvext.synthetic.lesion_types import generate_lesion_types_dataset
+from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("fusion_classification_results")
@@ -92,8 +92,8 @@ DATA = {"binary": dict(dataset_id=511, num_phases=3, num_classes=2, box_labels=F
         "multiclass": dict(dataset_id=512, num_phases=8, num_classes=7, box_labels=True),
         "lesion-types": dict(dataset_id=513, num_phases=8, num_classes=7, box_labels=True,
                              name="MVExtLesionTypes")}
-GENERATORS = {"binary": "synthetic_dataset (binary)", "multiclass": "synthetic_dataset (enhancement patterns)",
-              "lesion-types": "synthetic_lesion_types (LLD-MMRI lesion types)"}
+GENERATORS = {"binary": "synthetic.multiphase (binary)", "multiclass": "synthetic.multiphase (enhancement patterns)",
+              "lesion-types": "synthetic.lesion_types (LLD-MMRI lesion types)"}
 
 
 def arguments() -> argparse.Namespace:
@@ -364,7 +364,7 @@ def outdated_ceiling(row: str, measured: dict) -> bool:
 
 def crop_cnn_samples(args) -> int:
     """The samples the ``crop_cnn`` ceiling sees: ``--crop-samples``, else as many as an nnU-Net row."""
-    from nnunet_mvext.plans_config import load_template
+    from nnunet_mvext.planning.plans_config import load_template
 
     batch = load_template("3d_tiny_cpu")[1]["configuration"]["batch_size"]  # the nnU-Net rows' configuration
     return args.crop_samples if args.crop_samples is not None else args.epochs * args.iterations * batch
@@ -456,7 +456,7 @@ def main() -> None:
 def refuse_stale_configuration(env: dict, dataset_name: str, row: str, configuration: str, intended: dict) -> None:
     """A configuration kept from an earlier run (``--resume``) must hold the row's settings of this run: a row whose
     settings changed in this script since would otherwise train with the old ones."""
-    from nnunet_mvext.plans_config import load_template
+    from nnunet_mvext.planning.plans_config import load_template
 
     plans_file = os.path.join(env["nnUNet_preprocessed"], dataset_name, "nnUNetPlans.json")
     with open(plans_file) as f:
@@ -524,7 +524,7 @@ def generate_or_load(args, spec: dict, env: dict, logs: str):
                   seed=args.seed, misregistration_voxels=args.misregistration, box_labels=spec["box_labels"],
                   class_priors=args.class_priors)
     if os.path.isdir(os.path.join(env["nnUNet_raw"], name)):
-        from nnunet_mvext.synthetic_dataset import SyntheticDataset
+        from nnunet_mvext.synthetic.dataset_folder import SyntheticDataset
 
         with open(os.path.join(env["nnUNet_raw"], name, "cases.json")) as f:
             cases = json.load(f)

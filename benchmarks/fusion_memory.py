@@ -47,8 +47,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-from nnunet_mvext.optimizers import build_optimizer
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from nnunet_mvext.training_setup.optimizers import build_optimizer
+from nnunet_mvext.training_setup.segmentation_losses import build_segmentation_loss, with_deep_supervision
 from results_file import device_description, recorded_command, report
 
 logger = logging.getLogger("fusion_memory")

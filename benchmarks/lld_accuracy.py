@@ -59,7 +59,7 @@ from nnunet_mvext.pipeline import (
     prepare_workdir,
     run_console_script,
 )
-from nnunet_mvext.plans_config import add_configuration
+from nnunet_mvext.planning.plans_config import add_configuration
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("lld_accuracy")

@@ -24,8 +24,8 @@ import tempfile
 import torch
 
 from nnunet_mvext.pipeline import claim_output, console_script, nnunet_paths, predict_and_evaluate, run_console_script
-from nnunet_mvext.plans_config import add_configuration
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from nnunet_mvext.planning.plans_config import add_configuration
+from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_file import pipeline_arguments, pipeline_workspace, report

@@ -36,8 +36,8 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nnunet_mvext.architectures.mbtfe_unet import MBTFEUNet
-from nnunet_mvext.optimizers import build_optimizer
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from nnunet_mvext.training_setup.optimizers import build_optimizer
+from nnunet_mvext.training_setup.segmentation_losses import build_segmentation_loss, with_deep_supervision
 from results_file import device_description, recorded_command, report
 from seed_reference import seed_reference_unet
 

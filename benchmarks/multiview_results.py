@@ -5,7 +5,7 @@ Everything goes through nnU-Net's CLI as a user runs it: ``nnUNetv2_plan_and_pre
 (held-out cases never used for training or model selection; ``checkpoint_final.pth``; the held-out lesion masks
 localise, as the multi-view models have no decoder) -> ``nnunet-mvext evaluate-cls`` (95 % bootstrap intervals).
 
-Data: :func:`nnunet_mvext.synthetic_shape_dataset.generate_shape_dataset`, one channel, four classes (a round lesion
+Data: :func:`nnunet_mvext.synthetic.shapes.generate_shape_dataset`, one channel, four classes (a round lesion
 or a spike along axis 0, 1 or 2); view a cannot tell ``round`` from ``spike_axis{a}``, so a single view is capped at
 75 % accuracy (balanced classes) while two or three views, and the 3D network, can reach 100 %.
 
@@ -44,8 +44,8 @@ from nnunet_mvext.pipeline import (
     prepare_workdir,
     run_console_script,
 )
-from nnunet_mvext.plans_config import add_configuration
-from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset
+from nnunet_mvext.planning.plans_config import add_configuration
+from nnunet_mvext.synthetic.shapes import SHAPE_CLASSES, generate_shape_dataset
 from results_file import held_out_metrics, measured_by, recorded_command, report, with_interval, write_results
 
 logger = logging.getLogger("multiview_results")
@@ -91,7 +91,7 @@ def dataset_in(args, env: dict, logs: str):
     name = f"Dataset{DATASET_ID:03d}_MVExtShapes"
     folder = os.path.join(env["nnUNet_raw"], name)
     if os.path.isdir(folder):
-        from nnunet_mvext.synthetic_dataset import SyntheticDataset
+        from nnunet_mvext.synthetic.dataset_folder import SyntheticDataset
 
         with open(os.path.join(folder, "cases.json")) as f:
             cases = json.load(f)

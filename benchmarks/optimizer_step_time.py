@@ -27,7 +27,7 @@ from importlib import metadata
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.training_setup.optimizers import build_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_file import device_description, recorded_command, report

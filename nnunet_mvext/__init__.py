@@ -4,4 +4,4 @@ Importing this package must stay cheap (no imports at all here): the ``.pth`` ho
 :mod:`nnunet_mvext._startup_hook` at every interpreter start (tests/test_entry_point_bridge.py checks it).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

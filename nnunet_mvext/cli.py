@@ -122,7 +122,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_config(args: argparse.Namespace) -> int:
-    from nnunet_mvext.plans_config import add_configuration
+    from nnunet_mvext.planning.plans_config import add_configuration
 
     plans_file, name = add_configuration(args.dataset, args.template, name=args.name, plans_identifier=args.plans,
                                          force=args.force)
@@ -132,7 +132,7 @@ def _cmd_add_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from nnunet_mvext.mbtfe_planner import PRESETS, plan_dataset
+    from nnunet_mvext.planning.plan_command import PRESETS, plan_dataset
 
     plans_file = plan_dataset(args.dataset, preset=args.preset, gpu_memory_target=args.gpu_memory_target,
                               plans_name=args.plans_name, configurations=args.c, num_processes=args.np,
@@ -211,8 +211,8 @@ def _cmd_make_splits(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
-    from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
-    from nnunet_mvext.synthetic_lesion_types import generate_lesion_types_dataset
+    from nnunet_mvext.synthetic.lesion_types import generate_lesion_types_dataset
+    from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
@@ -420,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, default=(40, 40, 40))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--generator", choices=("enhancement-patterns", "lesion-types"), default="enhancement-patterns",
-                   help="enhancement-patterns: abstract enhancement curves (synthetic_dataset); lesion-types: the 7 "
-                        "LLD-MMRI lesion types over its 8 series (synthetic_lesion_types) (default: %(default)s)")
+                   help="enhancement-patterns: abstract enhancement curves (synthetic.multiphase); lesion-types: the 7 "
+                        "LLD-MMRI lesion types over its 8 series (synthetic.lesion_types) (default: %(default)s)")
     p.add_argument("--num-phases", type=int, default=None,
                    help="enhancement-patterns only: phases (channels), >= 2 (default: 3)")
     p.add_argument("--num-classes", type=int, default=None,
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "binary mode (default: 2)")
     p.add_argument("--class-priors", default=None, help="comma-separated class weights, e.g. 4,2,1 (default: "
                                                         "alternating in the binary mode, uniform otherwise; "
-                                                        "lesion-types: HCC 0.32, see synthetic_lesion_types)")
+                                                        "lesion-types: HCC 0.32, see synthetic.lesion_types)")
     p.add_argument("--box-labels", action="store_true", help="write the lesion label as its filled bounding box")
     p.add_argument("--misregistration", type=int, default=0,
                    help="shift every phase after the first by up to N voxels per axis (default: %(default)s)")

@@ -1,7 +1,7 @@
 """``nnunet-mvext demo``: segmentation and case classification through nnU-Net's pipeline on a generated dataset.
 
 Steps, each through nnU-Net's own console scripts in a subprocess (their full output goes to ``WORKDIR/logs``):
-generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic_dataset`, 3 phases, class = the lesion's
+generate the synthetic multi-phase dataset (:mod:`nnunet_mvext.synthetic.multiphase`, 3 phases, class = the lesion's
 enhancement change between phases) → ``nnUNetv2_plan_and_preprocess`` → ``add-config`` of a tiny
 configuration with Adan settings → ``nnUNetv2_train … -tr nnUNetTrainerFusionABAF`` (one training: segmentation
 decoder and ABAF classification head) → ``nnunet-mvext predict-cls`` on the held-out cases (segmentations and
@@ -99,7 +99,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     start = time.time()
     logger.info("[1/6] generating the synthetic multi-phase dataset (%d training, %d held-out cases)", NUM_TRAIN,
                 NUM_TEST)
-    from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+    from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
     dataset = generate_multiphase_dataset(env["nnUNet_raw"], dataset_id=dataset_id, num_train=NUM_TRAIN,
                                           num_test=NUM_TEST, shape=SHAPE, misregistration_voxels=MISREGISTRATION)
@@ -115,7 +115,7 @@ def run_demo(workdir: str, device: str = "cpu", dataset_id: int = 501, force: bo
     settings = {**DEMO_TRAINER_SETTINGS, "validation_mirroring": mirroring, **(trainer_settings or {})}
     t = time.time()
     with nnunet_paths(env):
-        from nnunet_mvext.plans_config import add_configuration
+        from nnunet_mvext.planning.plans_config import add_configuration
 
         plans_file, _ = add_configuration(str(dataset_id), "3d_tiny_cpu", name=DEMO_CONFIGURATION,
                                           extra_trainer_settings=settings)

@@ -65,7 +65,7 @@ def child_env(root: str) -> dict:
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Workspace:
-    from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+    from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
     root = str(tmp_path_factory.mktemp("nnunet"))
     env = child_env(root)

@@ -3,7 +3,7 @@
 import os
 import re
 
-from nnunet_mvext.trainer_settings import settings_table_markdown
+from nnunet_mvext.training_setup.trainer_settings import settings_table_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

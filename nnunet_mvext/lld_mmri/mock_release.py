@@ -51,7 +51,7 @@ Common to both:
   lesion 0 lies beyond the slice count, in patient 2 the DWI series file is unreadable, and patient 3 has no
   ``Out Phase`` series at all (a missing phase).
 
-**Intensities** follow the multi-class synthetic data of :mod:`nnunet_mvext.synthetic_dataset` (its enhancement
+**Intensities** follow the multi-class synthetic data of :mod:`nnunet_mvext.synthetic.multiphase` (its enhancement
 patterns, offsets, amplitudes and rim shell, over the eight phases in the order above): class ``k`` of the release is
 that module's pattern ``k`` (persistent, washout, fill_in, rim, early_peak, plateau, late_peak), i.e. the class is
 decided by comparing phases, as there. A patient's lesions share its class, offset and amplitude; each draws its own
@@ -83,7 +83,7 @@ from nnunet_mvext.errors import MVExtError
 from nnunet_mvext.lld_mmri.annotation import CLASS_NAMES, PHASES, UNRELEASED
 from nnunet_mvext.lld_mmri.official_crops import crop_folder, official_crop
 from nnunet_mvext.lld_mmri.official_folds import INACCESSIBLE_TXT, LABELS_DIR, LABELS_TXT, write_fold_files
-from nnunet_mvext.synthetic_dataset import (
+from nnunet_mvext.synthetic.multiphase import (
     AMPLITUDE_RANGE,
     ENHANCEMENT_PATTERNS,
     OFFSET_RANGE,

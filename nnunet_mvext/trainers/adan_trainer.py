@@ -1,4 +1,4 @@
-"""``nnUNetTrainerMVAdan``: Adan (timm, foreach) with warmup; see :mod:`nnunet_mvext.optimizers`."""
+"""``nnUNetTrainerMVAdan``: Adan (timm, foreach) with warmup; see :mod:`nnunet_mvext.training_setup.optimizers`."""
 
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 

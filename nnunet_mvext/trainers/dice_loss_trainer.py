@@ -1,4 +1,5 @@
-"""``nnUNetTrainerMVDiceLoss``: soft Dice without cross-entropy; see :mod:`nnunet_mvext.segmentation_losses`."""
+"""``nnUNetTrainerMVDiceLoss``: soft Dice without cross-entropy; see
+:mod:`nnunet_mvext.training_setup.segmentation_losses`."""
 
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 

@@ -66,7 +66,6 @@ from nnunet_mvext.classification.epoch_metrics import (
     auc_selection_start,
     epoch_classification_metrics,
 )
-from nnunet_mvext.classification.fusion_memory import log_fusion_memory
 from nnunet_mvext.classification.fusion_setup import (
     CASE_KEY,
     changes_text,
@@ -90,6 +89,7 @@ from nnunet_mvext.classification.training_data import (
     with_phase_misalignment,
 )
 from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.planning.fusion_memory import log_fusion_memory
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
 AGGREGATION = ("one patch of the training patch size centred on the most lesion-probable predicted lesion "

@@ -4,7 +4,7 @@ The network is built from the configuration's plan: a ``PlainConvUNet`` plan (nn
 channels, stages, kernels, strides and ops plus the MBTFE/EAB knobs (defaults unless the plan sets them); a plan that
 already names ``MBTFEUNet`` (template ``3d_fullres_mbtfe``, or ``nnunet-mvext plan``) is used as it is, knobs
 included. Before nnU-Net creates the results folder the plan is checked and its copy for this training names
-``MBTFEUNet`` with every knob resolved (:mod:`nnunet_mvext.mbtfe_plans`), so the model folder's ``plans.json``
+``MBTFEUNet`` with every knob resolved (:mod:`nnunet_mvext.planning.mbtfe_plans`), so the model folder's ``plans.json``
 describes the network that was trained. ``trainer_settings`` apply as for every trainer of this package, so
 Adan + MBTFE is a plans entry.
 """
@@ -17,7 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLAIN_CLASS, resolve_mbtfe_configuration
+from nnunet_mvext.planning.mbtfe_plans import MBTFE_CLASS, PLAIN_CLASS, resolve_mbtfe_configuration
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV
 
 

@@ -12,12 +12,14 @@ before anything is written. Variants differ only in class attributes:
   other scopes (and ``adan_betas`` unless the optimizer is adan) are accepted but logged as ignored.
 
 The resolved settings are stored in every checkpoint; a run resumed with ``--c`` (or ``--val``) logs each key whose
-value differs from the checkpoint's. With ``seed`` set the training is repeatable (:mod:`nnunet_mvext.seeding`).
+value differs from the checkpoint's. With ``seed`` set the training is repeatable
+(:mod:`nnunet_mvext.training_setup.seeding`).
 
 After those checks and before nnU-Net creates or writes anything in the fold folder, rank 0 takes the fold lock
-(:mod:`nnunet_mvext.fold_lock`): a fold that another live process trains (``--c`` and ``--val`` included, which write
-there too) is refused, naming that process. The lock is held until the process ends (or the trainer is garbage
-collected): nnUNetv2_train's last step, the final validation, still writes into the fold after ``on_train_end``.
+(:mod:`nnunet_mvext.training_setup.fold_lock`): a fold that another live process trains (``--c`` and ``--val``
+included, which write there too) is refused, naming that process. The lock is held until the process ends (or the
+trainer is garbage collected): nnUNetv2_train's last step, the final validation, still writes into the fold after
+``on_train_end``.
 """
 
 from __future__ import annotations
@@ -35,13 +37,18 @@ from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.fold_lock import FoldLock, acquire_fold_lock
-from nnunet_mvext.lr_schedules import WarmupScheduler
-from nnunet_mvext.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
-from nnunet_mvext.optimizers import build_optimizer
-from nnunet_mvext.seeding import deterministic_augmenter, seed_process, start_epoch
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, with_deep_supervision
-from nnunet_mvext.trainer_settings import SETTINGS, TRAINER_SCOPES, TrainerSettings, resolve_trainer_settings
+from nnunet_mvext.planning.mbtfe_plans import log_mbtfe_configuration, resolve_mbtfe_configuration
+from nnunet_mvext.training_setup.fold_lock import FoldLock, acquire_fold_lock
+from nnunet_mvext.training_setup.lr_schedules import WarmupScheduler
+from nnunet_mvext.training_setup.optimizers import build_optimizer
+from nnunet_mvext.training_setup.seeding import deterministic_augmenter, seed_process, start_epoch
+from nnunet_mvext.training_setup.segmentation_losses import build_segmentation_loss, with_deep_supervision
+from nnunet_mvext.training_setup.trainer_settings import (
+    SETTINGS,
+    TRAINER_SCOPES,
+    TrainerSettings,
+    resolve_trainer_settings,
+)
 
 #: The checkpoint key holding :meth:`TrainerSettings.record` (next to nnU-Net's own keys).
 CHECKPOINT_SETTINGS_KEY = "nnunet_mvext_trainer_settings"
@@ -76,7 +83,8 @@ class nnUNetTrainerMV(nnUNetTrainer):
     #: The keys of ``settings_defaults`` the trainer is named for; the plans may repeat their value, not change it.
     #: A key listed here without a value in ``settings_defaults`` (an abstract base) defines nothing.
     defining_settings: tuple = ()
-    #: Scopes (:data:`~nnunet_mvext.trainer_settings.TRAINER_SCOPES`) whose keys this trainer uses besides "all".
+    #: Scopes (:data:`~nnunet_mvext.training_setup.trainer_settings.TRAINER_SCOPES`) whose keys this trainer uses
+    #: besides "all".
     settings_scopes: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
@@ -146,7 +154,8 @@ class nnUNetTrainerMV(nnUNetTrainer):
     def take_fold_lock(self, plans: dict, configuration: str, fold) -> Optional[FoldLock]:
         """The lock of the fold folder nnU-Net's ``__init__`` is about to create (``output_folder``), taken by rank 0
         only; None without ``nnUNet_results`` (nnU-Net then has no folder to write) and on the other DDP ranks.
-        Raises :class:`~nnunet_mvext.fold_lock.FoldLockedError` naming the process that trains the fold."""
+        Raises :class:`~nnunet_mvext.training_setup.fold_lock.FoldLockedError` naming the process that trains the
+        fold."""
         if not nnUNet_results or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
             return None
         identifier = convert_trainer_plans_config_to_identifier(self.__class__.__name__, plans["plans_name"],

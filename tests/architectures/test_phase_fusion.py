@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
 from nnunet_mvext.architectures.phase_fusion_heads import ABAFHead, ConcatHead, DecisionHead, DSNHead
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.segmentation_losses import deep_supervision_weights
+from nnunet_mvext.training_setup.segmentation_losses import deep_supervision_weights
 
 B, P, D, K = 4, 3, 6, 2
 

@@ -97,7 +97,7 @@ def test_table_states_the_gap_to_the_better_ceiling(modules, monkeypatch):
     results = {"oracle": _metrics(0.70), "crop_cnn": _metrics(0.80, samples=2800), "abaf": _metrics(0.55)}
     lines = fcr.table(args, fcr.DATA["lesion-types"], dataset, results, fcr.rows_for(8))
     text = "\n".join(lines)
-    assert "synthetic_lesion_types" in text
+    assert "synthetic.lesion_types" in text
     row = next(line for line in lines if line.startswith(f"| {fcr.HEADS['abaf']} |"))
     assert "| -0.250 (crop_cnn) |" in row
     assert any("2800 samples" in line and "| +0.000 (crop_cnn) |" in line for line in lines)

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "benchmarks"))
 from fusion_classification_results import refuse_stale_configuration
-from nnunet_mvext.plans_config import load_template
+from nnunet_mvext.planning.plans_config import load_template
 
 
 def _plans(tmp_path, trainer_settings):

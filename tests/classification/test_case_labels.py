@@ -8,7 +8,7 @@ import pytest
 from nnunet_mvext.classification.case_labels import require_labels, set_classes
 from nnunet_mvext.classification.metrics import classification_metrics
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
 
 @pytest.fixture

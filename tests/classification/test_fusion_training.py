@@ -129,8 +129,8 @@ def test_a_short_training_beats_chance_on_held_out_crops():
 
 def test_a_3d_fusion_trainer_refuses_views_it_would_ignore():
     from nnunet_mvext.errors import MVExtError
-    from nnunet_mvext.trainer_settings import resolve_trainer_settings
     from nnunet_mvext.trainers.fusion_trainers import nnUNetTrainerFusionABAF
+    from nnunet_mvext.training_setup.trainer_settings import resolve_trainer_settings
 
     settings = resolve_trainer_settings({"views": ["axial"]}, "test", {"fusion": "abaf"}, ("fusion",))
     with pytest.raises(MVExtError, match="'views' is \\['axial'\\].*nnUNetTrainerMultiViewABAF"):

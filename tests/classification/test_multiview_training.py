@@ -1,6 +1,6 @@
 """A short CPU training of MultiViewFusionNet on the shape data: three views beat each single view on held-out cases.
 
-The shape data (:mod:`nnunet_mvext.synthetic_shape_dataset`) is built so that view a cannot tell ``round`` from
+The shape data (:mod:`nnunet_mvext.synthetic.shapes`) is built so that view a cannot tell ``round`` from
 ``spike_axis{a}``: a single view is capped at 0.75 accuracy with balanced classes, two or three views are not. The
 network, its slabs and its heads are the ones the multi-view trainers build; the nnU-Net loop around them is covered
 by ``tests/e2e/test_multiview_cli.py``, so this trains on cached volumes to stay within CI's budget.
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnunet_mvext.architectures.multiview_fusion_net import MultiViewFusionNet
-from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, make_shape_case
+from nnunet_mvext.synthetic.shapes import SHAPE_CLASSES, make_shape_case
 
 SHAPE = (32, 32, 32)
 STEPS, BATCH, LR = 300, 16, 1e-2  # lr 3e-3: not learnt within 150 steps (held-out accuracy 0.53 and 0.48)

@@ -56,8 +56,8 @@ def test_planner_shrinks_the_patch_for_the_extra_memory(workspace, monkeypatch):
     plain patch, nnU-Net's patch-size search keeps the plain patch for the plain U-Net and shrinks it for MBTFEUNet."""
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
-    from nnunet_mvext.mbtfe_planner import MBTFEPlanner
-    from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLAIN_CLASS, PLANNED_ESTIMATE_KEY
+    from nnunet_mvext.planning.mbtfe_planner import MBTFEPlanner
+    from nnunet_mvext.planning.mbtfe_plans import MBTFE_CLASS, PLAIN_CLASS, PLANNED_ESTIMATE_KEY
 
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, workspace.env[key])

@@ -164,7 +164,7 @@ def test_make_splits_writes_the_raw_file_too_so_planning_copies_the_same_folds(s
 
 
 def test_plan_refuses_different_raw_and_preprocessed_splits_before_any_work(split_dataset):
-    from nnunet_mvext.mbtfe_planner import plan_dataset
+    from nnunet_mvext.planning.plan_command import plan_dataset
 
     split_dataset["pre"].parent.mkdir(parents=True)
     other = [{"train": s["val"], "val": s["train"]} for s in split_dataset["official"]]

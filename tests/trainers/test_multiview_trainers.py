@@ -42,7 +42,8 @@ def _plans(settings=None, patch=(4, 32, 32)):
 
 def _trainer(name: str):
     """A multi-view trainer class, imported when a test first needs it: importing the fusion trainers while pytest
-    collects would add subclasses that tests/test_trainer_settings.py's defining-key test does not expect."""
+    collects would add subclasses that tests/training_setup/test_trainer_settings.py's defining-key test does not
+    expect."""
     from nnunet_mvext.trainers import multiview_trainers
 
     return getattr(multiview_trainers, name)

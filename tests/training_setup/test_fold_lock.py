@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunet_mvext.fold_lock import IGNORE_ENV, LOCK_FILE_NAME, FoldLockedError, acquire_fold_lock, read_lock
+from nnunet_mvext.training_setup.fold_lock import (
+    IGNORE_ENV,
+    LOCK_FILE_NAME,
+    FoldLockedError,
+    acquire_fold_lock,
+    read_lock,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the subprocess checks read Linux's /proc")
 
@@ -41,7 +47,7 @@ PLANS = {"dataset_name": DATASET, "plans_name": "nnUNetPlans", "label_manager": 
 # holds the lock of every folder named on its command line until its stdin closes
 HOLDER = """
 import sys
-from nnunet_mvext.fold_lock import acquire_fold_lock
+from nnunet_mvext.training_setup.fold_lock import acquire_fold_lock
 locks = [acquire_fold_lock(folder, "holder") for folder in sys.argv[1:]]
 print("held", flush=True)
 sys.stdin.read()
@@ -82,7 +88,7 @@ def our_trainers() -> dict:
 
 def load(target: str) -> type:
     """Imported when a test needs it (importing the fusion trainers while pytest collects adds subclasses that
-    tests/test_trainer_settings.py's defining-key test does not expect)."""
+    tests/training_setup/test_trainer_settings.py's defining-key test does not expect)."""
     import importlib
 
     module, name = target.split(":")
@@ -237,7 +243,7 @@ def test_a_forked_worker_neither_releases_nor_loses_the_lock_of_its_parent(tmp_p
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         lock.release()
-        if getattr(signal.getsignal(signal.SIGTERM), "__module__", None) == "nnunet_mvext.fold_lock":
+        if getattr(signal.getsignal(signal.SIGTERM), "__module__", None) == "nnunet_mvext.training_setup.fold_lock":
             os._exit(4)  # the child should have the handler from before the lock back
         os.kill(os.getpid(), signal.SIGTERM)
         os._exit(3)

@@ -6,8 +6,8 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from timm.optim import Adan
 
-from nnunet_mvext.lr_schedules import WarmupScheduler, learning_rate_at
-from nnunet_mvext.optimizers import build_optimizer
+from nnunet_mvext.training_setup.lr_schedules import WarmupScheduler, learning_rate_at
+from nnunet_mvext.training_setup.optimizers import build_optimizer
 
 
 def _net():

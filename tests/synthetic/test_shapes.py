@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_shape_dataset import SHAPE_CLASSES, generate_shape_dataset, make_shape_case
+from nnunet_mvext.synthetic.shapes import SHAPE_CLASSES, generate_shape_dataset, make_shape_case
 
 
 @pytest.mark.parametrize("shape,spacing", [((32, 32, 32), (1.0, 1.0, 1.0)), ((12, 40, 40), (3.0, 0.8, 0.8))])

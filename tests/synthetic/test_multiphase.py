@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_dataset import generate_multiphase_dataset
+from nnunet_mvext.synthetic.multiphase import generate_multiphase_dataset
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_images_show_the_shell_contrast():
     """The lesion's outer voxels minus its inner voxels, measured in the images, follow shell - core."""
     from scipy.ndimage import binary_erosion
 
-    from nnunet_mvext.synthetic_dataset import make_multiclass_case
+    from nnunet_mvext.synthetic.multiphase import make_multiclass_case
 
     rng = np.random.default_rng(0)
     measured, truth = [], []

@@ -12,16 +12,16 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mvext.architectures.multiphase_fusion_net import MultiPhaseFusionNet
-from nnunet_mvext.classification.fusion_memory import (
+from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.planning.fusion_memory import (
     PLANNED_ESTIMATE_KEY,
     PLANNED_PHASES_KEY,
     WARN_FACTOR,
-    FusionPlanner,
     fusion_feature_map_size,
     log_fusion_memory,
     memory_note,
 )
-from nnunet_mvext.errors import MVExtError
+from nnunet_mvext.planning.fusion_planner import FusionPlanner
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 FEATURES = [32, 64, 128, 256, 320, 320]
@@ -45,7 +45,7 @@ def configuration(patch=(128, 128, 128), **extra):
 
 def fusion_net(phases: int, segmentation: bool = True, width: float = 0.0) -> MultiPhaseFusionNet:
     """The fusion network on the meta device; ``width``: its classification encoder (1: the trainers' default)."""
-    from nnunet_mvext.classification.fusion_memory import _imported
+    from nnunet_mvext.planning.fusion_memory import _imported
 
     with torch.device("meta"):
         return MultiPhaseFusionNet(PLAIN, {**_imported(ARCH_KWARGS, IMPORTS), "deep_supervision": True}, phases, 3, 2,
@@ -146,7 +146,7 @@ def test_the_fusion_planner_estimate_grows_with_the_phases_and_nnunet_shrinks_pa
 
 
 def test_plan_refuses_phases_outside_the_preset_or_the_channels(fake_dataset):
-    from nnunet_mvext.mbtfe_planner import plan_dataset
+    from nnunet_mvext.planning.plan_command import plan_dataset
 
     with pytest.raises(MVExtError, match="--phases 4 applies to --preset fusion"):
         plan_dataset(fake_dataset, preset="mbtfe", phases=4)

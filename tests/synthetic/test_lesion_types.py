@@ -12,8 +12,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.synthetic_dataset import stratified_class_counts
-from nnunet_mvext.synthetic_lesion_types import (
+from nnunet_mvext.synthetic.lesion_types import (
     CLASS_NAMES,
     DEFAULT_PRIORS,
     PHASES,
@@ -24,6 +23,7 @@ from nnunet_mvext.synthetic_lesion_types import (
     jittered_box,
     make_case,
 )
+from nnunet_mvext.synthetic.multiphase import stratified_class_counts
 
 T2, DWI, IN, OUT, PRE, ART, VEN, DEL = range(8)
 #: no global scaling, bias, blur or steatosis, little noise: the compartments read back from the images

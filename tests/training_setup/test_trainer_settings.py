@@ -3,7 +3,12 @@ import gc
 import pytest
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.trainer_settings import OPTIMIZER_DEFAULTS, SETTINGS, resolve_trainer_settings, validate_raw_settings
+from nnunet_mvext.training_setup.trainer_settings import (
+    OPTIMIZER_DEFAULTS,
+    SETTINGS,
+    resolve_trainer_settings,
+    validate_raw_settings,
+)
 
 WHERE = "configuration 'x' of plans 'p'"
 

@@ -10,7 +10,7 @@ import torch
 
 from nnunet_mvext.architectures.mbtfe_knobs import KNOB_BY_NAME
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.mbtfe_plans import MBTFE_CLASS, PLANNED_ESTIMATE_KEY, feature_map_sizes
+from nnunet_mvext.planning.mbtfe_plans import MBTFE_CLASS, PLANNED_ESTIMATE_KEY, feature_map_sizes
 from nnunet_mvext.trainers.adan_trainer import nnUNetTrainerMVAdan
 from nnunet_mvext.trainers.mbtfe_trainer import nnUNetTrainerMBTFE
 from nnunet_mvext.trainers.settings_trainer import nnUNetTrainerMV

@@ -3,7 +3,7 @@ import pytest
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunet_mvext.segmentation_losses import build_segmentation_loss, deep_supervision_weights
+from nnunet_mvext.training_setup.segmentation_losses import build_segmentation_loss, deep_supervision_weights
 
 
 def test_deep_supervision_weights():
@@ -62,7 +62,7 @@ def test_under_ddp_every_parameter_of_nnunets_unet_gets_a_gradient():
     """DDP without find_unused_parameters needs a gradient for every parameter, the lowest DS head included."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    from nnunet_mvext.segmentation_losses import with_deep_supervision
+    from nnunet_mvext.training_setup.segmentation_losses import with_deep_supervision
 
     net = PlainConvUNet(1, 3, [4, 8, 16], torch.nn.Conv3d, 3, [1, 2, 2], 2, 3, [1, 1], conv_bias=True,
                         norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=torch.nn.LeakyReLU,

@@ -7,7 +7,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
-from nnunet_mvext.seeding import deterministic_augmenter, start_epoch
+from nnunet_mvext.training_setup.seeding import deterministic_augmenter, start_epoch
 
 
 class _RandomLoader(DataLoader):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from nnunet_mvext.errors import MVExtError
-from nnunet_mvext.plans_config import add_configuration, available_templates, load_template
+from nnunet_mvext.planning.plans_config import add_configuration, available_templates, load_template
 
 DATASET = "Dataset777_Toy"
 
