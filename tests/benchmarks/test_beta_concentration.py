@@ -30,3 +30,12 @@ def test_median_and_share_over_cases(results_file):
 
 def test_no_weights_no_measure(results_file):
     assert results_file.beta_concentration([]) == {}
+
+
+def test_the_script_reads_the_beta_columns_by_name(results_file, tmp_path):
+    import beta_collapse
+
+    csv_file = tmp_path / "classification.csv"
+    csv_file.write_text("case_id,predicted_class,p_a,beta_T2,beta_DWI\nc1,a,1.0,0.95,0.05\nc2,a,1.0,0.3,0.7\n")
+    phases, weights = beta_collapse.phase_weights(str(csv_file))
+    assert phases == ["T2", "DWI"] and weights == [[0.95, 0.05], [0.3, 0.7]]
