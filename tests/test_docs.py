@@ -186,13 +186,24 @@ def nnunet_flags(command: str) -> frozenset:
     return frozenset(flags | {"-h", "--help"})
 
 
+@lru_cache(maxsize=1)
+def _strict_parser() -> argparse.ArgumentParser:
+    """The package's parser, refusing abbreviated flags: a page must spell every flag as the parser defines it."""
+    parser = build_parser()
+    parser.allow_abbrev = False
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for subparser in sub.choices.values():
+            subparser.allow_abbrev = False
+    return parser
+
+
 def command_problems(words: list[str]) -> list[str]:
     """What is wrong with one command of a page: an unknown subcommand or flag, a bad value or count."""
     name = words[0]
     if name == "nnunet-mvext":
         # shell variables become a value their flag accepts: an integer where the flag wants one
         argv = ["1" if w.startswith("$") and "/" not in w else w for w in words[1:]]
-        error = _parse_error(build_parser(), argv)
+        error = _parse_error(_strict_parser(), argv)
         return [error] if error else []
     if name.startswith("nnUNetv2_"):
         known = nnunet_flags(name)
@@ -222,6 +233,7 @@ def test_the_command_check_finds_a_wrong_subcommand_flag_or_value():
     assert command_problems(["nnunet-mvext", "evaluate-clss", "-ref", "a.csv"])
     assert command_problems(["nnunet-mvext", "make-splits", "D", "--folds", "five"])
     assert command_problems(["nnunet-mvext", "demo", "--device", "tpu"])
+    assert command_problems(["nnunet-mvext", "evaluate-cls", "--cv", "-d", "D", "-o", "cv", "--store-thresh"])
     assert command_problems(["nnUNetv2_train", "D", "3d_fullres", "0", "-trainer", "X"])
     assert command_problems(["nnUNetv2_predict", "-i", "in", "-o", "out", "--no_such_flag"])
     assert command_problems(["nnunet-mvxt", "demo"])
