@@ -1,9 +1,7 @@
-"""The README's promises that CI and users rely on."""
+"""The README's promises that CI and users rely on, and the trainer table of docs/reference/trainers.md."""
 
 import os
 import re
-
-from nnunet_mvext.training_setup.trainer_settings import settings_table_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,18 +34,11 @@ def test_ci_runs_exactly_the_readme_test_command_with_the_linter_before_the_test
     assert _ci_steps()[-len(expected):] == expected
 
 
-def test_readme_settings_table_is_current():
-    readme = _read("README.md")
-    table = readme.split("<!-- trainer-settings-table:start -->\n", 1)[1]
-    table = table.split("\n<!-- trainer-settings-table:end", 1)[0]
-    assert table.strip() == settings_table_markdown().strip()
-
-
-def test_every_trainer_entry_point_is_in_the_readme_table():
+def test_every_trainer_entry_point_is_in_the_trainer_table_of_the_reference_page():
     pyproject = _read("pyproject.toml")
     section = pyproject.split('[project.entry-points."nnunetv2.trainers"]', 1)[1].split("\n[", 1)[0]
     names = re.findall(r"^(\w+) = ", section, flags=re.M)
     assert names
-    readme = _read("README.md")
+    page = _read("docs", "reference", "trainers.md")
     for name in names:
-        assert f"| `{name}` |" in readme, name
+        assert f"| `{name}` |" in page, name
