@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cross-validation workflow of README "Cross-validation and reporting" on the synthetic data, tiny CPU budget:
+# The cross-validation workflow of docs/how_to/cross_validation.md on the synthetic data, tiny CPU budget:
 # make-splits (grouped, stratified) -> 5 folds x 2 fusion modes -> evaluate-cls --cv (intervals, --store-threshold)
 # -> compare-cls -> predict-cls on the held-out cases with the stored threshold.
 # Usage: bash benchmarks/cross_validation_workflow.sh WORKDIR   (WORKDIR must not exist; about 30 CPU minutes)

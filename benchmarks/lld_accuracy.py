@@ -7,16 +7,16 @@ anisotropic grid whose geometry is only in ``Annotation.json``, every phase shif
 per axis, box bounds jittered by up to ``--box-jitter-mm``, 30 % of the patients with 2-3 lesions,
 ``--unreleased-fraction`` unreleased, the three defects, a flipped patient (passed to the imports by
 ``--flipped-patients``), repeated slices, the official crops and folds; no test set) is imported as the selected rows
-need (:data:`DATASETS`): ``crop`` and ``resample`` with ``--geometry json``, ``crop_header`` with ``--geometry
-header`` and ``crops_only`` with ``--from-crops``. The unreleased patients (category -1, so in ``imagesTs``) are the
-held-out set, the same patients for every import, as the challenge's test patients are: never used for training or
-model selection; their true classes come from the mock's ``mock_truth.json``. Each dataset goes through nnU-Net as a
-user runs it: ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` (which copies the official folds the import wrote;
-``make-splits --groups`` where a dataset has none) → ``add-config`` (the tiny CPU network, ``segmentation: false``,
-``missing_phases: zero``, as the README's ``3d_fullres_lld``) → ``nnUNetv2_train … 0`` → ``predict-cls --roi
-labelsTs --disable_tta`` (the given boxes, as the challenge's protocol) → ``export-lld --lesions lesions.csv`` (one
-prediction per patient: a patient's lesion cases averaged by box volume) → ``evaluate-cls`` per patient (95 %
-intervals by stratified bootstrap; the challenge's score, the mean of macro-F1 and Cohen's kappa, with its interval).
+need (:data:`DATASETS`): ``crop`` and ``resample`` with ``--geometry json``, ``crop_header`` with ``--geometry header``
+and ``crops_only`` with ``--from-crops``. The unreleased patients (category -1, so in ``imagesTs``) are the held-out
+set, the same patients for every import, as the challenge's test patients are: never used for training or model
+selection; their true classes come from the mock's ``mock_truth.json``. Each dataset goes through nnU-Net as a user runs
+it: ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` (which copies the official folds the import wrote; ``make-splits
+--groups`` where a dataset has none) → ``add-config`` (the tiny CPU network, ``segmentation: false``, ``missing_phases:
+zero``, as ``3d_fullres_lld`` in docs/how_to/lld_mmri.md) → ``nnUNetv2_train … 0`` → ``predict-cls --roi labelsTs
+--disable_tta`` (the given boxes, as the challenge's protocol) → ``export-lld --lesions lesions.csv`` (one prediction
+per patient: a patient's lesion cases averaged by box volume) → ``evaluate-cls`` per patient (95 % intervals by
+stratified bootstrap; the challenge's score, the mean of macro-F1 and Cohen's kappa, with its interval).
 
 Rows: ``crop`` and ``resample`` (``nnUNetTrainerFusionABAF``, one encoder per phase), ``crop_shared`` (the same with
 ``shared_encoder: true``), ``crop_early`` (early fusion: ``nnUNetTrainerFusionConcat`` with one phase group holding

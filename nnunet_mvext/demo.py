@@ -42,7 +42,8 @@ NUM_TRAIN, NUM_TEST, MISREGISTRATION = 20, 40, 0
 SHAPE = (32, 32, 32)
 # 300 iterations of batch 2 at 32^3 with 8/16/32 features, three phase encoders: about 3 minutes on 2 CPU cores
 # classification_loss_weight 0.2: with the default 1.0 the lesion label was not learnt within these 300 iterations
-# (held-out lesion Dice 0.000 in three runs), so predict-cls found no lesion; with 0.2 it was (see README, "The demo").
+# (held-out lesion Dice 0.000 in three runs), so predict-cls found no lesion; with 0.2 it was
+# (see docs/getting_started.md).
 # seed 1: with the default network (classification_encoder_width 1) and seed 0 the lesion label was learnt only in the
 # last of the 15 epochs (held-out lesion Dice 0.039, AUC 0.635), with seed 1 by epoch 3 (0.845, AUC 0.992); 300
 # iterations are too few for every random draw, so the demo warns when the lesion was not learnt (LESION_DICE_WARNING).

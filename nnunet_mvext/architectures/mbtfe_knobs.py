@@ -3,8 +3,8 @@
 A plans file sets them in the configuration's ``arch_kwargs``. :func:`resolve_knobs` checks every value before
 anything is built (the message names the key and what is allowed) and returns explicit values (``mbtfe_stages`` as a
 list of stage indices, ``eab_stages`` as an integer), so a model trained with them does not depend on the defaults of
-the installed version. ``MBTFEUNet``, its blocks, the trainers and the planner all read this table; the README's knob
-table is :func:`knob_table_markdown`.
+the installed version. ``MBTFEUNet``, its blocks, the trainers and the planner all read this table; the knob table of
+docs/how_to/mbtfe_adan_dice.md is :func:`knob_table_markdown`.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def resolve_knobs(values: Mapping[str, Any], n_stages: int, where: str = "") -> 
 
 
 def knob_table_markdown() -> str:
-    """The README's knob table."""
+    """The knob table of docs/how_to/mbtfe_adan_dice.md."""
     import json
 
     lines = ["| knob | default | allowed | meaning |", "| --- | --- | --- | --- |"]

@@ -10,7 +10,7 @@ mirroring already applied once in 3D, so the views of a sample stay consistent w
 **Views** are axes of the preprocessed array (after nnU-Net's ``transpose_forward``): ``axial`` = axis 0,
 ``coronal`` = axis 1, ``sagittal`` = axis 2 (:data:`VIEW_AXES`). For a volume read in the usual orientation, where
 nnU-Net's (z, y, x) array has the slice axis first, these are the anatomical planes; for other data they are just the
-three array axes (see the README, "Multi-view (2.5D) fusion").
+three array axes (see docs/how_to/multiview.md).
 
 **Lesion centre** (per sample, continuous, voxel units)::
 

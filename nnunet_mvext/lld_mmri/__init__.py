@@ -13,6 +13,6 @@
 - :mod:`~nnunet_mvext.lld_mmri.official_crops`, :mod:`~nnunet_mvext.lld_mmri.official_folds`: the challenge's crop
   and fold scripts (written by the mock, read by the imports: the folds become nnU-Net's ``splits_final.json``).
 - :mod:`~nnunet_mvext.lld_mmri.mock_release`: ``nnunet-mvext make-lld-mock``, a synthetic release with the real
-  release's quirks, for tests and the README walkthrough.
+  release's quirks, for tests and docs/how_to/lld_mmri.md.
 - :mod:`~nnunet_mvext.lld_mmri.submission`: ``nnunet-mvext export-lld``, the challenge's submission file.
 """

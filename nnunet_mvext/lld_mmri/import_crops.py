@@ -11,8 +11,8 @@ Input::
 import_release` writes (``imagesTr``/``labelsTr``/``imagesTs``/``labelsTs``, ``dataset.json`` through nnU-Net's
 ``generate_dataset_json`` with the ``classification`` block, ``groups.csv``, ``lesions.csv``,
 ``missing_phases.json``, ``alignment.json``, ``import_report.json``, the marker file), one case per lesion,
-``<patient>_<lesion>`` as the crop alignment names them, so the rest of the README's section runs unchanged; where the
-fold files exist their folds are written to the raw ``splits_final.json``
+``<patient>_<lesion>`` as the crop alignment names them, so the rest of docs/how_to/lld_mmri.md runs unchanged;
+where the fold files exist their folds are written to the raw ``splits_final.json``
 (:func:`~nnunet_mvext.lld_mmri.official_folds.plan_official_splits`).
 
 **Geometry of a crop** (``geometry="json"``, default): the series' JSON spacing

@@ -1,6 +1,6 @@
 """A synthetic LLD-MMRI 2023 release in the official layout (``nnunet-mvext make-lld-mock``), for tests and the
-README walkthrough. It is not a model of liver MRI; it has the properties of the release that the import must
-handle. By default (``real_release=True``) it is made **as the real release is**:
+walkthrough in docs/how_to/lld_mmri.md. It is not a model of liver MRI; it has the properties of the release that
+the import must handle. By default (``real_release=True``) it is made **as the real release is**:
 
 - **geometry only in the JSON**: every NIfTI header reads spacing 1 x 1 x 1, origin 0, identity direction; each
   series' true geometry is in ``Annotation.json``: ``pixel_spacing`` ``[sx, sy]``, ``slice_spacing`` (z),

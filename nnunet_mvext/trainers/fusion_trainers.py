@@ -2,7 +2,7 @@
 ``…Decision``.
 
 The network is :class:`~nnunet_mvext.architectures.multiphase_fusion_net.MultiPhaseFusionNet` built from the
-configuration's plan. Protocol (README, "Multi-phase case classification"):
+configuration's plan. Protocol (docs/explanation/classification_protocol.md):
 
 - **Sampling.** Segmentation keeps nnU-Net's sampling (``oversample_foreground_percent``, all labels) and nnU-Net's
   unrestricted validation loader, so pseudo Dice and ``checkpoint_best.pth`` mean what they mean in nnU-Net. The

@@ -78,7 +78,7 @@ def test_misspelled_key_stops_before_anything_is_written(workspace):
 
 
 def test_val_reruns_the_final_validation_of_a_trained_fold(workspace, adan_model):
-    """``nnUNetv2_train ... --val`` (README: works as with nnU-Net's trainers) on the fold trained above: nnU-Net's
+    """``nnUNetv2_train ... --val`` (docs: works as with nnU-Net's trainers) on the fold trained above: nnU-Net's
     own validation path through our trainer, after the training released its fold lock."""
     summary_file = os.path.join(adan_model, "fold_0", "validation", "summary.json")
     os.remove(summary_file)
