@@ -1,12 +1,19 @@
 """The benchmark tables' measure of ABAF's phase-weight collapse (issue 32: 'the median of the largest beta of a case
 is 0.96, and 63 % of the cases put more than 0.9 on one phase')."""
 
+import os
+
 import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
 
 
 @pytest.fixture
-def results_file(benchmark_module):
-    return benchmark_module("results_file")
+def results_file(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import results_file
+
+    return results_file
 
 
 def test_uniform_weights_do_not_collapse(results_file):
